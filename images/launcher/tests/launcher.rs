@@ -1,0 +1,574 @@
+//! Runs the built launcher on the host, in a fresh directory, with host programs as the stage
+//! commands, and checks what a supervisor would see: stdout (with the trailer), stderr, and the
+//! exit code.
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use onpyrunner_protocol::status::MARKER_PREFIX;
+use onpyrunner_protocol::{RunRequest, RunStatus, SourceFile, Stage, StatusScanner};
+
+const LAUNCHER: &str = env!("CARGO_BIN_EXE_onpyrunner-launcher");
+const NONCE: &str = "T3stN0nce42";
+/// Generous: every program here finishes in well under a second.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A fresh directory for one launcher run, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "onpyrunner-launcher-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir(&path).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What came out of one launcher run.
+#[derive(Debug)]
+struct Outcome {
+    /// The launcher's exit code, or 128 + signal.
+    code: i32,
+    /// Raw stdout, trailer included.
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Outcome {
+    /// Split stdout the way the supervisor does: the user's bytes and the status, if any.
+    fn scan(&self) -> (Vec<u8>, Option<RunStatus>) {
+        let mut scanner = StatusScanner::new(NONCE);
+        let scanned = scanner.push(&self.stdout);
+        let mut user = scanned.output.to_vec();
+        user.extend_from_slice(&scanner.finish());
+        let status = scanned
+            .status
+            .map(|s| s.expect("the trailer's JSON parses"));
+        (user, status)
+    }
+
+    fn user_stdout(&self) -> Vec<u8> {
+        self.scan().0
+    }
+
+    fn status(&self) -> RunStatus {
+        self.scan()
+            .1
+            .unwrap_or_else(|| panic!("no status trailer in {self:?}"))
+    }
+
+    fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+fn argv(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+fn request(files: &[(&str, &[u8])], compile: &[&str], run: &[&str]) -> RunRequest {
+    RunRequest {
+        nonce: NONCE.into(),
+        files: files
+            .iter()
+            .map(|(name, content)| SourceFile {
+                name: name.to_string(),
+                content: content.to_vec(),
+            })
+            .collect(),
+        compile: argv(compile),
+        run: argv(run),
+    }
+}
+
+/// A request with a dummy source file and only a run stage.
+fn run_only(run: &[&str]) -> RunRequest {
+    request(&[("main.txt", b"source")], &[], run)
+}
+
+/// Run the launcher in `dir` with `input` (frame and program stdin, sent in one write, which
+/// is exactly what a buffered reader would get wrong) as its stdin.
+fn launch_in(dir: &Path, mut command: Command, input: Vec<u8>) -> Outcome {
+    let mut child = command
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the launcher");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    // The program may not read all of its stdin; a broken pipe here is not a failure.
+    thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(TIMEOUT) {
+        Ok(output) => output.expect("wait for the launcher"),
+        Err(_) => {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("the launcher did not finish within {TIMEOUT:?}");
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = output
+        .status
+        .code()
+        .or_else(|| output.status.signal().map(|s| 128 + s))
+        .unwrap();
+    Outcome {
+        code,
+        stdout: output.stdout,
+        stderr: output.stderr,
+    }
+}
+
+fn launch_raw(input: Vec<u8>) -> Outcome {
+    let dir = TempDir::new();
+    launch_in(&dir.0, Command::new(LAUNCHER), input)
+}
+
+fn launch(request: &RunRequest, program_stdin: &[u8]) -> Outcome {
+    let mut input = request.encode().expect("a valid request encodes");
+    input.extend_from_slice(program_stdin);
+    launch_raw(input)
+}
+
+#[test]
+fn program_stdin_is_exactly_the_bytes_after_the_frame() {
+    // Every byte value, and more than any stdio buffer would read ahead.
+    let stdin: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let out = launch(&run_only(&["cat"]), &stdin);
+    assert_eq!(out.code, 0, "{}", out.stderr_text());
+    assert!(out.user_stdout() == stdin, "stdin was altered on its way");
+    assert_eq!(out.status().exit_code, Some(0));
+}
+
+#[test]
+fn program_sees_end_of_input_when_nothing_follows_the_frame() {
+    let out = launch(&run_only(&["sh", "-c", "wc -c"]), b"");
+    assert_eq!(out.code, 0);
+    assert_eq!(String::from_utf8(out.user_stdout()).unwrap().trim(), "0");
+}
+
+#[test]
+fn stdout_and_stderr_stay_separate() {
+    let out = launch(
+        &run_only(&[
+            "sh",
+            "-c",
+            "echo to-stdout; echo to-stderr >&2; echo more-stdout",
+        ]),
+        b"",
+    );
+    assert_eq!(out.code, 0);
+    assert_eq!(out.user_stdout(), b"to-stdout\nmore-stdout\n");
+    assert_eq!(out.stderr, b"to-stderr\n");
+}
+
+#[test]
+fn trailer_ends_stdout_and_reports_run_stage_and_exit_code() {
+    // Output without a final newline must come through intact, right before the trailer.
+    let out = launch(
+        &run_only(&["python3", "-c", "print('hello', end='', flush=True)"]),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr_text());
+    let (user, status) = out.scan();
+    assert_eq!(user, b"hello");
+    let status = status.expect("a trailer");
+    assert_eq!(status.stage, Stage::Run);
+    assert_eq!(status.exit_code, Some(0));
+    assert_eq!(status.signal, None);
+    assert_eq!(status.error, None);
+    assert!(status.max_rss_kib > 0, "{status:?}");
+    // The trailer is the last thing on stdout, and it carries the nonce.
+    let mut marker = MARKER_PREFIX.to_vec();
+    marker.extend_from_slice(NONCE.as_bytes());
+    assert!(out.stdout.starts_with(b"hello"));
+    assert!(out.stdout[5..].starts_with(&marker), "{:?}", out.stdout);
+    assert!(out.stdout.ends_with(b"\n"));
+    assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), 1);
+}
+
+#[test]
+fn status_measures_cpu_time_and_peak_memory() {
+    let program = "import time\n\
+                   data = b'x' * (64 << 20)\n\
+                   start = time.process_time()\n\
+                   while time.process_time() - start < 0.3: pass\n";
+    let out = launch(&run_only(&["python3", "-c", program]), b"");
+    assert_eq!(out.code, 0, "{}", out.stderr_text());
+    let status = out.status();
+    assert!(status.cpu_ms >= 250, "{status:?}");
+    assert!(status.wall_ms >= status.cpu_ms / 2, "{status:?}");
+    assert!(status.max_rss_kib >= 60 * 1024, "{status:?}");
+}
+
+#[test]
+fn nonzero_exit_code_is_reported_and_becomes_the_launcher_exit_code() {
+    let out = launch(&run_only(&["sh", "-c", "echo partial; exit 7"]), b"");
+    assert_eq!(out.code, 7);
+    assert_eq!(out.user_stdout(), b"partial\n");
+    let status = out.status();
+    assert_eq!(
+        (status.stage, status.exit_code, status.signal),
+        (Stage::Run, Some(7), None)
+    );
+}
+
+#[test]
+fn signal_death_is_reported_as_signal_and_exits_128_plus_signal() {
+    let out = launch(&run_only(&["sh", "-c", "kill -9 $$"]), b"");
+    assert_eq!(out.code, 128 + 9);
+    let status = out.status();
+    assert_eq!(
+        (status.stage, status.exit_code, status.signal),
+        (Stage::Run, None, Some(9))
+    );
+    assert_eq!(status.error, None);
+}
+
+#[test]
+fn failed_compile_reports_compile_stage_and_never_starts_the_program() {
+    let out = launch(
+        &request(
+            &[("main.txt", b"source")],
+            &["sh", "-c", "echo bad >&2; echo compiler-stdout; exit 3"],
+            &["sh", "-c", "echo program-ran; touch ran"],
+        ),
+        b"",
+    );
+    assert_eq!(out.code, 3);
+    assert_eq!(out.user_stdout(), b"");
+    // The compiler's stdout goes to stderr, beside its diagnostics.
+    assert_eq!(out.stderr_text(), "bad\ncompiler-stdout\n");
+    let status = out.status();
+    assert_eq!(
+        (status.stage, status.exit_code, status.signal),
+        (Stage::Compile, Some(3), None)
+    );
+}
+
+#[test]
+fn failed_compile_leaves_no_trace_of_the_run_stage() {
+    let dir = TempDir::new();
+    let req = request(&[("main.txt", b"source")], &["false"], &["touch", "ran"]);
+    let out = launch_in(&dir.0, Command::new(LAUNCHER), req.encode().unwrap());
+    assert_eq!(out.code, 1);
+    assert!(!dir.0.join("ran").exists());
+    assert!(dir.0.join("main.txt").exists());
+}
+
+#[test]
+fn compile_killed_by_a_signal_is_a_compile_failure() {
+    let out = launch(
+        &request(
+            &[("main.txt", b"")],
+            &["sh", "-c", "kill -TERM $$"],
+            &["true"],
+        ),
+        b"",
+    );
+    assert_eq!(out.code, 128 + 15);
+    let status = out.status();
+    assert_eq!((status.stage, status.signal), (Stage::Compile, Some(15)));
+}
+
+#[test]
+fn successful_compile_is_followed_by_the_run_stage_with_its_own_status() {
+    let out = launch(
+        &request(
+            &[("main.sh", b"echo \"built: $(cat -)\"\n")],
+            &["sh", "-c", "cp main.sh built.sh && echo compiled"],
+            &["sh", "built.sh"],
+        ),
+        b"input",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr_text());
+    assert_eq!(out.user_stdout(), b"built: input\n");
+    assert_eq!(out.stderr_text(), "compiled\n");
+    let status = out.status();
+    assert_eq!((status.stage, status.exit_code), (Stage::Run, Some(0)));
+}
+
+#[test]
+fn compile_stage_reads_no_stdin_so_the_program_gets_all_of_it() {
+    let out = launch(
+        &request(&[("main.txt", b"")], &["cat"], &["cat"]),
+        b"for the program",
+    );
+    assert_eq!(out.code, 0);
+    assert_eq!(out.user_stdout(), b"for the program");
+    assert_eq!(out.stderr, b"");
+}
+
+#[test]
+fn source_files_are_written_into_the_work_directory_with_exact_content() {
+    let binary: Vec<u8> = (0..=255).collect();
+    let out = launch(
+        &request(
+            &[("data.bin", &binary), ("Main.java", b"class Main {}")],
+            &[],
+            &["sh", "-c", "cat data.bin; stat -c %a Main.java >&2"],
+        ),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr_text());
+    assert_eq!(out.user_stdout(), binary);
+    // 0644 under the usual umask of 022; never executable.
+    assert_eq!(out.stderr_text(), "644\n");
+}
+
+#[test]
+fn existing_file_is_not_overwritten_and_the_error_is_reported() {
+    let dir = TempDir::new();
+    fs::write(dir.0.join("main.txt"), b"original").unwrap();
+    let out = launch_in(
+        &dir.0,
+        Command::new(LAUNCHER),
+        run_only(&["touch", "ran"]).encode().unwrap(),
+    );
+    assert_eq!(out.code, 125);
+    assert_eq!(fs::read(dir.0.join("main.txt")).unwrap(), b"original");
+    assert!(!dir.0.join("ran").exists());
+    let status = out.status();
+    assert_eq!((status.stage, status.exit_code), (Stage::Run, None));
+    assert!(status.error.unwrap().contains("main.txt"));
+    assert!(out.stderr_text().starts_with("onpyrunner-launcher: "));
+}
+
+#[test]
+fn bad_magic_exits_125_with_a_clear_message_and_no_trailer() {
+    let out = launch_raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec());
+    assert_eq!(out.code, 125);
+    assert_eq!(out.stdout, b"");
+    let stderr = out.stderr_text();
+    assert!(
+        stderr.starts_with("onpyrunner-launcher: bad launch frame: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn truncated_frame_exits_125_with_a_clear_message() {
+    let frame = run_only(&["true"]).encode().unwrap();
+    let out = launch_raw(frame[..frame.len() - 3].to_vec());
+    assert_eq!(out.code, 125);
+    assert_eq!(out.stdout, b"");
+    let stderr = out.stderr_text();
+    assert!(
+        stderr.starts_with("onpyrunner-launcher: stdin ended after "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn empty_stdin_exits_125() {
+    let out = launch_raw(Vec::new());
+    assert_eq!(out.code, 125);
+    assert!(out.stderr_text().starts_with("onpyrunner-launcher: "));
+}
+
+#[test]
+fn missing_run_command_reports_an_error_status_and_exits_127() {
+    let out = launch(&run_only(&["onpyrunner-no-such-command"]), b"");
+    assert_eq!(out.code, 127);
+    let status = out.status();
+    assert_eq!(
+        (status.stage, status.exit_code, status.signal),
+        (Stage::Run, None, None)
+    );
+    assert!(status.error.unwrap().contains("onpyrunner-no-such-command"));
+    assert_eq!(
+        out.stderr_text(),
+        "onpyrunner-launcher: command not found: \"onpyrunner-no-such-command\"\n"
+    );
+}
+
+#[test]
+fn missing_compiler_reports_an_error_status_in_the_compile_stage() {
+    let out = launch(
+        &request(
+            &[("main.txt", b"")],
+            &["onpyrunner-no-such-compiler"],
+            &["true"],
+        ),
+        b"",
+    );
+    assert_eq!(out.code, 127);
+    let status = out.status();
+    assert_eq!((status.stage, status.exit_code), (Stage::Compile, None));
+    assert!(status.error.is_some());
+}
+
+#[test]
+fn non_executable_command_exits_126() {
+    // main.txt is written 0644: exec(2) refuses it even for root.
+    let out = launch(&run_only(&["./main.txt"]), b"");
+    assert_eq!(out.code, 126, "{}", out.stderr_text());
+    let status = out.status();
+    assert_eq!((status.stage, status.exit_code), (Stage::Run, None));
+    assert!(out
+        .stderr_text()
+        .starts_with("onpyrunner-launcher: cannot execute"));
+}
+
+/// Builds a frame by hand, following the layout in `onpyrunner_protocol::launch`, so that it
+/// can carry what `encode()` refuses to produce.
+fn hand_built_frame(nonce: &str, file_name: &str, content: &[u8], run: &[&str]) -> Vec<u8> {
+    fn u16_len(out: &mut Vec<u8>, n: usize) {
+        out.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+    }
+    let mut body = Vec::new();
+    u16_len(&mut body, nonce.len());
+    body.extend_from_slice(nonce.as_bytes());
+    u16_len(&mut body, 1);
+    u16_len(&mut body, file_name.len());
+    body.extend_from_slice(file_name.as_bytes());
+    body.extend_from_slice(&u32::try_from(content.len()).unwrap().to_be_bytes());
+    body.extend_from_slice(content);
+    u16_len(&mut body, 0);
+    u16_len(&mut body, run.len());
+    for arg in run {
+        u16_len(&mut body, arg.len());
+        body.extend_from_slice(arg.as_bytes());
+    }
+    let mut frame = onpyrunner_protocol::launch::MAGIC.to_vec();
+    frame.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame
+}
+
+#[test]
+fn hand_built_frame_matches_the_encoder_for_a_valid_name() {
+    // Guards the next test: its frame is only wrong in the file name.
+    let by_hand = hand_built_frame(NONCE, "x", b"data", &["true"]);
+    let encoded = request(&[("x", b"data")], &[], &["true"]).encode().unwrap();
+    assert_eq!(by_hand, encoded);
+}
+
+#[test]
+fn file_name_leaving_the_work_directory_is_never_written() {
+    let root = TempDir::new();
+    let work = root.0.join("work");
+    fs::create_dir(&work).unwrap();
+    for name in ["../x", "/tmp/onpyrunner-launcher-escape", "a/../../x", ".x"] {
+        let frame = hand_built_frame(NONCE, name, b"escaped", &["touch", "ran"]);
+        let out = launch_in(&work, Command::new(LAUNCHER), frame);
+        assert_eq!(out.code, 125, "{name}: {out:?}");
+        assert!(
+            out.stderr_text()
+                .starts_with("onpyrunner-launcher: bad launch frame: "),
+            "{name}: {}",
+            out.stderr_text()
+        );
+    }
+    assert!(!root.0.join("x").exists());
+    assert!(!Path::new("/tmp/onpyrunner-launcher-escape").exists());
+    assert_eq!(
+        fs::read_dir(&work).unwrap().count(),
+        0,
+        "nothing written, nothing run"
+    );
+}
+
+#[test]
+fn program_starts_with_default_sigpipe_and_an_empty_signal_mask() {
+    let out = launch(
+        &run_only(&["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"]),
+        b"",
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr_text());
+    let text = String::from_utf8(out.user_stdout()).unwrap();
+    let mask = |field: &str| {
+        let line = text.lines().find(|l| l.starts_with(field)).unwrap();
+        u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+    };
+    let sigpipe_bit = 1u64 << (libc::SIGPIPE - 1);
+    assert_eq!(
+        mask("SigIgn:") & sigpipe_bit,
+        0,
+        "SIGPIPE is ignored in: {text}"
+    );
+    assert_eq!(mask("SigBlk:"), 0, "{text}");
+}
+
+#[test]
+fn closed_stdout_does_not_kill_the_launcher_and_keeps_the_exit_code() {
+    let dir = TempDir::new();
+    let mut child = Command::new(LAUNCHER)
+        .current_dir(&dir.0)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads stdout: writing the trailer gets EPIPE (or SIGPIPE, were it not ignored).
+    drop(child.stdout.take());
+    let frame = run_only(&["sh", "-c", "exit 4"]).encode().unwrap();
+    child.stdin.take().unwrap().write_all(&frame).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("onpyrunner-launcher: cannot write the status trailer"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn program_with_the_same_uid_cannot_read_the_launcher_memory() {
+    // The program reads /proc/<pid>/environ of its own shell (allowed: same uid, dumpable) and of
+    // the launcher (must be refused: the launcher is non-dumpable). Both need PTRACE_MODE_READ,
+    // the same check that guards /proc/<pid>/mem. Root would pass any check through
+    // CAP_SYS_PTRACE, so as root the launcher runs as nobody, with no capabilities, like in the
+    // container.
+    let dir = TempDir::new();
+    let mut command;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o777)).unwrap();
+        command = Command::new("setpriv");
+        command.args(["--reuid=65534", "--regid=65534", "--clear-groups", LAUNCHER]);
+    } else {
+        command = Command::new(LAUNCHER);
+    }
+    let probe = "for pid in $$ $PPID; do \
+                   if cat /proc/$pid/environ >/dev/null 2>&1; then echo readable; else echo denied; fi; \
+                 done";
+    let out = launch_in(
+        &dir.0,
+        command,
+        run_only(&["sh", "-c", probe]).encode().unwrap(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr_text());
+    assert_eq!(
+        String::from_utf8(out.user_stdout()).unwrap(),
+        "readable\ndenied\n",
+        "first line: the program itself, second line: the launcher"
+    );
+}
