@@ -90,14 +90,15 @@ mod tests {
 
     #[test]
     fn duplicate_ids_are_rejected() {
-        let one = TABLE.split("[[language]]").nth(1).unwrap();
-        let text = format!("[[language]]{one}[[language]]{one}");
+        let one = TABLE.split("\n[[language]]\n").nth(1).unwrap();
+        let text = format!("[[language]]\n{one}\n[[language]]\n{one}");
         assert!(parse(&text).unwrap_err().contains("twice"));
     }
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let text = TABLE.replacen("pool_size", "pool_sise", 1);
+        let text = TABLE.replacen("\npool_size", "\npool_sise", 1);
+        assert_ne!(text, TABLE);
         assert!(parse(&text).is_err());
     }
 }

@@ -1,0 +1,6 @@
+//! The engine: a Docker Engine API client, the image builder and sandboxed runs.
+pub mod docker;
+pub mod images;
+pub mod limits;
+pub mod run;
+pub mod sandbox;

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Make a Docker daemon answer on its Unix socket, then build onpyrunner and any missing language
+# image. Nothing needs to be installed by hand first. Idempotent: when everything is already
+# there it only checks, and takes a few seconds.
+#
+#   bash scripts/setup.sh            # everything
+#   SKIP_IMAGES=1 bash scripts/setup.sh   # daemon and build only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+host=${DOCKER_HOST:-unix:///var/run/docker.sock}
+sock=${host#unix://}
+log=/var/log/onpyrunner-dockerd.log
+
+say() { printf '==> %s\n' "$*" >&2; }
+answers() { curl -sf --max-time 3 --unix-socket "$sock" http://docker/_ping >/dev/null 2>&1; }
+
+apt_updated=0
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        say "need to install $*: run this script as root (or install them yourself)"; exit 1
+    fi
+    if [ "$apt_updated" = 0 ]; then apt-get update -q; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+# 1. Tools: the Docker engine (Debian's docker.io), debootstrap for the images, curl and xz for us.
+missing=()
+command -v curl >/dev/null || missing+=(curl ca-certificates)
+if ! answers; then command -v dockerd >/dev/null || missing+=(docker.io); fi
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v xz >/dev/null || missing+=(xz-utils)
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    apt_install "${missing[@]}"
+fi
+
+# 2. A daemon that answers. Sandboxes have no network, so no bridge and no iptables rules.
+if ! answers; then
+    if [ "$sock" != /var/run/docker.sock ]; then
+        say "DOCKER_HOST=$host does not answer; start that daemon, or unset DOCKER_HOST"; exit 1
+    fi
+    say "starting dockerd (log: $log)"
+    setsid nohup dockerd --bridge=none --iptables=false --ip6tables=false >>"$log" 2>&1 </dev/null &
+    for _ in $(seq 1 60); do
+        answers && break
+        sleep 1
+    done
+    if ! answers; then
+        say "dockerd did not answer within 60 s; last lines of $log:"; tail -n 20 "$log" >&2; exit 1
+    fi
+fi
+say "Docker daemon answers on $sock"
+
+# 3. Build the binaries (the launcher goes into the images).
+say "building onpyrunner (release)"
+cargo build --release --locked --bins -q
+
+# 4. Images: built only when missing or out of date (tagged by a hash of their recipe).
+if [ -z "${SKIP_IMAGES:-}" ]; then
+    target/release/onpyrunner images
+fi

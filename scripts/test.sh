@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: setup (daemon, build, images), formatting and lints, unit and property
+# tests, end-to-end tests against the real daemon and images, and a bounded fuzzing run.
+#   FUZZ_SECONDS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --all-targets -q -- -D warnings
+echo "==> cargo test"
+cargo test --locked --workspace
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+    echo "==> fuzzing (${FUZZ_SECONDS:-20} s per target)"
+    bash scripts/fuzz.sh
+fi

@@ -1,0 +1,195 @@
+//! Typed request and response bodies of the Docker Engine API (v1.41), only the fields we use.
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// `POST /containers/create` body.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    pub image: String,
+    pub cmd: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub user: String,
+    pub working_dir: String,
+    pub labels: HashMap<String, String>,
+    pub attach_stdin: bool,
+    pub attach_stdout: bool,
+    pub attach_stderr: bool,
+    pub open_stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    pub network_disabled: bool,
+    pub host_config: HostConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct HostConfig {
+    pub network_mode: String,
+    pub readonly_rootfs: bool,
+    pub tmpfs: HashMap<String, String>,
+    pub cap_drop: Vec<String>,
+    pub security_opt: Vec<String>,
+    pub pids_limit: i64,
+    pub memory: i64,
+    pub memory_swap: i64,
+    pub nano_cpus: i64,
+    pub ulimits: Vec<Ulimit>,
+    pub ipc_mode: String,
+    pub init: bool,
+    pub log_config: LogConfig,
+    pub auto_remove: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct LogConfig {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub config: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateResponse {
+    pub id: String,
+    #[serde(default)]
+    pub warnings: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitResponse {
+    pub status_code: i64,
+    #[serde(default)]
+    pub error: Option<WaitError>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WaitError {
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `GET /containers/{id}/json`, the parts we read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerInspect {
+    pub id: String,
+    pub state: ContainerState,
+    #[serde(default)]
+    pub config: Option<InspectConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct InspectConfig {
+    #[serde(default)]
+    pub labels: Option<HashMap<String, String>>,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerState {
+    pub status: String,
+    pub running: bool,
+    pub paused: bool,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    pub exit_code: i64,
+    #[serde(default)]
+    pub error: String,
+}
+
+/// One row of `GET /containers/json`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSummary {
+    pub id: String,
+    #[serde(default)]
+    pub names: Vec<String>,
+    pub image: String,
+    #[serde(default)]
+    pub labels: HashMap<String, String>,
+    pub state: String,
+    pub created: i64,
+}
+
+/// One row of `GET /images/json`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageSummary {
+    pub id: String,
+    #[serde(default)]
+    pub repo_tags: Option<Vec<String>>,
+    pub size: i64,
+    pub created: i64,
+    #[serde(default)]
+    pub labels: Option<HashMap<String, String>>,
+}
+
+/// `GET /images/{name}/json`, the parts we read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageInspect {
+    pub id: String,
+    #[serde(default)]
+    pub repo_tags: Vec<String>,
+    pub size: i64,
+    #[serde(default)]
+    pub config: Option<ImageConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub labels: Option<HashMap<String, String>>,
+}
+
+/// `GET /version`, the parts we read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Version {
+    pub version: String,
+    pub api_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel_version: String,
+}
+
+/// A line of the JSON progress stream of `/build` and `/images/create`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProgressLine {
+    #[serde(default)]
+    pub stream: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Error body the daemon sends with 4xx/5xx.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}

@@ -1,0 +1,438 @@
+//! Language images, built here from Debian packages (never pulled) and tagged by a hash of
+//! their recipe, so an unchanged recipe is never rebuilt.
+//!
+//! Two steps per language:
+//! 1. base `onpyrunner/base-<id>:<hash>`: `debootstrap --variant=minbase --include=<packages>`
+//!    of Debian sid, trimmed, with the unprivileged run user added, imported through
+//!    `POST /images/create?fromSrc=-` (slow: tens of seconds; cached by the recipe hash);
+//! 2. `onpyrunner/<id>:<hash>`: the base plus the launcher, built through `POST /build` and
+//!    labelled with the launcher's digest (fast; redone whenever the launcher changes).
+use crate::docker::{stream_body, Docker, DockerError};
+use onpyrunner_images::Language;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Bump when the build steps change in a way the table does not show.
+pub const BUILDER_VERSION: u32 = 1;
+pub const SUITE: &str = "sid";
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// Label on the final image: digest of the launcher inside it.
+pub const LABEL_LAUNCHER: &str = "onpyrunner.launcher";
+pub const LABEL_RECIPE: &str = "onpyrunner.recipe";
+/// Directories emptied after debootstrap: documentation, translations and apt's caches.
+const TRIMMED: &[&str] = &[
+    "usr/share/doc",
+    "usr/share/man",
+    "usr/share/info",
+    "usr/share/locale",
+    "usr/share/lintian",
+    "var/cache/apt",
+    "var/lib/apt/lists",
+    "var/log",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("{step} failed: {message}")]
+    Step { step: String, message: String },
+    #[error("launcher binary not found at {0}; build it with `cargo build --release --bins` (scripts/setup.sh does)")]
+    LauncherMissing(PathBuf),
+}
+
+fn step_err(step: impl Into<String>, message: impl std::fmt::Display) -> ImageError {
+    ImageError::Step {
+        step: step.into(),
+        message: message.to_string(),
+    }
+}
+
+/// Everything that decides what goes into a language's base image, as canonical text.
+pub fn recipe(lang: &Language) -> String {
+    let mut packages = lang.packages.clone();
+    packages.sort();
+    format!(
+        "builder={BUILDER_VERSION}\nsuite={SUITE}\nvariant=minbase\npackages={}\ntrim={}\nuser=1000\n",
+        packages.join(","),
+        TRIMMED.join(",")
+    )
+}
+
+/// The first 16 hex digits of the recipe's SHA-256.
+pub fn recipe_hash(lang: &Language) -> String {
+    hex(&Sha256::digest(recipe(lang).as_bytes()))[..16].to_string()
+}
+
+/// The image a run of this language uses.
+pub fn image_ref(lang: &Language) -> String {
+    format!("onpyrunner/{}:{}", lang.id, recipe_hash(lang))
+}
+
+pub fn base_ref(lang: &Language) -> String {
+    format!("onpyrunner/base-{}:{}", lang.id, recipe_hash(lang))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where the launcher binary is by default: beside the running executable.
+pub fn default_launcher_path() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("onpyrunner-launcher")))
+        .unwrap_or_else(|| PathBuf::from("onpyrunner-launcher"))
+}
+
+/// What is there for one language.
+#[derive(Debug, Clone)]
+pub struct ImageStatus {
+    pub language: String,
+    pub image: String,
+    /// The final image exists.
+    pub present: bool,
+    /// Size in bytes when present.
+    pub size: i64,
+    /// Digest of the launcher inside, when present.
+    pub launcher: Option<String>,
+}
+
+pub async fn status(docker: &Docker, lang: &Language) -> Result<ImageStatus, DockerError> {
+    let image = image_ref(lang);
+    let found = docker.inspect_image(&image).await?;
+    Ok(ImageStatus {
+        language: lang.id.clone(),
+        present: found.is_some(),
+        size: found.as_ref().map_or(0, |i| i.size),
+        launcher: found
+            .and_then(|i| i.config)
+            .and_then(|c| c.labels)
+            .and_then(|mut l| l.remove(LABEL_LAUNCHER)),
+        image,
+    })
+}
+
+/// What `ensure` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Built {
+    /// Up to date already.
+    Present,
+    /// Only the launcher layer was (re)built.
+    LauncherLayer,
+    /// Built from scratch.
+    Everything,
+}
+
+/// Options of an image build.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub launcher: PathBuf,
+    pub mirror: String,
+    /// Where debootstrap keeps downloaded packages between builds.
+    pub cache_dir: PathBuf,
+    /// Scratch space for root filesystems.
+    pub work_dir: PathBuf,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            launcher: default_launcher_path(),
+            mirror: std::env::var("ONPYRUNNER_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.into()),
+            cache_dir: PathBuf::from("/var/cache/onpyrunner/debs"),
+            work_dir: PathBuf::from("/var/tmp/onpyrunner-build"),
+        }
+    }
+}
+
+/// Make sure the language's image exists with the current launcher; build what is missing.
+pub async fn ensure(
+    docker: &Docker,
+    lang: &Language,
+    opts: &BuildOptions,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<Built, ImageError> {
+    let launcher = std::fs::read(&opts.launcher)
+        .map_err(|_| ImageError::LauncherMissing(opts.launcher.clone()))?;
+    let launcher_digest = hex(&Sha256::digest(&launcher));
+    let current = status(docker, lang).await?;
+    if current.present && current.launcher.as_deref() == Some(launcher_digest.as_str()) {
+        return Ok(Built::Present);
+    }
+    let mut built = Built::LauncherLayer;
+    if docker.inspect_image(&base_ref(lang)).await?.is_none() {
+        build_base(docker, lang, opts, progress).await?;
+        built = Built::Everything;
+    }
+    let old = docker.inspect_image(&current.image).await?.map(|i| i.id);
+    progress(&format!("{}: adding the launcher layer", lang.id));
+    let context = launcher_context(lang, &launcher, &launcher_digest)
+        .map_err(|e| step_err("writing the build context", e))?;
+    docker
+        .build_image(&current.image, context, progress)
+        .await?;
+    if let Some(old) = old {
+        // The previous launcher layer is now untagged; it may still be in use, so a failure
+        // to remove it is not an error.
+        let _ = docker.remove_image(&old).await;
+    }
+    Ok(built)
+}
+
+fn launcher_context(lang: &Language, launcher: &[u8], digest: &str) -> std::io::Result<Vec<u8>> {
+    let dockerfile = format!(
+        "FROM {base}\n\
+         COPY onpyrunner-launcher /usr/local/bin/onpyrunner-launcher\n\
+         LABEL onpyrunner.language=\"{id}\" {LABEL_RECIPE}=\"{hash}\" {LABEL_LAUNCHER}=\"{digest}\"\n",
+        base = base_ref(lang),
+        id = lang.id,
+        hash = recipe_hash(lang),
+    );
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, data, mode) in [
+        ("Dockerfile", dockerfile.as_bytes(), 0o644),
+        ("onpyrunner-launcher", launcher, 0o755),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, data)?;
+    }
+    tar.into_inner()
+}
+
+async fn build_base(
+    docker: &Docker,
+    lang: &Language,
+    opts: &BuildOptions,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), ImageError> {
+    let rootfs = opts
+        .work_dir
+        .join(format!("{}-{}", lang.id, recipe_hash(lang)));
+    if rootfs.exists() {
+        std::fs::remove_dir_all(&rootfs).map_err(|e| step_err("clearing old scratch", e))?;
+    }
+    std::fs::create_dir_all(&opts.cache_dir).map_err(|e| step_err("creating the cache", e))?;
+    std::fs::create_dir_all(&opts.work_dir).map_err(|e| step_err("creating the scratch", e))?;
+    let result = async {
+        progress(&format!(
+            "{}: debootstrap {SUITE} with {} (about a minute)",
+            lang.id,
+            lang.packages.join(" ")
+        ));
+        debootstrap(lang, &rootfs, opts, progress).await?;
+        trim(&rootfs).map_err(|e| step_err("trimming the root filesystem", e))?;
+        add_run_user(&rootfs).map_err(|e| step_err("adding the run user", e))?;
+        let mib = dir_size(&rootfs) / (1024 * 1024);
+        progress(&format!(
+            "{}: importing the root filesystem ({mib} MiB)",
+            lang.id
+        ));
+        import(docker, lang, &rootfs, progress).await
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&rootfs);
+    result
+}
+
+async fn debootstrap(
+    lang: &Language,
+    rootfs: &Path,
+    opts: &BuildOptions,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), ImageError> {
+    let mut child = tokio::process::Command::new("debootstrap")
+        .arg("--variant=minbase")
+        .arg(format!("--include={}", lang.packages.join(",")))
+        .arg(format!("--cache-dir={}", opts.cache_dir.display()))
+        .arg(SUITE)
+        .arg(rootfs)
+        .arg(&opts.mirror)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            step_err(
+                "debootstrap",
+                format!("{e}; install it with `apt-get install debootstrap`"),
+            )
+        })?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let mut out = BufReader::new(stdout).lines();
+    let mut err_lines = BufReader::new(stderr).lines();
+    let mut errors: Vec<String> = Vec::new();
+    let (mut out_done, mut err_done) = (false, false);
+    while !(out_done && err_done) {
+        tokio::select! {
+            line = out.next_line(), if !out_done => match line {
+                Ok(Some(line)) => progress(&format!("{}: {line}", lang.id)),
+                _ => out_done = true,
+            },
+            line = err_lines.next_line(), if !err_done => match line {
+                Ok(Some(line)) => { progress(&format!("{}: {line}", lang.id)); errors.push(line) }
+                _ => err_done = true,
+            },
+        }
+    }
+    let status = child.wait().await.map_err(|e| step_err("debootstrap", e))?;
+    if !status.success() {
+        let tail = errors
+            .iter()
+            .rev()
+            .take(5)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        let log = rootfs.join("debootstrap/debootstrap.log");
+        return Err(step_err(
+            "debootstrap",
+            format!("{status}: {tail} (see {})", log.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn trim(rootfs: &Path) -> std::io::Result<()> {
+    for dir in TRIMMED {
+        let dir = rootfs.join(dir);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_dir() && !path.is_symlink() {
+                    std::fs::remove_dir_all(&path)?;
+                } else {
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The program runs as 1000:1000; give it a name so tools that look the user up work.
+fn add_run_user(rootfs: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let append = |file: &str, line: &str| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(rootfs.join(file))?;
+        f.write_all(line.as_bytes())
+    };
+    append(
+        "etc/passwd",
+        "runner:x:1000:1000:onpyrunner:/work:/usr/sbin/nologin\n",
+    )?;
+    append("etc/group", "runner:x:1000:\n")
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// Stream the root filesystem as a tar (made by `tar`, which knows device nodes, hard links
+/// and ownership) into `POST /images/create?fromSrc=-`.
+async fn import(
+    docker: &Docker,
+    lang: &Language,
+    rootfs: &Path,
+    progress: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), ImageError> {
+    let mut child = tokio::process::Command::new("tar")
+        .args([
+            "--numeric-owner",
+            "--exclude=./dev/*",
+            "--exclude=./proc/*",
+            "--exclude=./sys/*",
+        ])
+        .arg("-C")
+        .arg(rootfs)
+        .args(["-cf", "-", "."])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| step_err("tar", e))?;
+    let stdout = child.stdout.take().expect("piped");
+    let body = stream_body(tokio_util::io::ReaderStream::new(stdout));
+    let base = base_ref(lang);
+    let (repo, tag) = base.split_once(':').expect("base ref has a tag");
+    let imported = docker.import_image(repo, tag, &[], body, progress).await;
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| step_err("tar", e))?;
+    if !output.status.success() {
+        return Err(step_err("tar", String::from_utf8_lossy(&output.stderr)));
+    }
+    imported?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_tags_are_stable_and_change_with_the_packages() {
+        let python = onpyrunner_images::find("python").unwrap();
+        assert_eq!(recipe_hash(python), recipe_hash(python));
+        assert_eq!(recipe_hash(python).len(), 16);
+        let mut other = python.clone();
+        other.packages.push("extra".into());
+        assert_ne!(recipe_hash(python), recipe_hash(&other));
+        assert!(image_ref(python).starts_with("onpyrunner/python:"));
+        assert!(base_ref(python).starts_with("onpyrunner/base-python:"));
+    }
+
+    #[test]
+    fn package_order_does_not_change_the_hash() {
+        let python = onpyrunner_images::find("python").unwrap();
+        let mut a = python.clone();
+        a.packages = vec!["a".into(), "b".into()];
+        let mut b = python.clone();
+        b.packages = vec!["b".into(), "a".into()];
+        assert_eq!(recipe_hash(&a), recipe_hash(&b));
+    }
+
+    #[test]
+    fn launcher_context_has_a_dockerfile_and_the_launcher() {
+        let python = onpyrunner_images::find("python").unwrap();
+        let tar_bytes = launcher_context(python, b"\x7fELF", "abc").unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["Dockerfile", "onpyrunner-launcher"]);
+    }
+}

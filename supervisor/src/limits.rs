@@ -1,0 +1,194 @@
+//! Resource limits of one run: the language's defaults, lowered by the request, never above the
+//! server's caps.
+use onpyrunner_images::Language;
+use serde::{Deserialize, Serialize};
+
+/// The limits a run gets. All are enforced by the kernel through Docker, except `wall_ms`,
+/// `output_bytes` and `stdin_bytes`, which the supervisor enforces.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    pub wall_ms: u64,
+    pub memory_mib: u64,
+    pub cpus: f64,
+    pub pids: i64,
+    pub output_bytes: u64,
+    pub stdin_bytes: u64,
+    pub file_size_mib: u64,
+    pub tmpfs_mib: u64,
+}
+
+/// What a request may ask for; `None` keeps the language default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitRequest {
+    pub wall_ms: Option<u64>,
+    pub memory_mib: Option<u64>,
+    pub cpus: Option<f64>,
+    pub output_bytes: Option<u64>,
+}
+
+/// The server's hard caps, above any language default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caps {
+    pub wall_ms: u64,
+    pub memory_mib: u64,
+    pub cpus: f64,
+    pub output_bytes: u64,
+    pub stdin_bytes: u64,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            wall_ms: 60_000,
+            memory_mib: 2048,
+            cpus: 2.0,
+            output_bytes: 16 * 1024 * 1024,
+            stdin_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// A requested limit that is out of range. Names the field and the allowed range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("limits.{field} = {value} is out of range: allowed {min} to {max}")]
+pub struct LimitError {
+    pub field: &'static str,
+    pub value: String,
+    pub min: String,
+    pub max: String,
+}
+
+/// Smallest values that still let an interpreter start.
+const MIN_WALL_MS: u64 = 100;
+const MIN_MEMORY_MIB: u64 = 32;
+const MIN_CPUS: f64 = 0.1;
+const MIN_OUTPUT_BYTES: u64 = 1;
+
+fn check<T: PartialOrd + ToString + Copy>(
+    field: &'static str,
+    requested: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, LimitError> {
+    match requested {
+        None => Ok(if default > max { max } else { default }),
+        Some(v) if v >= min && v <= max => Ok(v),
+        Some(v) => Err(LimitError {
+            field,
+            value: v.to_string(),
+            min: min.to_string(),
+            max: max.to_string(),
+        }),
+    }
+}
+
+impl Limits {
+    /// Resolve a request against a language's defaults and the caps.
+    pub fn resolve(lang: &Language, req: &LimitRequest, caps: &Caps) -> Result<Self, LimitError> {
+        let d = &lang.limits;
+        if let Some(cpus) = req.cpus {
+            if !cpus.is_finite() {
+                return Err(LimitError {
+                    field: "cpus",
+                    value: cpus.to_string(),
+                    min: MIN_CPUS.to_string(),
+                    max: caps.cpus.to_string(),
+                });
+            }
+        }
+        Ok(Limits {
+            wall_ms: check("wall_ms", req.wall_ms, d.wall_ms, MIN_WALL_MS, caps.wall_ms)?,
+            memory_mib: check(
+                "memory_mib",
+                req.memory_mib,
+                d.memory_mib,
+                MIN_MEMORY_MIB,
+                caps.memory_mib,
+            )?,
+            cpus: check("cpus", req.cpus, d.cpus, MIN_CPUS, caps.cpus)?,
+            output_bytes: check(
+                "output_bytes",
+                req.output_bytes,
+                d.output_bytes,
+                MIN_OUTPUT_BYTES,
+                caps.output_bytes,
+            )?,
+            pids: d.pids,
+            stdin_bytes: caps.stdin_bytes,
+            file_size_mib: d.file_size_mib,
+            tmpfs_mib: d.tmpfs_mib,
+        })
+    }
+
+    /// The language's defaults, within the caps.
+    pub fn defaults(lang: &Language, caps: &Caps) -> Self {
+        Self::resolve(lang, &LimitRequest::default(), caps).expect("defaults never fail")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn python() -> &'static Language {
+        onpyrunner_images::find("python").unwrap()
+    }
+
+    #[test]
+    fn defaults_come_from_the_language_table() {
+        let l = Limits::defaults(python(), &Caps::default());
+        assert_eq!(l.wall_ms, python().limits.wall_ms);
+        assert_eq!(l.memory_mib, python().limits.memory_mib);
+    }
+
+    #[test]
+    fn a_request_may_lower_a_limit() {
+        let req = LimitRequest {
+            wall_ms: Some(500),
+            ..Default::default()
+        };
+        assert_eq!(
+            Limits::resolve(python(), &req, &Caps::default())
+                .unwrap()
+                .wall_ms,
+            500
+        );
+    }
+
+    #[test]
+    fn a_limit_above_the_cap_names_the_field_and_the_cap() {
+        let req = LimitRequest {
+            memory_mib: Some(1 << 20),
+            ..Default::default()
+        };
+        let err = Limits::resolve(python(), &req, &Caps::default()).unwrap_err();
+        assert_eq!(err.field, "memory_mib");
+        assert_eq!(err.max, "2048");
+        assert!(err.to_string().contains("limits.memory_mib"), "{err}");
+    }
+
+    #[test]
+    fn nan_cpus_is_rejected() {
+        let req = LimitRequest {
+            cpus: Some(f64::NAN),
+            ..Default::default()
+        };
+        assert_eq!(
+            Limits::resolve(python(), &req, &Caps::default())
+                .unwrap_err()
+                .field,
+            "cpus"
+        );
+    }
+
+    #[test]
+    fn a_default_above_a_lowered_cap_is_clamped() {
+        let caps = Caps {
+            wall_ms: 1000,
+            ..Default::default()
+        };
+        assert_eq!(Limits::defaults(python(), &caps).wall_ms, 1000);
+    }
+}

@@ -1,0 +1,533 @@
+//! One run on a fresh container: create, attach, start, send the framed source and stdin,
+//! stream the output, and remove the container on every path.
+use crate::docker::{Docker, DockerError};
+use crate::limits::Limits;
+use crate::sandbox::{self, Labels};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use onpyrunner_images::{Language, FILES_PLACEHOLDER};
+use onpyrunner_protocol::launch::{self, RunRequest, SourceFile};
+use onpyrunner_protocol::{
+    AttachDecoder, AttachError, AttachMode, RunStatus, Stage, StatusScanner, StreamKind,
+};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+/// Largest total source size of one run.
+pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
+/// Most program arguments of one run.
+pub const MAX_ARGS: usize = 64;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub language: &'static Language,
+    /// The first file is the entry point.
+    pub files: Vec<SourceFile>,
+    pub args: Vec<String>,
+    pub limits: Limits,
+}
+
+impl RunSpec {
+    /// A single-file run saved under the language's source file name.
+    pub fn single(language: &'static Language, code: impl Into<Vec<u8>>, limits: Limits) -> Self {
+        let file = SourceFile {
+            name: language.source_file.clone(),
+            content: code.into(),
+        };
+        RunSpec {
+            language,
+            files: vec![file],
+            args: vec![],
+            limits,
+        }
+    }
+}
+
+/// Which stream a piece of program output came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub stream: OutputStream,
+    pub data: Bytes,
+}
+
+/// Why a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// The program (or its compile stage) ended by itself.
+    Exited,
+    /// The wall-time limit was reached and the program killed.
+    Timeout,
+    /// The output cap was reached and the program killed.
+    OutputLimit,
+    /// The output receiver went away (the client left) and the program was killed.
+    Abandoned,
+}
+
+/// How a run ended and what it used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub termination: Termination,
+    /// The stage that ended the run.
+    pub stage: Stage,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Wall time of the stage as the launcher measured it, or as the supervisor saw it.
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub max_rss_kib: u64,
+    pub oom_killed: bool,
+    pub output_truncated: bool,
+    /// Set when the sandbox itself failed (launcher error, container died without a status).
+    pub error: Option<String>,
+    pub container_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("invalid run: {0}")]
+    Invalid(String),
+    #[error("no image for language {language:?} ({image}); build it with `onpyrunner images`")]
+    ImageMissing { language: String, image: String },
+    #[error("attach stream broke: {0}")]
+    Attach(#[from] AttachError),
+}
+
+/// Check a run before anything is started; the message names the field and the limit.
+pub fn validate(spec: &RunSpec) -> Result<(), RunError> {
+    if spec.files.is_empty() {
+        return Err(RunError::Invalid(
+            "files: at least one file is required".into(),
+        ));
+    }
+    let total: usize = spec.files.iter().map(|f| f.content.len()).sum();
+    if total > MAX_SOURCE_BYTES {
+        return Err(RunError::Invalid(format!(
+            "files: {total} bytes of source exceed the limit of {MAX_SOURCE_BYTES} bytes"
+        )));
+    }
+    for (i, f) in spec.files.iter().enumerate() {
+        launch::validate_file_name(&f.name)
+            .map_err(|e| RunError::Invalid(format!("files[{i}].name: {e}")))?;
+        if spec.files[..i].iter().any(|g| g.name == f.name) {
+            return Err(RunError::Invalid(format!(
+                "files[{i}].name: {:?} appears twice",
+                f.name
+            )));
+        }
+    }
+    if spec.args.len() > MAX_ARGS {
+        return Err(RunError::Invalid(format!(
+            "args: more than {MAX_ARGS} arguments"
+        )));
+    }
+    if spec.args.iter().any(|a| a.contains('\0') || a.len() > 4096) {
+        return Err(RunError::Invalid(
+            "args: an argument has a NUL byte or exceeds 4096 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Expand `{files}` in a table command to every file name of the run.
+pub fn expand_command(template: &[String], files: &[SourceFile]) -> Vec<String> {
+    let mut argv = Vec::with_capacity(template.len() + files.len());
+    for arg in template {
+        if arg == FILES_PLACEHOLDER {
+            argv.extend(files.iter().map(|f| f.name.clone()));
+        } else {
+            argv.push(arg.clone());
+        }
+    }
+    argv
+}
+
+/// The frame the launcher reads: the language's commands, never anything built from user text
+/// but the file names (validated) and the program's arguments (passed as argv, not to a shell).
+pub fn launch_request(spec: &RunSpec, nonce: String) -> RunRequest {
+    let mut run = expand_command(&spec.language.run, &spec.files);
+    run.extend(spec.args.iter().cloned());
+    RunRequest {
+        nonce,
+        compile: expand_command(&spec.language.compile, &spec.files),
+        run,
+        files: spec.files.clone(),
+    }
+}
+
+/// Random lowercase hex from the kernel's generator.
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("/dev/urandom is readable");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Removes the container when dropped unless `removed()` was called: the run future may be
+/// cancelled at any await, and the container must go on every path.
+struct ContainerGuard {
+    docker: Docker,
+    id: Option<String>,
+}
+
+impl ContainerGuard {
+    async fn remove(mut self) -> Result<(), DockerError> {
+        match self.id.take() {
+            Some(id) => self.docker.remove_container(&id).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let docker = self.docker.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    if let Err(e) = docker.remove_container(&id).await {
+                        tracing::warn!(container_id = %id, error = %e, "removing abandoned container failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+enum Ending {
+    Status(Result<RunStatus, String>),
+    StreamClosed,
+    StreamError(AttachError),
+    OutputLimit,
+    Timeout,
+    Abandoned,
+}
+
+/// Run a program on a fresh container. Output is sent as it arrives; closing `stdin`'s sender
+/// sends EOF to the program. The container is removed before this returns (or, if the future is
+/// dropped, right after).
+pub async fn run_fresh(
+    docker: &Docker,
+    image: &str,
+    owner: &str,
+    spec: &RunSpec,
+    stdin: mpsc::Receiver<Bytes>,
+    output: mpsc::Sender<OutputChunk>,
+) -> Result<Outcome, RunError> {
+    validate(spec)?;
+    let nonce = random_hex(16);
+    let frame = launch_request(spec, nonce.clone())
+        .encode()
+        .map_err(|e| RunError::Invalid(e.to_string()))?;
+    let run_id = random_hex(8);
+    let labels = Labels {
+        owner: owner.to_string(),
+        language: spec.language.id.clone(),
+        run: run_id.clone(),
+        created_unix: unix_now(),
+    };
+    let config = sandbox::container_config(image, &spec.limits, &labels);
+    let name = format!("onpyrunner-{}-{run_id}", spec.language.id);
+    let id = match docker.create_container(Some(&name), &config).await {
+        Ok(id) => id,
+        Err(e) if e.is_not_found() => {
+            return Err(RunError::ImageMissing {
+                language: spec.language.id.clone(),
+                image: image.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let guard = ContainerGuard {
+        docker: docker.clone(),
+        id: Some(id.clone()),
+    };
+    let result = drive(docker, &id, spec, frame, nonce, stdin, output).await;
+    let removed = guard.remove().await;
+    let outcome = result?;
+    removed?;
+    Ok(outcome)
+}
+
+async fn drive(
+    docker: &Docker,
+    id: &str,
+    spec: &RunSpec,
+    frame: Vec<u8>,
+    nonce: String,
+    mut stdin: mpsc::Receiver<Bytes>,
+    output: mpsc::Sender<OutputChunk>,
+) -> Result<Outcome, RunError> {
+    let io = docker.attach_container(id).await?;
+    let (read_half, mut write_half) = tokio::io::split(io);
+    docker.start_container(id).await?;
+    let started = Instant::now();
+    let deadline =
+        tokio::time::Instant::from_std(started + Duration::from_millis(spec.limits.wall_ms));
+
+    let stdin_cap = spec.limits.stdin_bytes;
+    let writer = tokio::spawn(async move {
+        write_half.write_all(&frame).await?;
+        let mut sent: u64 = 0;
+        while let Some(chunk) = stdin.recv().await {
+            let room = stdin_cap.saturating_sub(sent) as usize;
+            let take = chunk.len().min(room);
+            write_half.write_all(&chunk[..take]).await?;
+            sent += take as u64;
+            if take < chunk.len() {
+                // Past the cap the program sees EOF, as if the input had ended there.
+                break;
+            }
+        }
+        write_half.shutdown().await
+    });
+    let writer_abort = writer.abort_handle();
+
+    let mut frames = FramedRead::new(read_half, AttachDecoder::new(AttachMode::Multiplexed));
+    let mut scanner = StatusScanner::new(&nonce);
+    let mut budget = spec.limits.output_bytes;
+    let mut truncated = false;
+
+    let reading = async {
+        // Forward within the output budget; false when the budget ran out or the receiver left.
+        async fn forward(
+            output: &mpsc::Sender<OutputChunk>,
+            budget: &mut u64,
+            truncated: &mut bool,
+            stream: OutputStream,
+            mut data: Bytes,
+        ) -> Result<(), Ending> {
+            if data.is_empty() {
+                return Ok(());
+            }
+            if data.len() as u64 > *budget {
+                data.truncate(*budget as usize);
+                *truncated = true;
+            }
+            *budget -= data.len() as u64;
+            if !data.is_empty() && output.send(OutputChunk { stream, data }).await.is_err() {
+                return Err(Ending::Abandoned);
+            }
+            if *truncated {
+                return Err(Ending::OutputLimit);
+            }
+            Ok(())
+        }
+        loop {
+            let chunk = match frames.next().await {
+                None => {
+                    let rest = scanner.finish();
+                    forward(
+                        &output,
+                        &mut budget,
+                        &mut truncated,
+                        OutputStream::Stdout,
+                        rest,
+                    )
+                    .await?;
+                    return Err::<std::convert::Infallible, _>(Ending::StreamClosed);
+                }
+                Some(Err(e)) => {
+                    let rest = scanner.finish();
+                    forward(
+                        &output,
+                        &mut budget,
+                        &mut truncated,
+                        OutputStream::Stdout,
+                        rest,
+                    )
+                    .await?;
+                    return Err(Ending::StreamError(e));
+                }
+                Some(Ok(chunk)) => chunk,
+            };
+            match chunk.stream {
+                StreamKind::Stdout => {
+                    let scanned = scanner.push(&chunk.data);
+                    forward(
+                        &output,
+                        &mut budget,
+                        &mut truncated,
+                        OutputStream::Stdout,
+                        scanned.output,
+                    )
+                    .await?;
+                    if let Some(status) = scanned.status {
+                        return Err(Ending::Status(status));
+                    }
+                }
+                StreamKind::Stderr => {
+                    forward(
+                        &output,
+                        &mut budget,
+                        &mut truncated,
+                        OutputStream::Stderr,
+                        chunk.data,
+                    )
+                    .await?;
+                }
+                StreamKind::System => {
+                    let message = String::from_utf8_lossy(&chunk.data).into_owned();
+                    return Err(Ending::StreamError(AttachError::Io(message)));
+                }
+                StreamKind::Stdin => {}
+            }
+        }
+    };
+    let ending = match tokio::time::timeout_at(deadline, reading).await {
+        Ok(Err(ending)) => ending,
+        Ok(Ok(never)) => match never {},
+        Err(_) => Ending::Timeout,
+    };
+    writer_abort.abort();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+
+    let mut outcome = Outcome {
+        termination: Termination::Exited,
+        stage: Stage::Run,
+        exit_code: None,
+        signal: None,
+        wall_ms: elapsed_ms,
+        cpu_ms: 0,
+        max_rss_kib: 0,
+        oom_killed: false,
+        output_truncated: truncated,
+        error: None,
+        container_id: id.to_string(),
+    };
+    match ending {
+        Ending::Status(Ok(status)) => {
+            outcome.stage = status.stage;
+            outcome.exit_code = status.exit_code;
+            outcome.signal = status.signal;
+            outcome.wall_ms = status.wall_ms;
+            outcome.cpu_ms = status.cpu_ms;
+            outcome.max_rss_kib = status.max_rss_kib;
+            outcome.error = status.error;
+            // A SIGKILL we did not send is most likely the kernel's OOM killer: ask Docker.
+            if status.signal == Some(libc_sigkill()) {
+                outcome.oom_killed = exited_state(docker, id).await?.1;
+            }
+        }
+        Ending::Status(Err(bad)) => {
+            outcome.error = Some(format!("unreadable launcher status: {bad}"));
+        }
+        Ending::StreamClosed | Ending::StreamError(_) => {
+            let (code, oom) = exited_state(docker, id).await?;
+            outcome.exit_code = Some(code as i32);
+            outcome.oom_killed = oom;
+            if code > 128 && code < 160 {
+                outcome.signal = Some(code as i32 - 128);
+            }
+            if !oom {
+                outcome.error = Some(match ending {
+                    Ending::StreamError(e) => format!("attach stream failed: {e}"),
+                    _ => format!("the sandbox ended without a status (exit code {code})"),
+                });
+            }
+        }
+        Ending::Timeout => outcome.termination = Termination::Timeout,
+        Ending::OutputLimit => outcome.termination = Termination::OutputLimit,
+        Ending::Abandoned => outcome.termination = Termination::Abandoned,
+    }
+    Ok(outcome)
+}
+
+fn libc_sigkill() -> i32 {
+    9
+}
+
+/// Wait for the container to stop, then read its exit code and whether the OOM killer struck.
+async fn exited_state(docker: &Docker, id: &str) -> Result<(i64, bool), DockerError> {
+    let code = tokio::time::timeout(Duration::from_secs(5), docker.wait_container(id)).await;
+    let state = docker.inspect_container(id).await?.state;
+    let code = match code {
+        Ok(Ok(code)) => code,
+        _ => state.exit_code,
+    };
+    Ok((code, state.oom_killed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{Caps, Limits};
+
+    fn spec(lang: &str) -> RunSpec {
+        let lang = onpyrunner_images::find(lang).unwrap();
+        RunSpec::single(lang, "x", Limits::defaults(lang, &Caps::default()))
+    }
+
+    #[test]
+    fn files_placeholder_expands_to_every_file() {
+        let mut s = spec("java");
+        s.files.push(SourceFile {
+            name: "Util.java".into(),
+            content: vec![],
+        });
+        let req = launch_request(&s, "n".into());
+        assert!(req
+            .compile
+            .ends_with(&["Main.java".to_string(), "Util.java".to_string()]));
+        assert_eq!(req.run.last().unwrap(), "Main");
+    }
+
+    #[test]
+    fn args_are_appended_to_the_run_command() {
+        let mut s = spec("python");
+        s.args = vec!["a b".into(), "$(x)".into()];
+        let req = launch_request(&s, "n".into());
+        assert_eq!(&req.run[req.run.len() - 2..], ["a b", "$(x)"]);
+        assert!(req.compile.is_empty());
+    }
+
+    #[test]
+    fn invalid_runs_name_the_field() {
+        let mut s = spec("python");
+        s.files[0].name = "../etc/passwd".into();
+        assert!(validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("files[0].name"));
+        let mut s = spec("python");
+        s.files[0].content = vec![b'x'; MAX_SOURCE_BYTES + 1];
+        assert!(validate(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("exceed the limit"));
+        let mut s = spec("python");
+        s.files.clear();
+        assert!(validate(&s).unwrap_err().to_string().contains("files"));
+        let mut s = spec("python");
+        s.args = vec!["x".into(); MAX_ARGS + 1];
+        assert!(validate(&s).unwrap_err().to_string().contains("args"));
+    }
+
+    #[test]
+    fn nonces_are_random_hex() {
+        let (a, b) = (random_hex(16), random_hex(16));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,326 @@
+//! Command-line interface: `onpyrunner run`, `onpyrunner images`, `onpyrunner languages`.
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use onpyrunner_images::{languages, Language};
+use onpyrunner_protocol::{SourceFile, Stage};
+use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::images::{self, BuildOptions, Built};
+use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
+use onpyrunner_supervisor::run::{self, OutputStream, RunSpec, Termination};
+use onpyrunner_supervisor::sandbox;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+/// A fast, safe online code runner: every run gets its own fresh, locked-down container.
+#[derive(Debug, Parser)]
+#[command(name = "onpyrunner", version, propagate_version = true)]
+pub struct Cli {
+    /// Docker daemon socket (unix:///path or /path) [default: /var/run/docker.sock]
+    #[arg(long, global = true, env = "DOCKER_HOST", value_name = "URL")]
+    pub docker_host: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a program in a fresh sandbox; its stdout, stderr and exit code become this command's.
+    ///
+    /// Standard input is passed through to the program. The first FILE is saved under the
+    /// language's entry name (main.py, main.js, Main.java); further files keep their names.
+    Run(RunArgs),
+    /// List the language images and build the missing ones (Debian sid, via debootstrap).
+    Images(ImagesArgs),
+    /// List the languages this build knows.
+    Languages,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Language id (see `onpyrunner languages`): python, pypy, node, java
+    #[arg(short, long, value_name = "ID")]
+    pub lang: String,
+    /// Wall-time limit in seconds [default: the language's]
+    #[arg(short = 't', long, value_name = "SECONDS")]
+    pub time_limit: Option<f64>,
+    /// Memory limit in MiB [default: the language's]
+    #[arg(short = 'm', long, value_name = "MIB")]
+    pub memory_limit: Option<u64>,
+    /// Source files; the first is the entry point
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Arguments passed to the program (after `--`)
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only list; build nothing (exits 1 if an image is missing)
+    #[arg(long)]
+    pub check: bool,
+    /// Only these languages [default: all]
+    #[arg(long = "lang", value_name = "ID")]
+    pub langs: Vec<String>,
+    /// The launcher binary to put in the images [default: beside this executable]
+    #[arg(long, value_name = "PATH")]
+    pub launcher: Option<PathBuf>,
+    /// Debian mirror for debootstrap
+    #[arg(long, env = "ONPYRUNNER_MIRROR", default_value = images::DEFAULT_MIRROR)]
+    pub mirror: String,
+}
+
+/// Run a parsed command line; returns the process exit code.
+pub async fn main(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Languages => {
+            for lang in languages() {
+                println!("{:<8} {} {}", lang.id, lang.name, lang.version);
+            }
+            Ok(0)
+        }
+        Command::Images(args) => {
+            let docker = connect(cli.docker_host.as_deref()).await?;
+            images_command(&docker, args).await
+        }
+        Command::Run(args) => {
+            let docker = connect(cli.docker_host.as_deref()).await?;
+            run_command(&docker, args).await
+        }
+    }
+}
+
+async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {
+    let docker = Docker::from_host(host)?;
+    docker.ping().await?;
+    Ok(docker)
+}
+
+fn find_language(id: &str) -> anyhow::Result<&'static Language> {
+    onpyrunner_images::find(id).with_context(|| {
+        let ids: Vec<&str> = languages().iter().map(|l| l.id.as_str()).collect();
+        format!("unknown language {id:?}; known: {}", ids.join(", "))
+    })
+}
+
+async fn images_command(docker: &Docker, args: ImagesArgs) -> anyhow::Result<i32> {
+    let selected: Vec<&'static Language> = if args.langs.is_empty() {
+        languages().iter().collect()
+    } else {
+        args.langs
+            .iter()
+            .map(|id| find_language(id))
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut opts = BuildOptions {
+        mirror: args.mirror,
+        ..BuildOptions::default()
+    };
+    if let Some(launcher) = args.launcher {
+        opts.launcher = launcher;
+    }
+    let mut missing = 0;
+    let mut rows = Vec::new();
+    for lang in selected {
+        let state = if args.check {
+            let status = images::status(docker, lang).await?;
+            if !status.present {
+                missing += 1;
+            }
+            if status.present {
+                "present"
+            } else {
+                "missing"
+            }
+        } else {
+            let started = std::time::Instant::now();
+            let mut progress = |line: &str| eprintln!("  {line}");
+            match images::ensure(docker, lang, &opts, &mut progress).await? {
+                Built::Present => "present",
+                built => {
+                    eprintln!("  {}: done in {:.0?}", lang.id, started.elapsed());
+                    if built == Built::Everything {
+                        "built"
+                    } else {
+                        "launcher updated"
+                    }
+                }
+            }
+        };
+        let size = images::status(docker, lang).await?.size;
+        rows.push((lang, state, size));
+    }
+    println!(
+        "{:<8} {:<22} {:<36} {:<17} {:>8}",
+        "ID", "LANGUAGE", "IMAGE", "STATE", "SIZE"
+    );
+    for (lang, state, size) in rows {
+        let size = if size > 0 {
+            format!("{} MB", size / 1_000_000)
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<8} {:<22} {:<36} {:<17} {:>8}",
+            lang.id,
+            format!("{} {}", lang.name, lang.version),
+            images::image_ref(lang),
+            state,
+            size
+        );
+    }
+    Ok(if missing > 0 { 1 } else { 0 })
+}
+
+/// Exit code for a run that hit the wall clock, as `timeout(1)` uses.
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit code when the sandbox itself failed.
+pub const EXIT_SANDBOX_ERROR: i32 = 125;
+
+async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
+    let lang = find_language(&args.lang)?;
+    let mut files = Vec::new();
+    for (i, path) in args.files.iter().enumerate() {
+        let content =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let name = if i == 0 {
+            lang.source_file.clone()
+        } else {
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        files.push(SourceFile { name, content });
+    }
+    let request = LimitRequest {
+        wall_ms: match args.time_limit {
+            Some(s) if !(s.is_finite() && s > 0.0) => {
+                bail!("--time-limit must be a positive number of seconds")
+            }
+            Some(s) => Some((s * 1000.0).round() as u64),
+            None => None,
+        },
+        memory_mib: args.memory_limit,
+        ..LimitRequest::default()
+    };
+    let limits = Limits::resolve(lang, &request, &Caps::default()).map_err(|e| {
+        anyhow::anyhow!("{e}")
+            .context("bad limit (--time-limit is in seconds, --memory-limit in MiB)")
+    })?;
+    let spec = RunSpec {
+        language: lang,
+        files,
+        args: args.args,
+        limits,
+    };
+    run::validate(&spec)?;
+
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
+    let (out_tx, mut out_rx) = mpsc::channel::<run::OutputChunk>(64);
+    tokio::spawn(async move {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match stdin.read(&mut buf).await {
+                Ok(0) | Err(_) => break, // dropping the sender is EOF for the program
+                Ok(n) => {
+                    if stdin_tx
+                        .send(Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let printer = tokio::task::spawn_blocking(move || {
+        let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
+        while let Some(chunk) = out_rx.blocking_recv() {
+            let _ = match chunk.stream {
+                OutputStream::Stdout => {
+                    let mut out = stdout.lock();
+                    out.write_all(&chunk.data).and_then(|_| out.flush())
+                }
+                OutputStream::Stderr => {
+                    let mut err = stderr.lock();
+                    err.write_all(&chunk.data).and_then(|_| err.flush())
+                }
+            };
+        }
+    });
+    let owner = format!("cli-{}", run::random_hex(6));
+    let image = images::image_ref(lang);
+    let outcome = tokio::select! {
+        outcome = run::run_fresh(docker, &image, &owner, &spec, stdin_rx, out_tx) => outcome?,
+        _ = tokio::signal::ctrl_c() => {
+            remove_owned(docker, &owner).await;
+            eprintln!("onpyrunner: interrupted");
+            return Ok(130);
+        }
+    };
+    let _ = printer.await;
+    let code = match outcome.termination {
+        Termination::Timeout => {
+            eprintln!(
+                "onpyrunner: time limit of {} ms exceeded",
+                spec.limits.wall_ms
+            );
+            EXIT_TIMEOUT
+        }
+        Termination::OutputLimit => {
+            eprintln!(
+                "onpyrunner: output limit of {} bytes exceeded",
+                spec.limits.output_bytes
+            );
+            137
+        }
+        Termination::Abandoned => 130,
+        Termination::Exited => {
+            if outcome.oom_killed {
+                eprintln!(
+                    "onpyrunner: memory limit of {} MiB exceeded",
+                    spec.limits.memory_mib
+                );
+            }
+            if let Some(error) = &outcome.error {
+                eprintln!("onpyrunner: sandbox error: {error}");
+            }
+            if outcome.stage == Stage::Compile && outcome.error.is_none() {
+                eprintln!("onpyrunner: compilation failed");
+            }
+            match (outcome.exit_code, outcome.signal) {
+                (_, Some(sig)) => 128 + sig,
+                (Some(code), None) => code,
+                (None, None) => EXIT_SANDBOX_ERROR,
+            }
+        }
+    };
+    if std::env::var_os("ONPYRUNNER_VERBOSE").is_some() {
+        eprintln!(
+            "onpyrunner: {:?} stage={:?} exit={:?} signal={:?} wall={}ms cpu={}ms rss={}KiB",
+            outcome.termination,
+            outcome.stage,
+            outcome.exit_code,
+            outcome.signal,
+            outcome.wall_ms,
+            outcome.cpu_ms,
+            outcome.max_rss_kib
+        );
+    }
+    Ok(code)
+}
+
+/// Remove every container this process made (after Ctrl-C dropped a run mid-way).
+async fn remove_owned(docker: &Docker, owner: &str) {
+    let label = format!("{}={owner}", sandbox::LABEL_OWNER);
+    if let Ok(list) = docker.list_containers(&[label]).await {
+        for c in list {
+            let _ = docker.remove_container(&c.id).await;
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! The `onpyrunner` binary's library: the command line now, the web service later.
+pub mod cli;
