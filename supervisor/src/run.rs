@@ -1,6 +1,6 @@
 //! One run on a fresh container: create, attach, start, send the framed source and stdin,
 //! stream the output, and remove the container on every path.
-use crate::docker::{Docker, DockerError};
+use crate::docker::{AttachIo, Docker, DockerError};
 use crate::limits::Limits;
 use crate::sandbox::{self, Labels};
 use bytes::Bytes;
@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 
 /// Largest total source size of one run.
 pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
@@ -70,6 +71,8 @@ pub enum Termination {
     OutputLimit,
     /// The output receiver went away (the client left) and the program was killed.
     Abandoned,
+    /// Stopped on request and killed (SIGKILL).
+    Stopped,
 }
 
 /// How a run ended and what it used.
@@ -221,6 +224,84 @@ enum Ending {
     OutputLimit,
     Timeout,
     Abandoned,
+    Stopped,
+}
+
+/// A container made for one run: created with its limits and labels, already attached (so no
+/// output can be missed), and possibly started (a pooled container is started and paused).
+pub struct Sandbox {
+    id: String,
+    io: AttachIo,
+    started: bool,
+    guard: ContainerGuard,
+}
+
+impl Sandbox {
+    /// Create and attach a container for `language` with `limits`; not started yet.
+    pub async fn create(
+        docker: &Docker,
+        image: &str,
+        owner: &str,
+        language: &Language,
+        limits: &Limits,
+    ) -> Result<Sandbox, RunError> {
+        let run_id = random_hex(8);
+        let labels = Labels {
+            owner: owner.to_string(),
+            language: language.id.clone(),
+            run: run_id.clone(),
+            created_unix: unix_now(),
+        };
+        let config = sandbox::container_config(image, limits, &labels);
+        let name = format!("onpyrunner-{}-{run_id}", language.id);
+        let id = match docker.create_container(Some(&name), &config).await {
+            Ok(id) => id,
+            Err(e) if e.is_not_found() => {
+                return Err(RunError::ImageMissing {
+                    language: language.id.clone(),
+                    image: image.to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let guard = ContainerGuard {
+            docker: docker.clone(),
+            id: Some(id.clone()),
+        };
+        // Attach before start: the attach survives a later pause, and a paused container
+        // refuses new attaches (409).
+        let io = docker.attach_container(&id).await?;
+        Ok(Sandbox {
+            id,
+            io,
+            started: false,
+            guard,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Start the launcher; it blocks reading the frame from stdin.
+    pub async fn start(&mut self, docker: &Docker) -> Result<(), DockerError> {
+        docker.start_container(&self.id).await?;
+        self.started = true;
+        Ok(())
+    }
+
+    /// Force-remove the container now.
+    pub async fn remove(self) -> Result<(), DockerError> {
+        self.guard.remove().await
+    }
+}
+
+/// The caller's side of a run: stdin in (dropping the sender is EOF), output out, and a token
+/// that stops the run (SIGKILL: the program cannot ignore it).
+pub struct Controls {
+    pub stdin: mpsc::Receiver<Bytes>,
+    pub output: mpsc::Sender<OutputChunk>,
+    pub stop: CancellationToken,
 }
 
 /// Run a program on a fresh container. Output is sent as it arrives; closing `stdin`'s sender
@@ -235,52 +316,60 @@ pub async fn run_fresh(
     output: mpsc::Sender<OutputChunk>,
 ) -> Result<Outcome, RunError> {
     validate(spec)?;
+    let sandbox = Sandbox::create(docker, image, owner, spec.language, &spec.limits).await?;
+    let controls = Controls {
+        stdin,
+        output,
+        stop: CancellationToken::new(),
+    };
+    run_in(docker, sandbox, spec, controls).await
+}
+
+/// Run a program in a sandbox (fresh, or claimed from the pool and unpaused), then remove it.
+pub async fn run_in(
+    docker: &Docker,
+    sandbox: Sandbox,
+    spec: &RunSpec,
+    controls: Controls,
+) -> Result<Outcome, RunError> {
+    validate(spec)?;
     let nonce = random_hex(16);
     let frame = launch_request(spec, nonce.clone())
         .encode()
         .map_err(|e| RunError::Invalid(e.to_string()))?;
-    let run_id = random_hex(8);
-    let labels = Labels {
-        owner: owner.to_string(),
-        language: spec.language.id.clone(),
-        run: run_id.clone(),
-        created_unix: unix_now(),
-    };
-    let config = sandbox::container_config(image, &spec.limits, &labels);
-    let name = format!("onpyrunner-{}-{run_id}", spec.language.id);
-    let id = match docker.create_container(Some(&name), &config).await {
-        Ok(id) => id,
-        Err(e) if e.is_not_found() => {
-            return Err(RunError::ImageMissing {
-                language: spec.language.id.clone(),
-                image: image.to_string(),
-            })
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let guard = ContainerGuard {
-        docker: docker.clone(),
-        id: Some(id.clone()),
-    };
-    let result = drive(docker, &id, spec, frame, nonce, stdin, output).await;
+    let Sandbox {
+        id,
+        io,
+        started,
+        guard,
+    } = sandbox;
+    let result = drive(docker, &id, io, started, spec, frame, nonce, controls).await;
     let removed = guard.remove().await;
     let outcome = result?;
     removed?;
     Ok(outcome)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     docker: &Docker,
     id: &str,
+    io: AttachIo,
+    started: bool,
     spec: &RunSpec,
     frame: Vec<u8>,
     nonce: String,
-    mut stdin: mpsc::Receiver<Bytes>,
-    output: mpsc::Sender<OutputChunk>,
+    controls: Controls,
 ) -> Result<Outcome, RunError> {
-    let io = docker.attach_container(id).await?;
+    let Controls {
+        mut stdin,
+        output,
+        stop,
+    } = controls;
     let (read_half, mut write_half) = tokio::io::split(io);
-    docker.start_container(id).await?;
+    if !started {
+        docker.start_container(id).await?;
+    }
     let started = Instant::now();
     let deadline =
         tokio::time::Instant::from_std(started + Duration::from_millis(spec.limits.wall_ms));
@@ -304,7 +393,13 @@ async fn drive(
     let writer_abort = writer.abort_handle();
 
     let mut frames = FramedRead::new(read_half, AttachDecoder::new(AttachMode::Multiplexed));
-    let mut scanner = StatusScanner::new(&nonce);
+    // The trailer ends both streams; Docker copies them independently, so the run's output is
+    // complete only once both trailers were seen (or the stream ended).
+    let mut scanners = [
+        (OutputStream::Stdout, StatusScanner::new(&nonce)),
+        (OutputStream::Stderr, StatusScanner::new(&nonce)),
+    ];
+    let mut status: Option<Result<RunStatus, String>> = None;
     let mut budget = spec.limits.output_bytes;
     let mut truncated = false;
 
@@ -336,68 +431,60 @@ async fn drive(
         loop {
             let chunk = match frames.next().await {
                 None => {
-                    let rest = scanner.finish();
-                    forward(
-                        &output,
-                        &mut budget,
-                        &mut truncated,
-                        OutputStream::Stdout,
-                        rest,
-                    )
-                    .await?;
-                    return Err::<std::convert::Infallible, _>(Ending::StreamClosed);
+                    for (stream, scanner) in scanners.iter_mut() {
+                        let rest = scanner.finish();
+                        forward(&output, &mut budget, &mut truncated, *stream, rest).await?;
+                    }
+                    return Err::<std::convert::Infallible, _>(match status.take() {
+                        Some(status) => Ending::Status(status),
+                        None => Ending::StreamClosed,
+                    });
                 }
                 Some(Err(e)) => {
-                    let rest = scanner.finish();
-                    forward(
-                        &output,
-                        &mut budget,
-                        &mut truncated,
-                        OutputStream::Stdout,
-                        rest,
-                    )
-                    .await?;
+                    for (stream, scanner) in scanners.iter_mut() {
+                        let rest = scanner.finish();
+                        forward(&output, &mut budget, &mut truncated, *stream, rest).await?;
+                    }
                     return Err(Ending::StreamError(e));
                 }
                 Some(Ok(chunk)) => chunk,
             };
-            match chunk.stream {
-                StreamKind::Stdout => {
-                    let scanned = scanner.push(&chunk.data);
-                    forward(
-                        &output,
-                        &mut budget,
-                        &mut truncated,
-                        OutputStream::Stdout,
-                        scanned.output,
-                    )
-                    .await?;
-                    if let Some(status) = scanned.status {
-                        return Err(Ending::Status(status));
-                    }
-                }
-                StreamKind::Stderr => {
-                    forward(
-                        &output,
-                        &mut budget,
-                        &mut truncated,
-                        OutputStream::Stderr,
-                        chunk.data,
-                    )
-                    .await?;
-                }
+            let index = match chunk.stream {
+                StreamKind::Stdout => 0,
+                StreamKind::Stderr => 1,
                 StreamKind::System => {
                     let message = String::from_utf8_lossy(&chunk.data).into_owned();
                     return Err(Ending::StreamError(AttachError::Io(message)));
                 }
-                StreamKind::Stdin => {}
+                StreamKind::Stdin => continue,
+            };
+            let (stream, scanner) = &mut scanners[index];
+            let scanned = scanner.push(&chunk.data);
+            forward(
+                &output,
+                &mut budget,
+                &mut truncated,
+                *stream,
+                scanned.output,
+            )
+            .await?;
+            if let Some(found) = scanned.status {
+                status.get_or_insert(found);
+            }
+            if scanners.iter().all(|(_, s)| s.done()) {
+                return Err(Ending::Status(
+                    status.take().expect("a done scanner found a status"),
+                ));
             }
         }
     };
-    let ending = match tokio::time::timeout_at(deadline, reading).await {
-        Ok(Err(ending)) => ending,
-        Ok(Ok(never)) => match never {},
-        Err(_) => Ending::Timeout,
+    let ending = tokio::select! {
+        result = tokio::time::timeout_at(deadline, reading) => match result {
+            Ok(Err(ending)) => ending,
+            Ok(Ok(never)) => match never {},
+            Err(_) => Ending::Timeout,
+        },
+        _ = stop.cancelled() => Ending::Stopped,
     };
     writer_abort.abort();
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -449,6 +536,7 @@ async fn drive(
         Ending::Timeout => outcome.termination = Termination::Timeout,
         Ending::OutputLimit => outcome.termination = Termination::OutputLimit,
         Ending::Abandoned => outcome.termination = Termination::Abandoned,
+        Ending::Stopped => outcome.termination = Termination::Stopped,
     }
     Ok(outcome)
 }

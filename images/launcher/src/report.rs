@@ -1,4 +1,4 @@
-//! What the launcher tells the outside world: the status trailer on stdout, and one-line
+//! What the launcher tells the outside world: the status trailer on stdout and stderr, and one-line
 //! messages on stderr.
 use onpyrunner_protocol::status::encode_status;
 use onpyrunner_protocol::{RunStatus, Stage};
@@ -21,9 +21,12 @@ pub fn complain(message: &str) {
     let _ = fdio::write_all(libc::STDERR_FILENO, line.as_bytes());
 }
 
-/// Write the trailer to stdout in a single write.
+/// Write the trailer to stderr and to stdout, each in a single write. Docker copies the two
+/// pipes independently, so a trailer on stdout alone can overtake stderr bytes written before
+/// it; seeing the trailer on both streams tells the supervisor that both are complete.
 pub fn write_status(nonce: &str, status: &RunStatus) {
     let trailer = encode_status(nonce, status);
+    let _ = fdio::write_all(libc::STDERR_FILENO, &trailer);
     if let Err(e) = fdio::write_all(libc::STDOUT_FILENO, &trailer) {
         complain(&format!("cannot write the status trailer: {e}"));
     }

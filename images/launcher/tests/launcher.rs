@@ -48,7 +48,10 @@ struct Outcome {
     code: i32,
     /// Raw stdout, trailer included.
     stdout: Vec<u8>,
+    /// Stderr as the supervisor sees it: the trailer taken out (see `stderr_status`).
     stderr: Vec<u8>,
+    /// The trailer found on stderr; it must equal the one on stdout.
+    stderr_status: Option<RunStatus>,
 }
 
 impl Outcome {
@@ -69,9 +72,16 @@ impl Outcome {
     }
 
     fn status(&self) -> RunStatus {
-        self.scan()
+        let status = self
+            .scan()
             .1
-            .unwrap_or_else(|| panic!("no status trailer in {self:?}"))
+            .unwrap_or_else(|| panic!("no status trailer in {self:?}"));
+        assert_eq!(
+            self.stderr_status.as_ref(),
+            Some(&status),
+            "the same trailer ends stderr"
+        );
+        status
     }
 
     fn stderr_text(&self) -> String {
@@ -137,10 +147,17 @@ fn launch_in(dir: &Path, mut command: Command, input: Vec<u8>) -> Outcome {
         .code()
         .or_else(|| output.status.signal().map(|s| 128 + s))
         .unwrap();
+    let mut scanner = StatusScanner::new(NONCE);
+    let scanned = scanner.push(&output.stderr);
+    let mut stderr = scanned.output.to_vec();
+    stderr.extend_from_slice(&scanner.finish());
     Outcome {
         code,
         stdout: output.stdout,
-        stderr: output.stderr,
+        stderr,
+        stderr_status: scanned
+            .status
+            .map(|s| s.expect("the stderr trailer's JSON parses")),
     }
 }
 
@@ -532,9 +549,14 @@ fn closed_stdout_does_not_kill_the_launcher_and_keeps_the_exit_code() {
     child.stdin.take().unwrap().write_all(&frame).unwrap();
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(4), "{output:?}");
+    // The trailer still reached stderr, followed by the complaint about stdout.
+    let mut scanner = StatusScanner::new(NONCE);
+    let scanned = scanner.push(&output.stderr);
+    let status = scanned.status.expect("trailer on stderr").expect("parses");
+    assert_eq!(status.exit_code, Some(4));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.starts_with("onpyrunner-launcher: cannot write the status trailer"),
+        stderr.contains("onpyrunner-launcher: cannot write the status trailer"),
         "{stderr}"
     );
 }
