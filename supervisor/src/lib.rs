@@ -2,5 +2,6 @@
 pub mod docker;
 pub mod images;
 pub mod limits;
+pub mod pool;
 pub mod run;
 pub mod sandbox;

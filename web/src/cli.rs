@@ -279,7 +279,7 @@ async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
             );
             137
         }
-        Termination::Abandoned => 130,
+        Termination::Abandoned | Termination::Stopped => 130,
         Termination::Exited => {
             if outcome.oom_killed {
                 eprintln!(
