@@ -21,7 +21,7 @@ apt_install() {
         say "need to install $*: run this script as root (or install them yourself)"; exit 1
     fi
     if [ "$apt_updated" = 0 ]; then apt-get update -q; apt_updated=1; fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
 }
 
 # 1. Tools: the Docker engine (Debian's docker.io), debootstrap for the images, curl and xz for us.

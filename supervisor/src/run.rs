@@ -512,7 +512,7 @@ async fn drive(
             outcome.max_rss_kib = status.max_rss_kib;
             outcome.error = status.error;
             // A SIGKILL we did not send is most likely the kernel's OOM killer: ask Docker.
-            if status.signal == Some(libc_sigkill()) {
+            if status.signal == Some(SIGKILL) {
                 outcome.oom_killed = exited_state(docker, id).await?.1;
             }
         }
@@ -541,9 +541,8 @@ async fn drive(
     Ok(outcome)
 }
 
-fn libc_sigkill() -> i32 {
-    9
-}
+/// Linux's SIGKILL.
+const SIGKILL: i32 = 9;
 
 /// Wait for the container to stop, then read its exit code and whether the OOM killer struck.
 async fn exited_state(docker: &Docker, id: &str) -> Result<(i64, bool), DockerError> {
