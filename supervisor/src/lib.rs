@@ -5,3 +5,4 @@ pub mod limits;
 pub mod pool;
 pub mod run;
 pub mod sandbox;
+pub mod scheduler;
