@@ -10,8 +10,14 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -q -- -D warnings
 echo "==> cargo test"
-cargo test --locked --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --workspace 2>&1 | tee "$log"
 if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
     echo "==> fuzzing (${FUZZ_SECONDS:-20} s per target)"
     bash scripts/fuzz.sh
 fi
+# One closing line for the whole suite (cargo prints one per test binary, the last often a
+# doc-test group with nothing in it).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
