@@ -95,6 +95,8 @@ pub struct ImageStatus {
     pub image: String,
     /// The final image exists.
     pub present: bool,
+    /// Its id when present.
+    pub id: Option<String>,
     /// Size in bytes when present.
     pub size: i64,
     /// Digest of the launcher inside, when present.
@@ -107,6 +109,7 @@ pub async fn status(docker: &Docker, lang: &Language) -> Result<ImageStatus, Doc
     Ok(ImageStatus {
         language: lang.id.clone(),
         present: found.is_some(),
+        id: found.as_ref().map(|i| i.id.clone()),
         size: found.as_ref().map_or(0, |i| i.size),
         launcher: found
             .and_then(|i| i.config)
@@ -168,14 +171,13 @@ pub async fn ensure(
         build_base(docker, lang, opts, progress).await?;
         built = Built::Everything;
     }
-    let old = docker.inspect_image(&current.image).await?.map(|i| i.id);
     progress(&format!("{}: adding the launcher layer", lang.id));
     let context = launcher_context(lang, &launcher, &launcher_digest)
         .map_err(|e| step_err("writing the build context", e))?;
     docker
         .build_image(&current.image, context, progress)
         .await?;
-    if let Some(old) = old {
+    if let Some(old) = current.id {
         // The previous launcher layer is now untagged; it may still be in use, so a failure
         // to remove it is not an error.
         let _ = docker.remove_image(&old).await;

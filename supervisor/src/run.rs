@@ -430,24 +430,18 @@ async fn drive(
         }
         loop {
             let chunk = match frames.next().await {
-                None => {
+                Some(Ok(chunk)) => chunk,
+                end => {
                     for (stream, scanner) in scanners.iter_mut() {
                         let rest = scanner.finish();
                         forward(&output, &mut budget, &mut truncated, *stream, rest).await?;
                     }
-                    return Err::<std::convert::Infallible, _>(match status.take() {
-                        Some(status) => Ending::Status(status),
-                        None => Ending::StreamClosed,
+                    return Err::<std::convert::Infallible, _>(match (end, status.take()) {
+                        (Some(Err(e)), _) => Ending::StreamError(e),
+                        (_, Some(status)) => Ending::Status(status),
+                        _ => Ending::StreamClosed,
                     });
                 }
-                Some(Err(e)) => {
-                    for (stream, scanner) in scanners.iter_mut() {
-                        let rest = scanner.finish();
-                        forward(&output, &mut budget, &mut truncated, *stream, rest).await?;
-                    }
-                    return Err(Ending::StreamError(e));
-                }
-                Some(Ok(chunk)) => chunk,
             };
             let index = match chunk.stream {
                 StreamKind::Stdout => 0,

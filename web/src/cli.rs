@@ -125,20 +125,16 @@ async fn images_command(docker: &Docker, args: ImagesArgs) -> anyhow::Result<i32
     let mut missing = 0;
     let mut rows = Vec::new();
     for lang in selected {
-        let state = if args.check {
+        let (state, status) = if args.check {
             let status = images::status(docker, lang).await?;
             if !status.present {
                 missing += 1;
             }
-            if status.present {
-                "present"
-            } else {
-                "missing"
-            }
+            (if status.present { "present" } else { "missing" }, status)
         } else {
             let started = std::time::Instant::now();
             let mut progress = |line: &str| eprintln!("  {line}");
-            match images::ensure(docker, lang, &opts, &mut progress).await? {
+            let state = match images::ensure(docker, lang, &opts, &mut progress).await? {
                 Built::Present => "present",
                 built => {
                     eprintln!("  {}: done in {:.0?}", lang.id, started.elapsed());
@@ -148,9 +144,10 @@ async fn images_command(docker: &Docker, args: ImagesArgs) -> anyhow::Result<i32
                         "launcher updated"
                     }
                 }
-            }
+            };
+            (state, images::status(docker, lang).await?)
         };
-        let size = images::status(docker, lang).await?.size;
+        let size = status.size;
         rows.push((lang, state, size));
     }
     println!(
