@@ -1,8 +1,12 @@
-//! The engine: a Docker Engine API client, the image builder and sandboxed runs.
+//! The engine: a Docker Engine API client, the image builder, sandboxed runs, the prewarmed
+//! pools, the scheduler and run sessions.
 pub mod docker;
+pub mod engine;
 pub mod images;
 pub mod limits;
+pub mod metrics;
 pub mod pool;
 pub mod run;
 pub mod sandbox;
 pub mod scheduler;
+pub mod session;

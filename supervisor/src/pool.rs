@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// States of a pooled container.
@@ -90,7 +91,10 @@ struct Inner {
     making: AtomicUsize,
     wake: Notify,
     stats: PoolStats,
+    /// The pool's own token: cancelled by `drain()` or by the parent token given to `start`.
     cancel: CancellationToken,
+    /// The refiller, awaited by `drain()` so that nothing it makes outlives the pool.
+    refiller: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// The pool of one language. Cheap to clone.
@@ -100,7 +104,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Start a pool of `size` containers for `language`; it fills in the background.
+    /// Start a pool of `size` containers for `language`; it fills in the background until
+    /// `drain()` is called or `cancel` is cancelled.
     pub fn start(
         docker: Docker,
         language: &'static Language,
@@ -121,9 +126,11 @@ impl Pool {
             making: AtomicUsize::new(0),
             wake: Notify::new(),
             stats: PoolStats::default(),
-            cancel,
+            cancel: cancel.child_token(),
+            refiller: Mutex::new(None),
         });
-        tokio::spawn(refill(inner.clone()));
+        let handle = tokio::spawn(refill(inner.clone()));
+        *inner.refiller.lock().expect("pool lock") = Some(handle);
         Pool { inner }
     }
 
@@ -143,6 +150,12 @@ impl Pool {
 
     pub fn ready(&self) -> usize {
         self.inner.ready.lock().expect("pool lock").len()
+    }
+
+    /// Ids of the paused containers waiting in the pool (the sweeps leave them alone).
+    pub fn ready_ids(&self) -> Vec<String> {
+        let ready = self.inner.ready.lock().expect("pool lock");
+        ready.iter().map(|w| w.id().to_string()).collect()
     }
 
     pub fn stats(&self) -> &PoolStats {
@@ -183,14 +196,15 @@ impl Pool {
                     // Died while paused (daemon restart, sweep): drop it, try the next one.
                     tracing::warn!(container_id = %warm.id(), error = %e, "pooled container lost");
                     self.inner.stats.failures.fetch_add(1, Ordering::Relaxed);
-                    let _ = warm.sandbox.remove().await;
+                    remove(warm).await;
                 }
             }
         }
     }
 
-    /// Remove every ready container (shutdown). The refiller stops when the token is cancelled.
-    pub async fn drain(&self) {
+    /// Remove every ready container and let the refiller make new ones: after the daemon came
+    /// back from a restart, the paused containers it had are dead.
+    pub async fn flush(&self) {
         let all: Vec<Warm> = self
             .inner
             .ready
@@ -198,23 +212,53 @@ impl Pool {
             .expect("pool lock")
             .drain(..)
             .collect();
-        for mut warm in all {
-            warm.state = warm
-                .state
-                .go(WarmState::Removed)
-                .expect("paused -> removed");
-            let _ = warm.sandbox.remove().await;
+        for warm in all {
+            remove(warm).await;
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Stop refilling, wait for the refiller (it finishes or removes what it is making), and
+    /// remove every ready container. Nothing of the pool exists on the daemon afterwards.
+    pub async fn drain(&self) {
+        self.inner.cancel.cancel();
+        let refiller = self.inner.refiller.lock().expect("pool lock").take();
+        if let Some(refiller) = refiller {
+            if let Err(e) = refiller.await {
+                tracing::error!(language = %self.inner.language.id, error = %e, "pool refiller failed");
+            }
+        }
+        let all: Vec<Warm> = self
+            .inner
+            .ready
+            .lock()
+            .expect("pool lock")
+            .drain(..)
+            .collect();
+        for warm in all {
+            remove(warm).await;
         }
     }
 }
 
-/// Keep `target` containers ready; back off while the daemon fails.
+/// Remove a pooled container that will never be claimed.
+async fn remove(mut warm: Warm) {
+    warm.state = warm
+        .state
+        .go(WarmState::Removed)
+        .expect("paused -> removed");
+    let id = warm.id().to_string();
+    if let Err(e) = warm.sandbox.remove().await {
+        tracing::warn!(container_id = %id, error = %e, "removing a pooled container failed");
+    }
+}
+
+/// Keep `target` containers ready; back off while the daemon fails. A container being made is
+/// never abandoned half-way (that is how containers leaked): cancellation is checked between
+/// containers, and one finished after cancellation is removed at once.
 async fn refill(inner: Arc<Inner>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = MIN_BACKOFF;
     loop {
-        if inner.cancel.is_cancelled() {
-            break;
-        }
         let have =
             inner.ready.lock().expect("pool lock").len() + inner.making.load(Ordering::Relaxed);
         if have >= inner.target {
@@ -223,15 +267,26 @@ async fn refill(inner: Arc<Inner>) {
                 _ = inner.cancel.cancelled() => break,
             }
         }
+        if inner.cancel.is_cancelled() {
+            break;
+        }
         inner.making.fetch_add(1, Ordering::Relaxed);
-        let made = tokio::select! {
-            made = make_one(&inner) => made,
-            _ = inner.cancel.cancelled() => { inner.making.fetch_sub(1, Ordering::Relaxed); break }
+        let made = match tokio::time::timeout(MAKE_TIMEOUT, make_one(&inner)).await {
+            Ok(made) => made,
+            // A daemon that hangs: whatever was made is removed by its guard, or by the sweep.
+            Err(_) => Err(RunError::TooSlow {
+                what: "making a pooled container",
+                after: MAKE_TIMEOUT,
+            }),
         };
         inner.making.fetch_sub(1, Ordering::Relaxed);
         match made {
+            Ok(warm) if inner.cancel.is_cancelled() => {
+                remove(warm).await;
+                break;
+            }
             Ok(warm) => {
-                backoff = Duration::from_millis(200);
+                backoff = MIN_BACKOFF;
                 inner.stats.created.fetch_add(1, Ordering::Relaxed);
                 inner.ready.lock().expect("pool lock").push_back(warm);
             }
@@ -240,19 +295,23 @@ async fn refill(inner: Arc<Inner>) {
                 tracing::warn!(language = %inner.language.id, error = %e, ?backoff, "pool refill failed");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
+                    // flush() after a daemon restart: try again at once.
+                    _ = inner.wake.notified() => backoff = MIN_BACKOFF,
                     _ = inner.cancel.cancelled() => break,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
-    // Shutting down: whatever is still ready goes.
-    let all: Vec<Warm> = inner.ready.lock().expect("pool lock").drain(..).collect();
-    for warm in all {
-        let _ = warm.sandbox.remove().await;
-    }
 }
 
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest one container may take to be created, started and paused.
+const MAKE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Create, start and pause one container. On failure whatever was created is removed before
+/// returning, not left to a drop that may run on a runtime going away.
 async fn make_one(inner: &Inner) -> Result<Warm, RunError> {
     let state = WarmState::Creating;
     let mut sandbox = Sandbox::create(
@@ -264,8 +323,15 @@ async fn make_one(inner: &Inner) -> Result<Warm, RunError> {
     )
     .await?;
     let state = state.go(WarmState::Starting).expect("creating -> starting");
-    sandbox.start(&inner.docker).await?;
-    inner.docker.pause_container(sandbox.id()).await?;
+    let started = async {
+        sandbox.start(&inner.docker).await?;
+        inner.docker.pause_container(sandbox.id()).await
+    }
+    .await;
+    if let Err(e) = started {
+        let _ = sandbox.remove().await;
+        return Err(e.into());
+    }
     let state = state.go(WarmState::Paused).expect("starting -> paused");
     Ok(Warm { sandbox, state })
 }

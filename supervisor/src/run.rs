@@ -105,6 +105,8 @@ pub enum RunError {
     ImageMissing { language: String, image: String },
     #[error("attach stream broke: {0}")]
     Attach(#[from] AttachError),
+    #[error("{what} took longer than {after:?}")]
+    TooSlow { what: &'static str, after: Duration },
 }
 
 /// Check a run before anything is started; the message names the field and the limit.

@@ -2,11 +2,15 @@
 //! that no container of the test is left behind.
 use bytes::Bytes;
 use onpyrunner_images::Language;
+use onpyrunner_supervisor::docker::types::ContainerSummary;
 use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::{Caps, Limits};
 use onpyrunner_supervisor::run::{self, Outcome, OutputChunk, OutputStream, RunSpec};
-use onpyrunner_supervisor::sandbox::LABEL_OWNER;
+use onpyrunner_supervisor::sandbox::{LABEL_MANAGED, LABEL_OWNER};
+use onpyrunner_supervisor::session::{Event, RunState, Summary};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -137,5 +141,135 @@ impl Harness {
             "containers left behind by {}: {left:?}",
             self.owner
         );
+    }
+}
+
+/// A session's events, gathered to the end.
+#[derive(Debug, Default)]
+pub struct Heard {
+    pub states: Vec<RunState>,
+    pub positions: Vec<usize>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub summary: Option<Summary>,
+}
+
+impl Heard {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+    pub fn summary(&self) -> &Summary {
+        self.summary.as_ref().expect("a summary was heard")
+    }
+    /// Add one event; true when it was the summary (the last one).
+    pub fn hear(&mut self, event: Event) -> bool {
+        match event {
+            Event::State { state, .. } => self.states.push(state),
+            Event::Queued { position } => self.positions.push(position),
+            Event::Output(chunk) => match chunk.stream {
+                OutputStream::Stdout => self.stdout.extend_from_slice(&chunk.data),
+                OutputStream::Stderr => self.stderr.extend_from_slice(&chunk.data),
+            },
+            Event::Summary(summary) => {
+                self.summary = Some(summary);
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Read a session's events until the summary (within the test timeout).
+pub async fn hear_all(events: &mut mpsc::Receiver<Event>) -> Heard {
+    let mut heard = Heard::default();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        while let Some(event) = events.recv().await {
+            if heard.hear(event) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the session ended within the test timeout");
+    assert!(
+        events.recv().await.is_none(),
+        "nothing comes after the summary"
+    );
+    heard
+}
+
+/// Read events until the program's stdout contains `text`.
+pub async fn hear_until(events: &mut mpsc::Receiver<Event>, heard: &mut Heard, text: &str) {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        while !heard.stdout_text().contains(text) {
+            let event = events.recv().await.expect("the session goes on");
+            assert!(
+                !heard.hear(event),
+                "ended before printing {text:?}: {heard:?}"
+            );
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{text:?} was printed within the test timeout"));
+}
+
+/// An engine config for a test: a unique instance name and small pools.
+pub fn engine_config(test: &str, pool: &[(&str, usize)]) -> EngineConfig {
+    let mut pool_sizes: BTreeMap<String, usize> = onpyrunner_images::languages()
+        .iter()
+        .map(|l| (l.id.clone(), 0))
+        .collect();
+    for (lang, size) in pool {
+        pool_sizes.insert(lang.to_string(), *size);
+    }
+    EngineConfig {
+        instance: format!("t-{test}-{}", run::random_hex(3)),
+        pool_sizes,
+        ..EngineConfig::default()
+    }
+}
+
+/// Containers on the daemon whose owner belongs to this instance.
+pub async fn instance_containers(docker: &Docker, instance: &str) -> Vec<ContainerSummary> {
+    let all = tokio::time::timeout(
+        TEST_TIMEOUT,
+        docker.list_containers(&[format!("{LABEL_MANAGED}=1")]),
+    )
+    .await
+    .expect("list within timeout")
+    .expect("list containers");
+    let prefix = format!("{instance}.");
+    all.into_iter()
+        .filter(|c| {
+            c.labels
+                .get(LABEL_OWNER)
+                .is_some_and(|o| o.starts_with(&prefix))
+        })
+        .collect()
+}
+
+pub async fn assert_instance_clean(docker: &Docker, instance: &str) {
+    let left = instance_containers(docker, instance).await;
+    assert!(
+        left.is_empty(),
+        "containers of instance {instance} left behind: {:?}",
+        left.iter()
+            .map(|c| (&c.id[..12], &c.state))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Poll `check` every 20 ms until it holds, failing after the test timeout.
+pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !check() {
+        assert!(
+            started.elapsed() < TEST_TIMEOUT,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,6 +1,6 @@
 //! The prewarmed pool and interactive runs, against the real daemon and images.
 use bytes::Bytes;
-use onpyrunner_e2e::{language, spec, Harness, TEST_TIMEOUT};
+use onpyrunner_e2e::{language, spec, until, Harness, TEST_TIMEOUT};
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::Caps;
 use onpyrunner_supervisor::pool::Pool;
@@ -23,17 +23,6 @@ fn start_pool(h: &Harness, lang: &str, size: usize, cancel: &CancellationToken) 
         &Caps::default(),
         cancel.clone(),
     )
-}
-
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < TEST_TIMEOUT,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A run on a claimed sandbox, with the caller's controls.
@@ -116,18 +105,9 @@ async fn pool_fills_is_claimed_and_refills_without_reuse() {
         .collect();
     assert!(!ids.contains(&claimed_id), "the used container is gone");
 
-    cancel.cancel();
     pool.drain().await;
-    until("pool containers removed", || pool.ready() == 0).await;
-    let started = Instant::now();
-    while !h.containers_left().await.is_empty() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{:?}",
-            h.containers_left().await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(pool.ready(), 0);
+    h.assert_no_containers_left().await;
 }
 
 #[tokio::test]
@@ -139,7 +119,8 @@ async fn pool_miss_still_runs_on_a_fresh_container() {
     assert_eq!(pool.stats().misses.load(Ordering::Relaxed), 1);
     let ran = h.run(&spec("node", "console.log('fresh')"), b"").await;
     assert_eq!(ran.stdout_text(), "fresh\n");
-    cancel.cancel();
+    pool.drain().await;
+    h.assert_no_containers_left().await;
 }
 
 #[tokio::test]
@@ -181,8 +162,8 @@ async fn interactive_program_answers_a_line_typed_after_its_prompt() {
         "name? hello ada\nagain? hello\n"
     );
     assert_eq!(outcome.exit_code, Some(0));
-    cancel.cancel();
     pool.drain().await;
+    h.assert_no_containers_left().await;
 }
 
 #[tokio::test]
@@ -219,7 +200,6 @@ async fn stop_kills_a_program_that_ignores_sigterm_within_a_second() {
     let cancel = CancellationToken::new();
     let pool = start_pool(&h, "python", 1, &cancel);
     until("pool to fill", || pool.ready() == 1).await;
-    cancel.cancel(); // no refill: the test checks nothing is left
     let sandbox = pool.claim().await.unwrap();
     let s = spec(
         "python",

@@ -1,0 +1,816 @@
+//! The engine: one supervisor instance's pools, scheduler, run sessions and cleanup.
+//!
+//! - `submit` validates a run, takes a place in the [`RunQueue`] (or refuses with `Busy`) and
+//!   starts a session task that reports events until its [`Summary`].
+//! - A session claims a paused container from its language's pool (a miss makes a fresh one),
+//!   runs, and always removes the container.
+//! - Cleanup survives crashes: every container carries the owner label `<instance>.<pid>-<rand>`.
+//!   At start-up every container of the same instance is removed (a previous incarnation left
+//!   it); a periodic sweep removes what is neither pooled nor running and older than a grace
+//!   period; after the daemon comes back from a restart the pools are flushed and refilled.
+//! - `shutdown` stops admitting, ends every queued or running session as STOPPED (reason
+//!   `shutdown`), drains the pools and removes anything left of this owner, within a bound.
+use crate::docker::{Docker, DockerError};
+use crate::images;
+use crate::limits::Caps;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
+use crate::run::{self, Controls, Outcome, RunError, RunSpec, Sandbox, Termination};
+use crate::sandbox::{LABEL_CREATED, LABEL_MANAGED, LABEL_OWNER};
+use crate::scheduler::{Busy, LocalQueue, RunQueue, Ticket};
+use crate::session::{unix_ms, Event, Reason, RunState, Session, Stopper, Summary};
+use onpyrunner_protocol::Stage;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Events buffered per session before the program is slowed down (backpressure).
+pub const EVENT_BUFFER: usize = 32;
+/// Stdin chunks buffered per session before the writer waits.
+pub const STDIN_BUFFER: usize = 16;
+/// A container that is neither pooled nor running is removed once it is older than this (the
+/// longest a pooled container may take to be made, with room to spare).
+pub const SWEEP_GRACE: Duration = Duration::from_secs(150);
+
+/// Everything an engine is configured with.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// This supervisor's name on the daemon, `[a-z0-9-]+`. Its start-up sweep removes every
+    /// container of the same name, so supervisors sharing a daemon need distinct names.
+    pub instance: String,
+    /// Pool size per language id, overriding the language table.
+    pub pool_sizes: BTreeMap<String, usize>,
+    /// Runs executing at once.
+    pub max_running: usize,
+    /// Runs waiting beyond those; more are refused as busy.
+    pub max_queued: usize,
+    pub caps: Caps,
+    pub sweep_interval: Duration,
+    pub health_interval: Duration,
+    /// How long `shutdown` waits for sessions to end before it removes what is left anyway.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let max_running = crate::scheduler::default_max_running();
+        EngineConfig {
+            instance: "local".into(),
+            pool_sizes: BTreeMap::new(),
+            max_running,
+            max_queued: 64 * max_running,
+            caps: Caps::default(),
+            sweep_interval: Duration::from_secs(30),
+            health_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// Why a run was not accepted. Nothing was started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The request is invalid; the message names the field and the limit.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the Docker daemon is not answering; try again shortly")]
+    DaemonDown,
+    #[error(
+        "language {language:?} is not available on this server (its image {image} is missing)"
+    )]
+    LanguageUnavailable { language: String, image: String },
+}
+
+/// A cheap-to-clone handle on the engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    config: EngineConfig,
+    owner: String,
+    pools: BTreeMap<String, Pool>,
+    /// Language id -> image, for the languages whose image exists.
+    images: BTreeMap<String, String>,
+    queue: Arc<dyn RunQueue>,
+    /// Cancelled by `shutdown`: no new runs; queued and running ones end as STOPPED.
+    shutdown: CancellationToken,
+    sessions: TaskTracker,
+    /// Containers in use by a session right now (the sweeps leave them alone).
+    active: Mutex<HashSet<String>>,
+    daemon_up: AtomicBool,
+    metrics: Metrics,
+    maintenance: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Whether an instance name is usable in labels and container names.
+pub fn valid_instance(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl Engine {
+    /// Connect, sweep what an earlier incarnation of this instance left, and start the pools
+    /// and the maintenance task.
+    pub async fn start(docker: Docker, config: EngineConfig) -> Result<Engine, EngineError> {
+        if !valid_instance(&config.instance) {
+            return Err(EngineError::Config(format!(
+                "instance: {:?} must be 1 to 40 characters of [a-z0-9-]",
+                config.instance
+            )));
+        }
+        if config.max_running == 0 {
+            return Err(EngineError::Config(
+                "max_running: must be at least 1".into(),
+            ));
+        }
+        for id in config.pool_sizes.keys() {
+            if onpyrunner_images::find(id).is_none() {
+                return Err(EngineError::Config(format!(
+                    "pool size for unknown language {id:?}"
+                )));
+            }
+        }
+        docker.ping().await?;
+        let owner = format!(
+            "{}.{}-{}",
+            config.instance,
+            std::process::id(),
+            run::random_hex(4)
+        );
+        let prefix = format!("{}.", config.instance);
+        let mut swept = 0;
+        for c in list_managed(&docker).await? {
+            if c.owner.starts_with(&prefix) {
+                remove_logged(&docker, &c.id, "left by an earlier run of this instance").await;
+                swept += 1;
+            }
+        }
+        if swept > 0 {
+            tracing::info!(swept, instance = %config.instance, "start-up sweep removed leftovers");
+        }
+
+        let shutdown = CancellationToken::new();
+        let mut images = BTreeMap::new();
+        let mut pools = BTreeMap::new();
+        for lang in onpyrunner_images::languages() {
+            let image = images::image_ref(lang);
+            if docker.inspect_image(&image).await?.is_none() {
+                tracing::warn!(language = %lang.id, %image, "image missing: language unavailable (build it with `onpyrunner images`)");
+                continue;
+            }
+            let size = config
+                .pool_sizes
+                .get(&lang.id)
+                .copied()
+                .unwrap_or(lang.pool_size);
+            if size > 0 {
+                let pool = Pool::start(
+                    docker.clone(),
+                    lang,
+                    image.clone(),
+                    owner.clone(),
+                    size,
+                    &config.caps,
+                    shutdown.clone(),
+                );
+                pools.insert(lang.id.clone(), pool);
+            }
+            images.insert(lang.id.clone(), image);
+        }
+        let queue: Arc<dyn RunQueue> =
+            Arc::new(LocalQueue::new(config.max_running, config.max_queued));
+        let inner = Arc::new(Inner {
+            docker,
+            config,
+            owner,
+            pools,
+            images,
+            queue,
+            shutdown,
+            sessions: TaskTracker::new(),
+            active: Mutex::new(HashSet::new()),
+            daemon_up: AtomicBool::new(true),
+            metrics: Metrics::default(),
+            maintenance: Mutex::new(None),
+        });
+        inner.metrics.swept.fetch_add(swept, Ordering::Relaxed);
+        let handle = tokio::spawn(maintain(inner.clone()));
+        *inner.maintenance.lock().expect("engine lock") = Some(handle);
+        Ok(Engine { inner })
+    }
+
+    /// The owner label value of every container this engine makes.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    pub fn pools(&self) -> &BTreeMap<String, Pool> {
+        &self.inner.pools
+    }
+
+    /// Whether this language's image is there, so runs of it can be accepted.
+    pub fn available(&self, language: &str) -> bool {
+        self.inner.images.contains_key(language)
+    }
+
+    pub fn queue(&self) -> &dyn RunQueue {
+        self.inner.queue.as_ref()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether the daemon answered the last health check.
+    pub fn daemon_up(&self) -> bool {
+        self.inner.daemon_up.load(Ordering::Relaxed)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// Accept a run: validated, then admitted or queued, or refused. Nothing is started when
+    /// this returns an error. The session's events begin with `State(READY)`.
+    pub fn submit(&self, spec: RunSpec) -> Result<Session, SubmitError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        run::validate(&spec).map_err(|e| match e {
+            RunError::Invalid(message) => SubmitError::Invalid(message),
+            other => SubmitError::Invalid(other.to_string()),
+        })?;
+        let Some(image) = inner.images.get(&spec.language.id).cloned() else {
+            return Err(SubmitError::LanguageUnavailable {
+                language: spec.language.id.clone(),
+                image: images::image_ref(spec.language),
+            });
+        };
+        if !self.daemon_up() {
+            return Err(SubmitError::DaemonDown);
+        }
+        let ticket = inner.queue.enqueue().inspect_err(|_| {
+            inner.metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
+        })?;
+        inner.metrics.accepted.fetch_add(1, Ordering::Relaxed);
+        let id = run::random_hex(8);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
+        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_BUFFER);
+        let stopper = Stopper::default();
+        let task = SessionTask {
+            inner: inner.clone(),
+            id: id.clone(),
+            spec,
+            image,
+            events: events_tx,
+            stdin: stdin_rx,
+            stop: stopper.0.clone(),
+            accepted: Instant::now(),
+            state: RunState::Ready,
+        };
+        inner.sessions.spawn(task.run(ticket));
+        Ok(Session::new(id, events_rx, stdin_tx, stopper))
+    }
+
+    /// Stop admitting, end every session as STOPPED (reason `shutdown`), drain the pools and
+    /// remove everything of this owner. Returns within about `shutdown_grace` plus the time the
+    /// daemon takes to remove the containers.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.shutdown.cancel();
+        inner.sessions.close();
+        let pools = futures_util::future::join_all(inner.pools.values().map(Pool::drain));
+        let sessions = tokio::time::timeout(inner.config.shutdown_grace, inner.sessions.wait());
+        let (_, sessions) = tokio::join!(pools, sessions);
+        if sessions.is_err() {
+            tracing::warn!("sessions did not end within the shutdown grace period");
+        }
+        let maintenance = inner.maintenance.lock().expect("engine lock").take();
+        if let Some(handle) = maintenance {
+            let _ = handle.await;
+        }
+        // Anything left (a removal that failed, a container made as shutdown began).
+        if let Ok(left) = list_managed(&inner.docker).await {
+            for c in left.iter().filter(|c| c.owner == inner.owner) {
+                remove_logged(&inner.docker, &c.id, "left at shutdown").await;
+            }
+        }
+    }
+}
+
+/// One of our containers as the sweeps see it.
+struct Managed {
+    id: String,
+    owner: String,
+    state: String,
+    created_unix: u64,
+}
+
+async fn list_managed(docker: &Docker) -> Result<Vec<Managed>, DockerError> {
+    let list = docker
+        .list_containers(&[format!("{LABEL_MANAGED}=1")])
+        .await?;
+    Ok(list
+        .into_iter()
+        .map(|c| Managed {
+            owner: c.labels.get(LABEL_OWNER).cloned().unwrap_or_default(),
+            created_unix: c
+                .labels
+                .get(LABEL_CREATED)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            id: c.id,
+            state: c.state,
+        })
+        .collect())
+}
+
+async fn remove_logged(docker: &Docker, id: &str, why: &str) {
+    match docker.remove_container(id).await {
+        Ok(()) => tracing::info!(container_id = %id, why, "swept container"),
+        Err(e) => {
+            tracing::warn!(container_id = %id, why, error = %e, "sweeping a container failed")
+        }
+    }
+}
+
+/// Health checks every `health_interval`, sweeps every `sweep_interval`, until shutdown.
+async fn maintain(inner: Arc<Inner>) {
+    let mut health = tokio::time::interval(inner.config.health_interval);
+    let mut sweep = tokio::time::interval(inner.config.sweep_interval);
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.tick().await; // the start-up sweep just ran
+                        // Containers seen unknown (neither pooled nor running) and old at the last sweep: removed
+                        // when seen so again, which closes the race with a claim in flight.
+    let mut suspects: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            _ = health.tick() => {
+                let up = tokio::time::timeout(Duration::from_secs(3), inner.docker.ping())
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                let was = inner.daemon_up.swap(up, Ordering::Relaxed);
+                if was && !up {
+                    tracing::error!("the Docker daemon stopped answering");
+                } else if up && !was {
+                    tracing::warn!("the Docker daemon answers again: flushing and refilling the pools");
+                    for pool in inner.pools.values() {
+                        pool.flush().await;
+                    }
+                    sweep_once(&inner, &mut suspects, true).await;
+                }
+            }
+            _ = sweep.tick() => {
+                if inner.daemon_up.load(Ordering::Relaxed) {
+                    sweep_once(&inner, &mut suspects, false).await;
+                }
+            }
+        }
+    }
+}
+
+/// Remove this instance's containers that nothing uses: ones of another owner (an earlier
+/// incarnation), and ones neither pooled nor running that are older than `SWEEP_GRACE`, or
+/// (`dead_too`, after a daemon restart) that have exited.
+async fn sweep_once(inner: &Inner, suspects: &mut HashSet<String>, dead_too: bool) {
+    let Ok(list) = list_managed(&inner.docker).await else {
+        return;
+    };
+    let prefix = format!("{}.", inner.config.instance);
+    let now = run::unix_now();
+    let mut known: HashSet<String> = inner.active.lock().expect("engine lock").clone();
+    for pool in inner.pools.values() {
+        known.extend(pool.ready_ids());
+    }
+    let mut next_suspects = HashSet::new();
+    for c in list.iter().filter(|c| c.owner.starts_with(&prefix)) {
+        if known.contains(&c.id) {
+            continue;
+        }
+        let why = if c.owner != inner.owner {
+            Some("left by an earlier run of this instance")
+        } else if dead_too && matches!(c.state.as_str(), "exited" | "dead") {
+            Some("died with the daemon")
+        } else if now.saturating_sub(c.created_unix) > SWEEP_GRACE.as_secs() {
+            if suspects.contains(&c.id) {
+                Some("unused and older than the sweep grace period")
+            } else {
+                next_suspects.insert(c.id.clone());
+                None
+            }
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            remove_logged(&inner.docker, &c.id, why).await;
+            inner.metrics.swept.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    *suspects = next_suspects;
+}
+
+/// One accepted run, from READY to its summary.
+struct SessionTask {
+    inner: Arc<Inner>,
+    id: String,
+    spec: RunSpec,
+    image: String,
+    events: mpsc::Sender<Event>,
+    stdin: mpsc::Receiver<bytes::Bytes>,
+    /// The caller's Stop.
+    stop: CancellationToken,
+    accepted: Instant,
+    state: RunState,
+}
+
+/// What ended a session early, before or during the run.
+enum Interrupt {
+    Stop,
+    Shutdown,
+    ClientGone,
+}
+
+impl Interrupt {
+    fn reason(self) -> Reason {
+        match self {
+            Interrupt::Stop => Reason::Stopped,
+            Interrupt::Shutdown => Reason::Shutdown,
+            Interrupt::ClientGone => Reason::ClientGone,
+        }
+    }
+}
+
+impl SessionTask {
+    async fn run(mut self, ticket: Ticket) {
+        self.emit_state(RunState::Ready).await;
+        let mut summary = self.blank_summary();
+        let admitted = tokio::select! {
+            permit = self.admission(ticket) => Ok(permit),
+            why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => Err(why),
+        };
+        summary.queued_ms = self.accepted.elapsed().as_millis() as u64;
+        let _permit = match admitted {
+            Ok(permit) => permit,
+            Err(why) => return self.finish(summary, why.reason()).await,
+        };
+        let sandbox = tokio::select! {
+            sandbox = self.sandbox() => sandbox,
+            why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => {
+                return self.finish(summary, why.reason()).await;
+            }
+        };
+        let sandbox = match sandbox {
+            Ok(sandbox) => sandbox,
+            Err(e) => {
+                summary.error = Some(internal_message(&e));
+                return self.finish(summary, Reason::InternalError).await;
+            }
+        };
+        let container = sandbox.id().to_string();
+        self.inner
+            .active
+            .lock()
+            .expect("engine lock")
+            .insert(container.clone());
+        self.emit_state(RunState::Running).await;
+        let (outcome, interrupt) = self.execute(sandbox).await;
+        self.inner
+            .active
+            .lock()
+            .expect("engine lock")
+            .remove(&container);
+        let reason = match outcome {
+            Ok(outcome) => fill_summary(&mut summary, &outcome, interrupt),
+            Err(e) => {
+                summary.error = Some(internal_message(&e));
+                Reason::InternalError
+            }
+        };
+        self.finish(summary, reason).await;
+    }
+
+    /// Wait for a run slot, reporting the queue position as it changes.
+    async fn admission(&self, mut ticket: Ticket) -> crate::scheduler::Permit {
+        let mut positions = ticket.positions();
+        if ticket.position() > 0 {
+            self.emit(Event::Queued {
+                position: ticket.position(),
+            })
+            .await;
+        }
+        loop {
+            tokio::select! {
+                permit = &mut ticket => return permit,
+                Ok(()) = positions.changed() => {
+                    let position = *positions.borrow_and_update();
+                    if position > 0 {
+                        self.emit(Event::Queued { position }).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A paused container from the pool, or a fresh one on a miss (or when the run's limits
+    /// differ from the pool's).
+    async fn sandbox(&self) -> Result<Sandbox, RunError> {
+        let inner = &self.inner;
+        if let Some(pool) = inner.pools.get(&self.spec.language.id) {
+            if pool.fits(&self.spec.limits) {
+                if let Some(sandbox) = pool.claim().await {
+                    return Ok(sandbox);
+                }
+            }
+        }
+        Sandbox::create(
+            &inner.docker,
+            &self.image,
+            &inner.owner,
+            self.spec.language,
+            &self.spec.limits,
+        )
+        .await
+    }
+
+    /// Run in the sandbox, forwarding output as events; a Stop, shutdown or vanished client
+    /// kills the program.
+    async fn execute(
+        &mut self,
+        sandbox: Sandbox,
+    ) -> (Result<Outcome, RunError>, Option<Interrupt>) {
+        let kill = CancellationToken::new();
+        let (out_tx, mut out_rx) = mpsc::channel(EVENT_BUFFER);
+        let (_, placeholder) = mpsc::channel(1);
+        let controls = Controls {
+            stdin: std::mem::replace(&mut self.stdin, placeholder),
+            output: out_tx,
+            stop: kill.clone(),
+        };
+        let docker = self.inner.docker.clone();
+        let spec = self.spec.clone();
+        let running = run::run_in(&docker, sandbox, &spec, controls);
+        let accepted = self.accepted;
+        let metrics = &self.inner.metrics;
+        let events = &self.events;
+        let forwarding = async move {
+            let mut first = true;
+            while let Some(chunk) = out_rx.recv().await {
+                if first {
+                    metrics.first_byte.observe(accepted.elapsed());
+                    first = false;
+                }
+                if events.send(Event::Output(chunk)).await.is_err() {
+                    // The caller is gone; dropping the receiver makes the run end (abandoned).
+                    return;
+                }
+            }
+        };
+        let both = async { tokio::join!(running, forwarding).0 };
+        tokio::pin!(both);
+        tokio::select! {
+            outcome = &mut both => (outcome, None),
+            why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => {
+                kill.cancel();
+                (both.await, Some(why))
+            }
+        }
+    }
+
+    fn blank_summary(&self) -> Summary {
+        Summary {
+            state: RunState::Ready,
+            reason: Reason::Exited,
+            stage: if self.spec.language.compile.is_empty() {
+                Stage::Run
+            } else {
+                Stage::Compile
+            },
+            exit_code: None,
+            signal: None,
+            wall_ms: 0,
+            cpu_ms: 0,
+            memory_kib: 0,
+            oom_killed: false,
+            output_truncated: false,
+            queued_ms: 0,
+            error: None,
+        }
+    }
+
+    async fn finish(mut self, mut summary: Summary, reason: Reason) {
+        let state = reason.state();
+        summary.state = state;
+        summary.reason = reason;
+        if reason == Reason::InternalError {
+            self.inner
+                .metrics
+                .internal_errors
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(session = %self.id, error = ?summary.error, "run ended with an internal error");
+        }
+        self.inner.metrics.count_final(state);
+        self.inner
+            .metrics
+            .completion
+            .observe(self.accepted.elapsed());
+        self.emit_state(state).await;
+        self.emit(Event::Summary(summary)).await;
+    }
+
+    async fn emit_state(&mut self, to: RunState) {
+        if to != RunState::Ready {
+            match self.state.go(to) {
+                Ok(state) => self.state = state,
+                Err(e) => {
+                    // A bug; the caller still hears the state it is given.
+                    tracing::error!(session = %self.id, error = %e, "bad run state transition");
+                }
+            }
+        }
+        self.emit(Event::State {
+            state: to,
+            at_unix_ms: unix_ms(),
+        })
+        .await;
+    }
+
+    /// Send an event; a caller that went away is noticed by `interrupted`, not here.
+    async fn emit(&self, event: Event) {
+        let _ = self.events.send(event).await;
+    }
+}
+
+/// Resolves when the run must end early, and says why.
+async fn interrupted(
+    stop: &CancellationToken,
+    shutdown: &CancellationToken,
+    events: &mpsc::Sender<Event>,
+) -> Interrupt {
+    tokio::select! {
+        _ = stop.cancelled() => Interrupt::Stop,
+        _ = shutdown.cancelled() => Interrupt::Shutdown,
+        _ = events.closed() => Interrupt::ClientGone,
+    }
+}
+
+/// Copy a run's outcome into the summary and say why it ended.
+fn fill_summary(summary: &mut Summary, outcome: &Outcome, interrupt: Option<Interrupt>) -> Reason {
+    summary.stage = outcome.stage;
+    summary.exit_code = outcome.exit_code;
+    summary.signal = outcome.signal;
+    summary.wall_ms = outcome.wall_ms;
+    summary.cpu_ms = outcome.cpu_ms;
+    summary.memory_kib = outcome.max_rss_kib;
+    summary.oom_killed = outcome.oom_killed;
+    summary.output_truncated = outcome.output_truncated;
+    match outcome.termination {
+        Termination::Timeout => Reason::Timeout,
+        Termination::OutputLimit => Reason::OutputLimit,
+        Termination::Abandoned => Reason::ClientGone,
+        Termination::Stopped => interrupt.map_or(Reason::Stopped, Interrupt::reason),
+        Termination::Exited => {
+            if outcome.oom_killed {
+                Reason::MemoryLimit
+            } else if let Some(error) = &outcome.error {
+                summary.error = Some(format!("internal error: {error}"));
+                Reason::InternalError
+            } else if outcome.stage == Stage::Compile {
+                Reason::CompileError
+            } else {
+                Reason::Exited
+            }
+        }
+    }
+}
+
+fn internal_message(e: &RunError) -> String {
+    match e {
+        RunError::Docker(d @ DockerError::Unreachable { .. }) => {
+            format!("internal error: lost the Docker daemon during the run: {d}")
+        }
+        RunError::Docker(d) => {
+            format!("internal error: the Docker daemon failed during the run: {d}")
+        }
+        other => format!("internal error: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_names_are_label_safe() {
+        assert!(valid_instance("local"));
+        assert!(valid_instance("node-2"));
+        assert!(!valid_instance(""));
+        assert!(
+            !valid_instance("a.b"),
+            "the dot separates instance and process"
+        );
+        assert!(!valid_instance("UPPER"));
+        assert!(!valid_instance(&"x".repeat(41)));
+    }
+
+    fn outcome(termination: Termination) -> Outcome {
+        Outcome {
+            termination,
+            stage: Stage::Run,
+            exit_code: Some(0),
+            signal: None,
+            wall_ms: 5,
+            cpu_ms: 4,
+            max_rss_kib: 1000,
+            oom_killed: false,
+            output_truncated: false,
+            error: None,
+            container_id: "c".into(),
+        }
+    }
+
+    fn blank() -> Summary {
+        Summary {
+            state: RunState::Ready,
+            reason: Reason::Exited,
+            stage: Stage::Run,
+            exit_code: None,
+            signal: None,
+            wall_ms: 0,
+            cpu_ms: 0,
+            memory_kib: 0,
+            oom_killed: false,
+            output_truncated: false,
+            queued_ms: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn outcomes_map_to_reasons() {
+        let mut s = blank();
+        assert_eq!(
+            fill_summary(&mut s, &outcome(Termination::Exited), None),
+            Reason::Exited
+        );
+        assert_eq!(s.memory_kib, 1000);
+        assert_eq!(
+            fill_summary(&mut s, &outcome(Termination::Timeout), None),
+            Reason::Timeout
+        );
+        assert_eq!(
+            fill_summary(
+                &mut s,
+                &outcome(Termination::Stopped),
+                Some(Interrupt::Shutdown)
+            ),
+            Reason::Shutdown
+        );
+        let mut compile = outcome(Termination::Exited);
+        compile.stage = Stage::Compile;
+        compile.exit_code = Some(1);
+        assert_eq!(fill_summary(&mut s, &compile, None), Reason::CompileError);
+        let mut oom = outcome(Termination::Exited);
+        oom.oom_killed = true;
+        assert_eq!(fill_summary(&mut s, &oom, None), Reason::MemoryLimit);
+        let mut broken = outcome(Termination::Exited);
+        broken.error = Some("the sandbox ended without a status (exit code 143)".into());
+        assert_eq!(fill_summary(&mut s, &broken, None), Reason::InternalError);
+        assert!(s.error.as_deref().unwrap().starts_with("internal error: "));
+    }
+}
