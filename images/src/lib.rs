@@ -1,6 +1,6 @@
 //! The table of languages (`languages.toml`), parsed once and shared by the image builder and
 //! the supervisor.
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
 /// The table's source text, embedded so the binary needs no file at run time.
@@ -24,7 +24,7 @@ pub struct Language {
 }
 
 /// Per-language default limits.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DefaultLimits {
     pub wall_ms: u64,

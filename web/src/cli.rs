@@ -1,10 +1,12 @@
-//! Command-line interface: `onpyrunner run`, `onpyrunner images`, `onpyrunner languages`.
+//! Command-line interface: `onpyrunner serve`, `run`, `images`, `languages`.
+use crate::server::ServerConfig;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use onpyrunner_images::{languages, Language};
 use onpyrunner_protocol::{SourceFile, Stage};
 use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images::{self, BuildOptions, Built};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
 use onpyrunner_supervisor::run::{self, OutputStream, RunSpec, Termination};
@@ -36,6 +38,113 @@ pub enum Command {
     Images(ImagesArgs),
     /// List the languages this build knows.
     Languages,
+    /// Serve the HTTP API (and the IDE) until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(
+        long,
+        env = "ONPYRUNNER_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    pub listen: std::net::SocketAddr,
+    /// This supervisor's name on the Docker daemon ([a-z0-9-]); at start-up it removes every
+    /// container an earlier run of the same name left. Supervisors sharing a daemon need
+    /// distinct names.
+    #[arg(
+        long,
+        env = "ONPYRUNNER_INSTANCE",
+        default_value = "local",
+        value_name = "NAME"
+    )]
+    pub instance: String,
+    /// Pool size of a language, overriding the table (repeatable): --pool python=4
+    #[arg(
+        long = "pool",
+        env = "ONPYRUNNER_POOL",
+        value_delimiter = ',',
+        value_name = "LANG=N"
+    )]
+    pub pools: Vec<String>,
+    /// Runs executing at once [default: the number of CPUs]
+    #[arg(long, env = "ONPYRUNNER_MAX_RUNNING", value_name = "N")]
+    pub max_running: Option<usize>,
+    /// Runs waiting for a slot; beyond this, requests get 429 with Retry-After [default: 64 per
+    /// running slot]
+    #[arg(long, env = "ONPYRUNNER_MAX_QUEUED", value_name = "N")]
+    pub max_queued: Option<usize>,
+    /// Seconds a shutdown waits for runs to end before removing what is left
+    #[arg(
+        long,
+        env = "ONPYRUNNER_SHUTDOWN_GRACE",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub shutdown_grace: u64,
+    /// Jobs kept in memory at most
+    #[arg(
+        long,
+        env = "ONPYRUNNER_JOBS_MAX",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub jobs_max: usize,
+    /// Seconds a finished job is kept
+    #[arg(
+        long,
+        env = "ONPYRUNNER_JOBS_TTL",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
+    pub jobs_ttl: u64,
+}
+
+impl ServeArgs {
+    /// The server configuration; errors name the flag.
+    pub fn config(&self, docker_host: Option<String>) -> anyhow::Result<ServerConfig> {
+        let mut engine = EngineConfig {
+            instance: self.instance.clone(),
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace),
+            ..EngineConfig::default()
+        };
+        if let Some(n) = self.max_running {
+            if n == 0 {
+                bail!("--max-running must be at least 1");
+            }
+            engine.max_running = n;
+            engine.max_queued = 64 * n;
+        }
+        if let Some(n) = self.max_queued {
+            engine.max_queued = n;
+        }
+        for pool in &self.pools {
+            let Some((lang, size)) = pool.split_once('=') else {
+                bail!("--pool {pool:?}: expected LANG=N, e.g. python=4");
+            };
+            find_language(lang).with_context(|| format!("--pool {pool:?}"))?;
+            let size: usize = size
+                .parse()
+                .with_context(|| format!("--pool {pool:?}: N must be a whole number"))?;
+            engine.pool_sizes.insert(lang.to_string(), size);
+        }
+        if !onpyrunner_supervisor::engine::valid_instance(&self.instance) {
+            bail!(
+                "--instance {:?}: 1 to 40 characters of [a-z0-9-]",
+                self.instance
+            );
+        }
+        Ok(ServerConfig {
+            listen: self.listen,
+            docker_host,
+            engine,
+            jobs_max: self.jobs_max,
+            jobs_ttl: std::time::Duration::from_secs(self.jobs_ttl),
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -90,7 +199,35 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             let docker = connect(cli.docker_host.as_deref()).await?;
             run_command(&docker, args).await
         }
+        Command::Serve(args) => {
+            let config = args.config(cli.docker_host.clone())?;
+            crate::server::run(config, shutdown_signal()).await?;
+            Ok(0)
+        }
     }
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once (what is left is swept
+/// at the next start).
+async fn shutdown_signal() {
+    use futures_util::StreamExt;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook_tokio::Signals::new([SIGTERM, SIGINT]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers; serving until killed");
+            return std::future::pending().await;
+        }
+    };
+    if let Some(signal) = signals.next().await {
+        tracing::info!(signal, "shutdown requested");
+    }
+    tokio::spawn(async move {
+        if signals.next().await.is_some() {
+            eprintln!("onpyrunner: second signal, exiting now");
+            std::process::exit(130);
+        }
+    });
 }
 
 async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {

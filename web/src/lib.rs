@@ -1,2 +1,6 @@
-//! The `onpyrunner` binary's library: the command line now, the web service later.
+//! The `onpyrunner` binary's library: the command line, and the web service (REST API now;
+//! WebSocket sessions and the IDE next).
+pub mod api;
 pub mod cli;
+pub mod jobs;
+pub mod server;

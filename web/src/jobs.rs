@@ -1,0 +1,216 @@
+//! Asynchronous jobs: a session whose events are gathered in memory, so that a client can post
+//! a run and poll it. Kept for a TTL after they end, at most `max` at once (the embedded
+//! default; a shared store comes with the Redis queue).
+use bytes::Bytes;
+use onpyrunner_supervisor::run::OutputStream;
+use onpyrunner_supervisor::session::{Event, RunState, Session, Stopper, Summary};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// One job as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub language: String,
+    pub state: RunState,
+    /// Place in the queue while waiting (1 is next).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
+    /// Output so far (invalid UTF-8 replaced; the WebSocket carries exact bytes).
+    pub stdout: String,
+    pub stderr: String,
+    /// Set once the job has ended.
+    pub summary: Option<Summary>,
+}
+
+struct Job {
+    language: String,
+    stopper: Stopper,
+    data: Mutex<JobData>,
+    /// Bumped on every change, so waiters (sync runs) wake up.
+    changes: watch::Sender<u64>,
+}
+
+struct JobData {
+    state: RunState,
+    queue_position: Option<usize>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    summary: Option<Summary>,
+    ended_at: Option<Instant>,
+}
+
+/// The table of jobs.
+#[derive(Clone)]
+pub struct Jobs {
+    inner: Arc<Mutex<HashMap<String, Arc<Job>>>>,
+    max: usize,
+    ttl: Duration,
+}
+
+/// The table is full of jobs that have not ended.
+#[derive(Debug, thiserror::Error)]
+#[error("too many jobs in progress (limit {max}); retry later")]
+pub struct JobsFull {
+    pub max: usize,
+}
+
+impl Jobs {
+    pub fn new(max: usize, ttl: Duration) -> Self {
+        Jobs {
+            inner: Arc::new(Mutex::new(HashMap::new())),
+            max,
+            ttl,
+        }
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Whether a new job fits, after dropping expired ones (checked before submitting, so a
+    /// refused job starts nothing).
+    pub fn has_room(&self) -> bool {
+        let mut table = self.inner.lock().expect("jobs lock");
+        self.expire(&mut table);
+        table.len() < self.max || oldest_ended(&table).is_some()
+    }
+
+    /// Keep a submitted session as a job: feed it `stdin` then EOF, and gather its events.
+    pub fn insert(
+        &self,
+        session: Session,
+        language: &str,
+        stdin: Bytes,
+    ) -> Result<String, JobsFull> {
+        let (id, mut events, stdin_tx, stopper) = session.into_parts();
+        let (changes, _) = watch::channel(0);
+        let job = Arc::new(Job {
+            language: language.to_string(),
+            stopper,
+            data: Mutex::new(JobData {
+                state: RunState::Ready,
+                queue_position: None,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                summary: None,
+                ended_at: None,
+            }),
+            changes,
+        });
+        {
+            let mut table = self.inner.lock().expect("jobs lock");
+            self.expire(&mut table);
+            if table.len() >= self.max {
+                match oldest_ended(&table) {
+                    Some(oldest) => {
+                        table.remove(&oldest);
+                    }
+                    None => {
+                        job.stopper.stop();
+                        return Err(JobsFull { max: self.max });
+                    }
+                }
+            }
+            table.insert(id.clone(), job.clone());
+        }
+        if let Some(stdin_tx) = stdin_tx {
+            tokio::spawn(async move {
+                if !stdin.is_empty() {
+                    let _ = stdin_tx.send(stdin).await;
+                }
+                // Dropping the sender is EOF.
+            });
+        }
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let mut data = job.data.lock().expect("job lock");
+                match event {
+                    Event::State { state, .. } => {
+                        data.state = state;
+                        if state != RunState::Ready {
+                            data.queue_position = None;
+                        }
+                        if state.is_final() {
+                            data.ended_at = Some(Instant::now());
+                        }
+                    }
+                    Event::Queued { position } => data.queue_position = Some(position),
+                    Event::Output(chunk) => match chunk.stream {
+                        OutputStream::Stdout => data.stdout.extend_from_slice(&chunk.data),
+                        OutputStream::Stderr => data.stderr.extend_from_slice(&chunk.data),
+                    },
+                    Event::Summary(summary) => data.summary = Some(summary),
+                }
+                drop(data);
+                job.changes.send_modify(|n| *n += 1);
+            }
+        });
+        Ok(id)
+    }
+
+    pub fn view(&self, id: &str) -> Option<JobView> {
+        let job = self.get(id)?;
+        let data = job.data.lock().expect("job lock");
+        Some(JobView {
+            id: id.to_string(),
+            language: job.language.clone(),
+            state: data.state,
+            queue_position: data.queue_position,
+            stdout: String::from_utf8_lossy(&data.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&data.stderr).into_owned(),
+            summary: data.summary.clone(),
+        })
+    }
+
+    /// Stop a job; `false` when there is no such job.
+    pub fn stop(&self, id: &str) -> bool {
+        match self.get(id) {
+            Some(job) => {
+                job.stopper.stop();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Wait until the job has its summary.
+    pub async fn finished(&self, id: &str) -> Option<JobView> {
+        let job = self.get(id)?;
+        let mut changes = job.changes.subscribe();
+        loop {
+            if job.data.lock().expect("job lock").summary.is_some() {
+                return self.view(id);
+            }
+            if changes.changed().await.is_err() {
+                return self.view(id);
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Job>> {
+        self.inner.lock().expect("jobs lock").get(id).cloned()
+    }
+
+    fn expire(&self, table: &mut HashMap<String, Arc<Job>>) {
+        let ttl = self.ttl;
+        table.retain(|_, job| {
+            let data = job.data.lock().expect("job lock");
+            data.ended_at.is_none_or(|at| at.elapsed() < ttl)
+        });
+    }
+}
+
+fn oldest_ended(table: &HashMap<String, Arc<Job>>) -> Option<String> {
+    table
+        .iter()
+        .filter_map(|(id, job)| {
+            let at = job.data.lock().expect("job lock").ended_at?;
+            Some((at, id))
+        })
+        .min()
+        .map(|(_, id)| id.clone())
+}

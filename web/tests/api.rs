@@ -1,0 +1,195 @@
+//! The REST API in process (warp's test client) over a real engine, daemon and images.
+use onpyrunner::api::{routes, AppState};
+use onpyrunner::jobs::Jobs;
+use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::engine::{Engine, EngineConfig};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+async fn state(test: &str, tweak: impl FnOnce(&mut EngineConfig)) -> AppState {
+    let docker = Docker::from_host(None).unwrap();
+    let mut config = EngineConfig {
+        instance: format!("t-api-{test}-{}", std::process::id()),
+        pool_sizes: onpyrunner_images::languages()
+            .iter()
+            .map(|l| (l.id.clone(), 0))
+            .collect::<BTreeMap<_, _>>(),
+        ..EngineConfig::default()
+    };
+    tweak(&mut config);
+    let engine = Engine::start(docker, config)
+        .await
+        .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
+    AppState {
+        engine,
+        jobs: Jobs::new(100, Duration::from_secs(60)),
+    }
+}
+
+async fn call(s: &AppState, method: &str, path: &str, body: Value) -> (u16, Value, Option<String>) {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let response = warp::test::request()
+        .method(method)
+        .path(path)
+        .body(body)
+        .reply(&routes(s.clone()))
+        .await;
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let json = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+    (response.status().as_u16(), json, retry)
+}
+
+#[tokio::test]
+async fn languages_lists_cpython_and_pypy_side_by_side_with_versions() {
+    let s = state("langs", |_| {}).await;
+    let (status, list, _) = call(&s, "GET", "/api/v1/languages", Value::Null).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["python", "pypy", "node", "java"]);
+    assert!(list[0]["version"].as_str().unwrap().starts_with('3'));
+    assert_eq!(list[0]["available"], true);
+    s.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sync_run_returns_output_state_exit_code_times_and_memory() {
+    let s = state("sync", |_| {}).await;
+    let body = json!({"language": "python", "code": "import sys\nprint(input()*2)\nsys.exit(3)", "stdin": "ab\n"});
+    let (status, run, _) = call(&s, "POST", "/api/v1/runs", body).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["stdout"], "abab\n");
+    assert_eq!(run["state"], "FINISHED");
+    assert_eq!(run["exit_code"], 3);
+    assert!(run["wall_ms"].as_u64().is_some());
+    assert!(run["memory_kib"].as_u64().unwrap() > 0);
+    assert_eq!(run["output_truncated"], false);
+    // Several files and arguments.
+    let body = json!({"language": "python", "files": [
+        {"name": "main.py", "content": "import sys, util\nprint(util.twice(sys.argv[1]))"},
+        {"name": "util.py", "content": "def twice(x): return x + x"}], "args": ["yo"]});
+    let (status, run, _) = call(&s, "POST", "/api/v1/runs", body).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["stdout"], "yoyo\n");
+    s.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_is_accepted_polled_and_stopped() {
+    let s = state("jobs", |_| {}).await;
+    let body = json!({"language": "python", "code": "print('tick', flush=True)\nwhile True: pass"});
+    let (status, job, _) = call(&s, "POST", "/api/v1/jobs", body).await;
+    assert_eq!(status, 202);
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["location"], format!("/api/v1/jobs/{id}"));
+    let path = format!("/api/v1/jobs/{id}");
+    let started = Instant::now();
+    loop {
+        let (_, view, _) = call(&s, "GET", &path, Value::Null).await;
+        if view["stdout"] == "tick\n" {
+            assert_eq!(view["state"], "RUNNING");
+            assert!(view["summary"].is_null());
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _, _) = call(&s, "DELETE", &path, Value::Null).await;
+    assert_eq!(status, 202);
+    let view = s.jobs.finished(&id).await.unwrap();
+    assert_eq!(view.state.as_str(), "STOPPED");
+    let (_, view, _) = call(&s, "GET", &path, Value::Null).await;
+    assert_eq!(view["summary"]["reason"], "stopped");
+    let (status, err, _) = call(&s, "GET", "/api/v1/jobs/nope", Value::Null).await;
+    assert_eq!(status, 404);
+    assert_eq!(err["field"], "id");
+    s.engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_status_that_fits_and_name_the_field_and_limit() {
+    let s = state("errors", |c| {
+        c.max_running = 1;
+        c.max_queued = 0;
+    })
+    .await;
+    let cases = [
+        (json!({"language": "cobol", "code": "x"}), 422, "language"),
+        (json!({"language": "python"}), 422, "code"),
+        (
+            json!({"language": "python", "code": "x", "limits": {"wall_ms": 1_000_000}}),
+            422,
+            "limits.wall_ms",
+        ),
+        (
+            json!({"language": "python", "code": "x".repeat(2 << 20)}),
+            413,
+            "code",
+        ),
+        (
+            json!({"language": "python", "files": [{"name": "../x.py", "content": ""}]}),
+            422,
+            "files[0].name",
+        ),
+    ];
+    for (body, want, field) in cases {
+        let (status, err, _) = call(&s, "POST", "/api/v1/runs", body).await;
+        assert_eq!(status, want, "{err}");
+        assert_eq!(err["field"], field, "{err}");
+        assert!(err["error"].as_str().unwrap().len() > 10);
+    }
+    let (_, err, _) = call(
+        &s,
+        "POST",
+        "/api/v1/runs",
+        json!({"language": "python", "code": "x", "limits": {"wall_ms": 1_000_000}}),
+    )
+    .await;
+    assert_eq!(err["limit"], "60000");
+    let response = warp::test::request()
+        .method("POST")
+        .path("/api/v1/runs")
+        .body("{not json")
+        .reply(&routes(s.clone()))
+        .await;
+    assert_eq!(response.status(), 400);
+    // The one slot is taken and nothing may queue: 429 with Retry-After.
+    let (status, _, _) = call(
+        &s,
+        "POST",
+        "/api/v1/jobs",
+        json!({"language": "python", "code": "import time\ntime.sleep(30)"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, err, retry) = call(
+        &s,
+        "POST",
+        "/api/v1/jobs",
+        json!({"language": "python", "code": "print(1)"}),
+    )
+    .await;
+    assert_eq!(status, 429, "{err}");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(err["limit"], "0");
+    assert_eq!(
+        s.engine
+            .metrics()
+            .refused_busy
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    s.engine.shutdown().await;
+}
