@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 
 host=${DOCKER_HOST:-unix:///var/run/docker.sock}
 sock=${host#unix://}
-log=/var/log/onpyrunner-dockerd.log
 
 say() { printf '==> %s\n' "$*" >&2; }
 answers() { curl -sf --max-time 3 --unix-socket "$sock" http://docker/_ping >/dev/null 2>&1; }
@@ -35,22 +34,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 
-# 2. A daemon that answers. Sandboxes have no network, so no bridge and no iptables rules.
-if ! answers; then
-    if [ "$sock" != /var/run/docker.sock ]; then
-        say "DOCKER_HOST=$host does not answer; start that daemon, or unset DOCKER_HOST"; exit 1
-    fi
-    say "starting dockerd (log: $log)"
-    setsid nohup dockerd --bridge=none --iptables=false --ip6tables=false >>"$log" 2>&1 </dev/null &
-    for _ in $(seq 1 60); do
-        answers && break
-        sleep 1
-    done
-    if ! answers; then
-        say "dockerd did not answer within 60 s; last lines of $log:"; tail -n 20 "$log" >&2; exit 1
-    fi
-fi
-say "Docker daemon answers on $sock"
+# 2. A daemon that answers.
+bash scripts/dockerd.sh ensure
 
 # 3. Build the binaries (the launcher goes into the images).
 say "building onpyrunner (release)"

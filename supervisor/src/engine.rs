@@ -638,6 +638,16 @@ impl SessionTask {
         summary.state = state;
         summary.reason = reason;
         if reason == Reason::InternalError {
+            // Say so when the cause is the daemon going away (a restart ends every container).
+            let answers = tokio::time::timeout(Duration::from_secs(2), self.inner.docker.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !answers {
+                let error = summary.error.get_or_insert_with(|| "internal error".into());
+                error.push_str(
+                    "; the Docker daemon stopped answering (restarted or stopped), which ends every container",
+                );
+            }
             self.inner
                 .metrics
                 .internal_errors
