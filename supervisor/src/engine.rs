@@ -613,24 +613,11 @@ impl SessionTask {
     }
 
     fn blank_summary(&self) -> Summary {
-        Summary {
-            state: RunState::Ready,
-            reason: Reason::Exited,
-            stage: if self.spec.language.compile.is_empty() {
-                Stage::Run
-            } else {
-                Stage::Compile
-            },
-            exit_code: None,
-            signal: None,
-            wall_ms: 0,
-            cpu_ms: 0,
-            memory_kib: 0,
-            oom_killed: false,
-            output_truncated: false,
-            queued_ms: 0,
-            error: None,
-        }
+        Summary::new(if self.spec.language.compile.is_empty() {
+            Stage::Run
+        } else {
+            Stage::Compile
+        })
     }
 
     async fn finish(mut self, mut summary: Summary, reason: Reason) {
@@ -775,20 +762,7 @@ mod tests {
     }
 
     fn blank() -> Summary {
-        Summary {
-            state: RunState::Ready,
-            reason: Reason::Exited,
-            stage: Stage::Run,
-            exit_code: None,
-            signal: None,
-            wall_ms: 0,
-            cpu_ms: 0,
-            memory_kib: 0,
-            oom_killed: false,
-            output_truncated: false,
-            queued_ms: 0,
-            error: None,
-        }
+        Summary::new(Stage::Run)
     }
 
     #[test]

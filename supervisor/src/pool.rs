@@ -205,16 +205,7 @@ impl Pool {
     /// Remove every ready container and let the refiller make new ones: after the daemon came
     /// back from a restart, the paused containers it had are dead.
     pub async fn flush(&self) {
-        let all: Vec<Warm> = self
-            .inner
-            .ready
-            .lock()
-            .expect("pool lock")
-            .drain(..)
-            .collect();
-        for warm in all {
-            remove(warm).await;
-        }
+        self.remove_ready().await;
         self.inner.wake.notify_one();
     }
 
@@ -228,6 +219,10 @@ impl Pool {
                 tracing::error!(language = %self.inner.language.id, error = %e, "pool refiller failed");
             }
         }
+        self.remove_ready().await;
+    }
+
+    async fn remove_ready(&self) {
         let all: Vec<Warm> = self
             .inner
             .ready

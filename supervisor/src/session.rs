@@ -148,6 +148,26 @@ pub struct Summary {
     pub error: Option<String>,
 }
 
+impl Summary {
+    /// A summary of a run that has not ended yet, in `stage`; filled in as it ends.
+    pub fn new(stage: Stage) -> Self {
+        Summary {
+            state: RunState::Ready,
+            reason: Reason::Exited,
+            stage,
+            exit_code: None,
+            signal: None,
+            wall_ms: 0,
+            cpu_ms: 0,
+            memory_kib: 0,
+            oom_killed: false,
+            output_truncated: false,
+            queued_ms: 0,
+            error: None,
+        }
+    }
+}
+
 fn stage_name<S: serde::Serializer>(stage: &Stage, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(match stage {
         Stage::Compile => "compile",
@@ -292,16 +312,8 @@ mod tests {
         let summary = Summary {
             state: Stopped,
             reason: Reason::ClientGone,
-            stage: Stage::Run,
-            exit_code: None,
             signal: Some(9),
-            wall_ms: 1,
-            cpu_ms: 0,
-            memory_kib: 0,
-            oom_killed: false,
-            output_truncated: false,
-            queued_ms: 0,
-            error: None,
+            ..Summary::new(Stage::Run)
         };
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["state"], "STOPPED");

@@ -5,8 +5,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use onpyrunner::server::LISTENING;
+use onpyrunner_e2e::instance_containers;
 use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::sandbox::{LABEL_MANAGED, LABEL_OWNER};
 use serde_json::Value;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -120,17 +120,9 @@ use libc::{SIGKILL, SIGTERM};
 /// (id, state) of the containers of an instance.
 async fn containers(instance: &str) -> Vec<(String, String)> {
     let docker = Docker::from_host(None).unwrap();
-    let all = docker
-        .list_containers(&[format!("{LABEL_MANAGED}=1")])
+    instance_containers(&docker, instance)
         .await
-        .expect("the Docker daemon answers (start it with `bash scripts/setup.sh`)");
-    let prefix = format!("{instance}.");
-    all.into_iter()
-        .filter(|c| {
-            c.labels
-                .get(LABEL_OWNER)
-                .is_some_and(|o| o.starts_with(&prefix))
-        })
+        .into_iter()
         .map(|c| (c.id, c.state))
         .collect()
 }
