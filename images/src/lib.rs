@@ -9,6 +9,23 @@ pub const TABLE: &str = include_str!("../languages.toml");
 /// Placeholder in `compile`/`run` argv that expands to every source file of a run.
 pub const FILES_PLACEHOLDER: &str = "{files}";
 
+/// Where an image keeps its warm process's files (`warm_files`, and what `warm_build` makes).
+pub const WARM_DIR: &str = "/usr/local/lib/onpyrunner";
+
+/// The files a table's `warm_files` may name, embedded like the table itself.
+pub const WARM_FILES: &[(&str, &str)] = &[(
+    "OnpyrunnerWarm.java",
+    include_str!("../warm/OnpyrunnerWarm.java"),
+)];
+
+/// The content of an embedded warm file.
+pub fn warm_file(name: &str) -> Option<&'static str> {
+    WARM_FILES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Language {
@@ -21,6 +38,24 @@ pub struct Language {
     pub run: Vec<String>,
     pub pool_size: usize,
     pub limits: DefaultLimits,
+    /// argv of the warm process the launcher starts when the container starts, before the run
+    /// arrives; empty for none (see `onpyrunner_protocol::warm`).
+    #[serde(default)]
+    pub warm: Vec<String>,
+    /// Names from `WARM_FILES` copied into `WARM_DIR` of the image.
+    #[serde(default)]
+    pub warm_files: Vec<String>,
+    /// Commands (argv each) run when the image is built, as root, network off, after the
+    /// warm files were copied.
+    #[serde(default)]
+    pub warm_build: Vec<Vec<String>>,
+}
+
+impl Language {
+    /// Whether containers of this language start a warm process.
+    pub fn is_warm(&self) -> bool {
+        !self.warm.is_empty()
+    }
 }
 
 /// Per-language default limits.
@@ -63,6 +98,25 @@ pub fn parse(text: &str) -> Result<Vec<Language>, String> {
         if lang.packages.is_empty() {
             return Err(format!("language {:?} lists no packages", lang.id));
         }
+        let has_warm_parts = !lang.warm_files.is_empty() || !lang.warm_build.is_empty();
+        if has_warm_parts && !lang.is_warm() {
+            return Err(format!(
+                "language {:?} has warm_files or warm_build but no warm command",
+                lang.id
+            ));
+        }
+        if let Some(name) = lang.warm_files.iter().find(|n| warm_file(n).is_none()) {
+            return Err(format!(
+                "language {:?}: warm file {name:?} is not in images/warm/ (WARM_FILES)",
+                lang.id
+            ));
+        }
+        if lang.warm_build.iter().any(|argv| argv.is_empty()) {
+            return Err(format!(
+                "language {:?} has an empty warm_build command",
+                lang.id
+            ));
+        }
     }
     Ok(table.language)
 }
@@ -93,6 +147,35 @@ mod tests {
         let one = TABLE.split("\n[[language]]\n").nth(1).unwrap();
         let text = format!("[[language]]\n{one}\n[[language]]\n{one}");
         assert!(parse(&text).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn only_java_is_warm_and_its_files_are_embedded() {
+        let warm: Vec<_> = languages().iter().filter(|l| l.is_warm()).collect();
+        assert_eq!(warm.len(), 1);
+        assert_eq!(warm[0].id, "java");
+        for name in &warm[0].warm_files {
+            assert!(warm_file(name).unwrap().contains("class OnpyrunnerWarm"));
+        }
+        assert!(languages()
+            .iter()
+            .filter(|l| !l.is_warm())
+            .all(|l| l.warm_files.is_empty() && l.warm_build.is_empty()));
+    }
+
+    #[test]
+    fn warm_files_must_be_embedded_and_need_a_warm_command() {
+        let java = TABLE.split("\n[[language]]\n").nth(4).unwrap();
+        let text =
+            format!("[[language]]\n{java}").replacen("\"OnpyrunnerWarm.java\"", "\"Nope.java\"", 1);
+        assert!(parse(&text).unwrap_err().contains("Nope.java"));
+        let python = TABLE.split("\n[[language]]\n").nth(1).unwrap();
+        let text = format!("[[language]]\n{python}").replacen(
+            "\npool_size",
+            "\nwarm_files = [\"OnpyrunnerWarm.java\"]\npool_size",
+            1,
+        );
+        assert!(parse(&text).unwrap_err().contains("no warm command"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod launch;
 pub mod status;
+pub mod warm;
 
 pub use attach::{AttachChunk, AttachDecoder, AttachError, AttachMode, StreamKind};
 pub use launch::{FramingError, RunRequest, SourceFile};

@@ -6,7 +6,12 @@
 //!    of Debian sid, trimmed, with the unprivileged run user added, imported through
 //!    `POST /images/create?fromSrc=-` (slow: tens of seconds; cached by the recipe hash);
 //! 2. `onpyrunner/<id>:<hash>`: the base plus the launcher, built through `POST /build` and
-//!    labelled with the launcher's digest (fast; redone whenever the launcher changes).
+//!    labelled with the launcher's digest (fast; redone whenever the launcher changes). A warm
+//!    language also gets its warm files and `warm_build` steps here (network off).
+//!
+//! The base is tagged by the hash of `base_recipe` (what debootstrap makes); the final image by
+//! the hash of `recipe`, which adds the warm fields when there are any. A language without
+//! them has one hash for both, as before the warm fields existed.
 use crate::docker::{stream_body, Docker, DockerError};
 use onpyrunner_images::Language;
 use sha2::{Digest, Sha256};
@@ -51,8 +56,31 @@ fn step_err(step: impl Into<String>, message: impl std::fmt::Display) -> ImageEr
     }
 }
 
-/// Everything that decides what goes into a language's base image, as canonical text.
+/// Everything that decides what goes into a language's image, as canonical text: the base
+/// recipe, plus the warm command, files and build steps of a warm language.
 pub fn recipe(lang: &Language) -> String {
+    let mut recipe = base_recipe(lang);
+    if lang.is_warm() {
+        // JSON keeps argv boundaries unambiguous.
+        recipe.push_str(&format!("warm={}\n", json(&lang.warm)));
+        for name in &lang.warm_files {
+            let text = onpyrunner_images::warm_file(name).unwrap_or_default();
+            recipe.push_str(&format!(
+                "warm_file={name}:{}\n",
+                hex(&Sha256::digest(text.as_bytes()))
+            ));
+        }
+        recipe.push_str(&format!("warm_build={}\n", json(&lang.warm_build)));
+    }
+    recipe
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("strings and lists of strings serialize")
+}
+
+/// Everything that decides what goes into a language's base image, as canonical text.
+pub fn base_recipe(lang: &Language) -> String {
     let mut packages = lang.packages.clone();
     packages.sort();
     format!(
@@ -73,7 +101,8 @@ pub fn image_ref(lang: &Language) -> String {
 }
 
 pub fn base_ref(lang: &Language) -> String {
-    format!("onpyrunner/base-{}:{}", lang.id, recipe_hash(lang))
+    let hash = hex(&Sha256::digest(base_recipe(lang).as_bytes()));
+    format!("onpyrunner/base-{}:{}", lang.id, &hash[..16])
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -186,19 +215,37 @@ pub async fn ensure(
 }
 
 fn launcher_context(lang: &Language, launcher: &[u8], digest: &str) -> std::io::Result<Vec<u8>> {
+    let mut files: Vec<(String, &[u8], u32)> = Vec::new();
+    // The warm steps come first: the build cache then keeps their layers when only the
+    // launcher changed.
+    let mut warm_steps = String::new();
+    for name in &lang.warm_files {
+        let text = onpyrunner_images::warm_file(name).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("warm file {name}"))
+        })?;
+        warm_steps.push_str(&format!(
+            "COPY warm/{name} {dir}/{name}\n",
+            dir = onpyrunner_images::WARM_DIR
+        ));
+        files.push((format!("warm/{name}"), text.as_bytes(), 0o644));
+    }
+    for argv in &lang.warm_build {
+        // Exec form: no shell between the table and the command.
+        warm_steps.push_str(&format!("RUN {}\n", json(argv)));
+    }
     let dockerfile = format!(
         "FROM {base}\n\
+         {warm_steps}\
          COPY onpyrunner-launcher /usr/local/bin/onpyrunner-launcher\n\
          LABEL onpyrunner.language=\"{id}\" {LABEL_RECIPE}=\"{hash}\" {LABEL_LAUNCHER}=\"{digest}\"\n",
         base = base_ref(lang),
         id = lang.id,
         hash = recipe_hash(lang),
     );
+    files.insert(0, ("Dockerfile".into(), dockerfile.as_bytes(), 0o644));
+    files.insert(1, ("onpyrunner-launcher".into(), launcher, 0o755));
     let mut tar = tar::Builder::new(Vec::new());
-    for (name, data, mode) in [
-        ("Dockerfile", dockerfile.as_bytes(), 0o644),
-        ("onpyrunner-launcher", launcher, 0o755),
-    ] {
+    for (name, data, mode) in files {
         let mut header = tar::Header::new_gnu();
         header.set_size(data.len() as u64);
         header.set_mode(mode);
@@ -436,5 +483,55 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["Dockerfile", "onpyrunner-launcher"]);
+    }
+
+    #[test]
+    fn only_a_warm_language_gets_a_new_tag_and_keeps_its_base() {
+        let python = onpyrunner_images::find("python").unwrap();
+        assert_eq!(recipe(python), base_recipe(python));
+        assert_eq!(
+            base_ref(python).rsplit_once(':').unwrap().1,
+            recipe_hash(python),
+            "a language without warm fields keeps the tag it had"
+        );
+        let java = onpyrunner_images::find("java").unwrap();
+        assert!(recipe(java).starts_with(&base_recipe(java)));
+        assert_ne!(
+            base_ref(java).rsplit_once(':').unwrap().1,
+            recipe_hash(java)
+        );
+        let mut cold = java.clone();
+        cold.warm.clear();
+        cold.warm_files.clear();
+        cold.warm_build.clear();
+        assert_eq!(base_ref(&cold), base_ref(java), "the same base image");
+        let mut other = java.clone();
+        other.warm.push("-Dx".into());
+        assert_ne!(recipe_hash(&other), recipe_hash(java));
+    }
+
+    #[test]
+    fn warm_language_context_copies_its_files_and_runs_its_build_steps_first() {
+        let java = onpyrunner_images::find("java").unwrap();
+        let tar_bytes = launcher_context(java, b"\x7fELF", "abc").unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut entries = std::collections::BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap_or_default();
+            entries.insert(name, text);
+        }
+        let java_source = &entries["warm/OnpyrunnerWarm.java"];
+        assert!(java_source.contains("class OnpyrunnerWarm"));
+        let dockerfile = &entries["Dockerfile"];
+        let copy_warm = dockerfile
+            .find("COPY warm/OnpyrunnerWarm.java /usr/local/lib/onpyrunner/")
+            .unwrap();
+        let run = dockerfile.find("RUN [\"javac\"").unwrap();
+        let copy_launcher = dockerfile.find("COPY onpyrunner-launcher").unwrap();
+        assert!(copy_warm < run && run < copy_launcher, "{dockerfile}");
+        assert_eq!(dockerfile.matches("\nRUN ").count(), java.warm_build.len());
     }
 }

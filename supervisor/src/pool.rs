@@ -1,5 +1,6 @@
 //! A pool of prewarmed containers per language: created with the language's default limits,
-//! attached, started (the launcher blocks reading its frame from stdin) and paused. A claim
+//! attached, started (the launcher blocks reading its frame from stdin; for a warm language,
+//! only after its warm process is ready, see `Sandbox::wait_ready`) and paused. A claim
 //! unpauses one (~13 ms) instead of creating and starting a container (~160 ms). Containers are
 //! never reused: every claim takes one out and the pool refills in the background.
 //!
@@ -320,12 +321,16 @@ async fn make_one(inner: &Inner) -> Result<Warm, RunError> {
     let state = state.go(WarmState::Starting).expect("creating -> starting");
     let started = async {
         sandbox.start(&inner.docker).await?;
-        inner.docker.pause_container(sandbox.id()).await
+        // A warm language's container is paused only once its warm process is ready: paused
+        // earlier, the warm-up would be frozen and the run would pay for it.
+        sandbox.wait_ready(crate::run::WARM_READY_TIMEOUT).await?;
+        inner.docker.pause_container(sandbox.id()).await?;
+        Ok::<(), RunError>(())
     }
     .await;
     if let Err(e) = started {
         let _ = sandbox.remove().await;
-        return Err(e.into());
+        return Err(e);
     }
     let state = state.go(WarmState::Paused).expect("starting -> paused");
     Ok(Warm { sandbox, state })

@@ -3,12 +3,14 @@
 use crate::docker::{AttachIo, Docker, DockerError};
 use crate::limits::Limits;
 use crate::sandbox::{self, Labels};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use onpyrunner_images::{Language, FILES_PLACEHOLDER};
 use onpyrunner_protocol::launch::{self, RunRequest, SourceFile};
+use onpyrunner_protocol::warm::find_ready_marker;
 use onpyrunner_protocol::{
-    AttachDecoder, AttachError, AttachMode, RunStatus, Stage, StatusScanner, StreamKind,
+    AttachChunk, AttachDecoder, AttachError, AttachMode, RunStatus, Stage, StatusScanner,
+    StreamKind,
 };
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -20,6 +22,11 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 /// Most program arguments of one run.
 pub const MAX_ARGS: usize = 64;
+/// How long a warm language's container may take from start to its readiness marker (a JVM
+/// warming up javac on one CPU takes 2-3 s; more on a loaded machine).
+pub const WARM_READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most stdout bytes read while looking for the readiness marker; only JVM noise comes before it.
+const MAX_BEFORE_READY: usize = 64 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -107,6 +114,11 @@ pub enum RunError {
     Attach(#[from] AttachError),
     #[error("{what} took longer than {after:?}")]
     TooSlow { what: &'static str, after: Duration },
+    #[error("container {container_id} did not get ready: {reason}")]
+    NotReady {
+        container_id: String,
+        reason: String,
+    },
 }
 
 /// Check a run before anything is started; the message names the field and the limit.
@@ -235,7 +247,19 @@ pub struct Sandbox {
     id: String,
     io: AttachIo,
     started: bool,
+    /// A warm language whose readiness marker was not read yet (see `wait_ready`).
+    awaiting_ready: bool,
+    /// Where reading the attach stream stopped, for the run to go on from there.
+    resume: Resume,
     guard: ContainerGuard,
+}
+
+/// The attach decoder's state after `wait_ready`: it may be inside a frame, have bytes
+/// buffered, or have decoded output past the marker. None of it may be lost.
+struct Resume {
+    decoder: AttachDecoder,
+    read_buf: BytesMut,
+    pending: Vec<AttachChunk>,
 }
 
 impl Sandbox {
@@ -254,7 +278,7 @@ impl Sandbox {
             run: run_id.clone(),
             created_unix: unix_now(),
         };
-        let config = sandbox::container_config(image, limits, &labels);
+        let config = sandbox::container_config(image, limits, &labels, &language.warm);
         let name = format!("onpyrunner-{}-{run_id}", language.id);
         let id = match docker.create_container(Some(&name), &config).await {
             Ok(id) => id,
@@ -277,8 +301,90 @@ impl Sandbox {
             id,
             io,
             started: false,
+            awaiting_ready: language.is_warm(),
+            resume: Resume {
+                decoder: AttachDecoder::new(AttachMode::Multiplexed),
+                read_buf: BytesMut::new(),
+                pending: Vec::new(),
+            },
             guard,
         })
+    }
+
+    /// For a warm language, read the attach stream up to the launcher's readiness marker: the
+    /// warm process is then warmed up and blocked (so a pause freezes no warm-up work), and the
+    /// marker never reaches the user. Output after the marker is kept for the run. Anything
+    /// before it is warm-up noise, logged and dropped. Does nothing for other languages or a
+    /// second time. The container must be started.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), RunError> {
+        if !self.awaiting_ready {
+            return Ok(());
+        }
+        let not_ready = |reason: String| RunError::NotReady {
+            container_id: self.id.clone(),
+            reason,
+        };
+        let decoder = std::mem::replace(
+            &mut self.resume.decoder,
+            AttachDecoder::new(AttachMode::Multiplexed),
+        );
+        let mut frames = FramedRead::new(&mut self.io, decoder);
+        *frames.read_buffer_mut() = std::mem::take(&mut self.resume.read_buf);
+        let mut stdout = Vec::new();
+        let reading = async {
+            loop {
+                let chunk = match frames.next().await {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(e)) => return Err(RunError::Attach(e)),
+                    None => return Err(not_ready("the container ended first".into())),
+                };
+                match chunk.stream {
+                    StreamKind::Stdout => {
+                        stdout.extend_from_slice(&chunk.data);
+                        if let Some(end) = find_ready_marker(&stdout) {
+                            return Ok(stdout.split_off(end));
+                        }
+                        if stdout.len() > MAX_BEFORE_READY {
+                            return Err(not_ready(format!(
+                                "{} bytes on stdout and no readiness marker",
+                                stdout.len()
+                            )));
+                        }
+                    }
+                    StreamKind::Stderr => tracing::warn!(
+                        container_id = %self.id,
+                        output = %String::from_utf8_lossy(&chunk.data),
+                        "stderr before the readiness marker"
+                    ),
+                    StreamKind::System => {
+                        let message = String::from_utf8_lossy(&chunk.data).into_owned();
+                        return Err(RunError::Attach(AttachError::Io(message)));
+                    }
+                    StreamKind::Stdin => {}
+                }
+            }
+        };
+        let found = tokio::time::timeout(timeout, reading).await;
+        let parts = frames.into_parts();
+        self.resume.decoder = parts.codec;
+        self.resume.read_buf = parts.read_buf;
+        let after = match found {
+            Ok(found) => found?,
+            Err(_) => return Err(not_ready(format!("no readiness marker within {timeout:?}"))),
+        };
+        if let Some(noise) = stdout.strip_suffix(onpyrunner_protocol::warm::READY_MARKER) {
+            if !noise.is_empty() {
+                tracing::warn!(container_id = %self.id, output = %String::from_utf8_lossy(noise), "stdout before the readiness marker");
+            }
+        }
+        if !after.is_empty() {
+            self.resume.pending.push(AttachChunk {
+                stream: StreamKind::Stdout,
+                data: Bytes::from(after),
+            });
+        }
+        self.awaiting_ready = false;
+        Ok(())
     }
 
     pub fn id(&self) -> &str {
@@ -339,13 +445,32 @@ pub async fn run_in(
     let frame = launch_request(spec, nonce.clone())
         .encode()
         .map_err(|e| RunError::Invalid(e.to_string()))?;
+    let mut sandbox = sandbox;
+    if sandbox.awaiting_ready {
+        // A fresh container of a warm language: its warm-up is not part of the run's wall time.
+        let ready = async {
+            if !sandbox.started {
+                sandbox.start(docker).await?;
+            }
+            sandbox.wait_ready(WARM_READY_TIMEOUT).await
+        };
+        if let Err(e) = ready.await {
+            let _ = sandbox.remove().await;
+            return Err(e);
+        }
+    }
     let Sandbox {
         id,
         io,
         started,
+        awaiting_ready: _,
+        resume,
         guard,
     } = sandbox;
-    let result = drive(docker, &id, io, started, spec, frame, nonce, controls).await;
+    let result = drive(
+        docker, &id, io, resume, started, spec, frame, nonce, controls,
+    )
+    .await;
     let removed = guard.remove().await;
     let outcome = result?;
     removed?;
@@ -357,6 +482,7 @@ async fn drive(
     docker: &Docker,
     id: &str,
     io: AttachIo,
+    resume: Resume,
     started: bool,
     spec: &RunSpec,
     frame: Vec<u8>,
@@ -394,7 +520,10 @@ async fn drive(
     });
     let writer_abort = writer.abort_handle();
 
-    let mut frames = FramedRead::new(read_half, AttachDecoder::new(AttachMode::Multiplexed));
+    let mut frames = FramedRead::new(read_half, resume.decoder);
+    *frames.read_buffer_mut() = resume.read_buf;
+    // Output that `wait_ready` decoded past the readiness marker comes first.
+    let mut frames = futures_util::stream::iter(resume.pending.into_iter().map(Ok)).chain(frames);
     // The trailer ends both streams; Docker copies them independently, so the run's output is
     // complete only once both trailers were seen (or the stream ended).
     let mut scanners = [

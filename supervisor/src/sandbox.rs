@@ -58,7 +58,21 @@ impl Labels {
 /// The container for one run: no network, read-only root, non-root, no capabilities,
 /// no new privileges, capped memory (no swap), CPU, pids, open files, file size and tmpfs,
 /// private IPC, an init as PID 1, no logs kept, no binds, no devices.
-pub fn container_config(image: &str, limits: &Limits, labels: &Labels) -> ContainerConfig {
+///
+/// `warm` is the language's warm command (empty for none): the launcher gets it as
+/// `--warm ARGV...` and starts it at container start (`onpyrunner_protocol::warm`). It comes
+/// from the table only; the source still travels on stdin.
+pub fn container_config(
+    image: &str,
+    limits: &Limits,
+    labels: &Labels,
+    warm: &[String],
+) -> ContainerConfig {
+    let mut cmd = vec![LAUNCHER_PATH.to_string()];
+    if !warm.is_empty() {
+        cmd.push(onpyrunner_protocol::warm::WARM_FLAG.to_string());
+        cmd.extend_from_slice(warm);
+    }
     let memory = limits.memory_mib as i64 * MIB;
     let file_size = limits.file_size_mib as i64 * MIB;
     let tmpfs_work = format!(
@@ -71,7 +85,7 @@ pub fn container_config(image: &str, limits: &Limits, labels: &Labels) -> Contai
     );
     ContainerConfig {
         image: image.to_string(),
-        cmd: vec![LAUNCHER_PATH.to_string()],
+        cmd,
         entrypoint: Some(vec![]),
         env: environment(),
         user: RUN_USER.to_string(),
@@ -138,7 +152,8 @@ mod tests {
             run: "r".into(),
             created_unix: 1,
         };
-        let c = container_config("img", &limits, &labels);
+        let c = container_config("img", &limits, &labels, &lang.warm);
+        assert_eq!(c.cmd, [LAUNCHER_PATH]);
         let h = &c.host_config;
         assert_eq!(h.network_mode, "none");
         assert!(c.network_disabled);
@@ -159,5 +174,20 @@ mod tests {
         assert_eq!(c.labels[LABEL_MANAGED], "1");
         assert_eq!(c.labels[LABEL_OWNER], "o");
         assert!(c.env.iter().all(|e| !e.contains("DOCKER")));
+    }
+
+    #[test]
+    fn a_warm_language_passes_its_warm_command_to_the_launcher() {
+        let java = onpyrunner_images::find("java").unwrap();
+        let limits = Limits::defaults(java, &Caps::default());
+        let labels = Labels {
+            owner: "o".into(),
+            language: "java".into(),
+            run: "r".into(),
+            created_unix: 1,
+        };
+        let c = container_config("img", &limits, &labels, &java.warm);
+        assert_eq!(c.cmd[..2], [LAUNCHER_PATH, "--warm"]);
+        assert_eq!(c.cmd[2..], java.warm[..]);
     }
 }

@@ -10,18 +10,28 @@
 //! Launcher failures print one `onpyrunner-launcher:` line to stderr, report the error in the
 //! trailer once the nonce is known, and exit 125 (launcher failed), 126 (cannot execute) or 127
 //! (command not found).
+//!
+//! Warm mode (`onpyrunner-launcher --warm ARGV...`, see `onpyrunner_protocol::warm`): before
+//! reading the frame it starts ARGV, waits until that process says it is ready and writes the
+//! readiness marker on stdout. The warm process then does the compile and run stages
+//! in-process; the launcher still measures them and writes the trailer. When the warm process
+//! cannot be used (it failed to start, or died before the program started) the run goes the
+//! usual way, with the table's commands.
 mod error;
 mod fdio;
 mod frame;
 mod report;
 mod stage;
+mod warm;
 mod workdir;
 
 use std::path::Path;
 
+use onpyrunner_protocol::warm::{READY_MARKER, WARM_FLAG};
 use onpyrunner_protocol::{RunRequest, Stage};
 
 use crate::error::{LaunchError, EXIT_LAUNCHER_FAILED};
+use crate::warm::{Compiled, WarmError, WarmProcess};
 
 fn main() {
     // A bug must not show users a Rust backtrace: one line on stderr, then the launcher code.
@@ -33,7 +43,25 @@ fn main() {
         report::complain(&message);
         std::process::exit(EXIT_LAUNCHER_FAILED);
     }
-    std::process::exit(launch());
+    let warm_argv = match warm_argv(std::env::args().skip(1).collect()) {
+        Ok(argv) => argv,
+        Err(message) => {
+            report::complain(&message);
+            std::process::exit(EXIT_LAUNCHER_FAILED);
+        }
+    };
+    std::process::exit(launch(warm_argv));
+}
+
+/// The warm process's argv from the launcher's arguments: none, or `--warm ARGV...`.
+fn warm_argv(args: Vec<String>) -> Result<Option<Vec<String>>, String> {
+    match args.split_first() {
+        None => Ok(None),
+        Some((flag, argv)) if flag == WARM_FLAG && !argv.is_empty() => Ok(Some(argv.to_vec())),
+        _ => Err(format!(
+            "usage: onpyrunner-launcher [{WARM_FLAG} COMMAND ARG...]"
+        )),
+    }
 }
 
 /// Process settings that must hold before the nonce is read.
@@ -65,7 +93,16 @@ fn harden() -> Result<(), String> {
 }
 
 /// Do the whole run; returns the launcher's exit code.
-fn launch() -> i32 {
+fn launch(warm_argv: Option<Vec<String>>) -> i32 {
+    let warm = warm_argv.map(|argv| start_warm(&argv));
+    if warm.is_some() {
+        // Said even when the warm process failed: the run then goes the cold way, and the
+        // supervisor must not wait for a marker that never comes.
+        if let Err(e) = fdio::write_all(libc::STDOUT_FILENO, READY_MARKER) {
+            report::complain(&format!("cannot write the readiness marker: {e}"));
+        }
+    }
+    let warm = warm.flatten();
     let request = match frame::read_request(libc::STDIN_FILENO) {
         Ok(request) => request,
         // Without a frame there is no nonce, so no trailer: only stderr and the exit code.
@@ -86,6 +123,12 @@ fn launch() -> i32 {
     if let Err(e) = workdir::write_files(Path::new("."), files) {
         return fail(Some((&nonce, first_stage)), &e);
     }
+    if let Some(process) = warm {
+        match run_warm(process, &nonce, &compile, &run) {
+            Ok(code) => return code,
+            Err(e) => report::complain(&format!("{e}; running without it")),
+        }
+    }
     if !compile.is_empty() {
         match stage::run(&compile, Stage::Compile) {
             Ok(finished) if finished.succeeded() => {}
@@ -96,6 +139,51 @@ fn launch() -> i32 {
     match stage::run(&run, Stage::Run) {
         Ok(finished) => finish(&nonce, finished.status(Stage::Run)),
         Err(e) => fail(Some((&nonce, Stage::Run)), &e),
+    }
+}
+
+/// Start the warm process and wait until it is ready; `None` (said on stderr) when it cannot be.
+fn start_warm(argv: &[String]) -> Option<WarmProcess> {
+    let mut process = match WarmProcess::start(argv) {
+        Ok(process) => process,
+        Err(e) => {
+            report::complain(&e.to_string());
+            return None;
+        }
+    };
+    match process.wait_ready() {
+        Ok(()) => Some(process),
+        Err(e) => {
+            process.kill();
+            report::complain(&e.to_string());
+            None
+        }
+    }
+}
+
+/// Compile and run in the warm process. `Ok(exit code)` once a stage ended the run; `Err` when
+/// the warm process failed before the program started (it is gone then, and the run can still
+/// go the cold way).
+fn run_warm(
+    mut process: WarmProcess,
+    nonce: &str,
+    compile: &[String],
+    run: &[String],
+) -> Result<i32, WarmError> {
+    if !compile.is_empty() {
+        match process.compile(compile) {
+            Ok(Compiled::Ok) => {}
+            Ok(Compiled::Failed(status)) => return Ok(finish(nonce, status)),
+            Err(e) => {
+                process.kill();
+                return Err(e);
+            }
+        }
+    }
+    match process.run(run) {
+        Ok(finished) => Ok(finish(nonce, finished.status(Stage::Run))),
+        Err(WarmError::Wait(e)) => Ok(fail(Some((nonce, Stage::Run)), &LaunchError::Wait(e))),
+        Err(e) => Err(e),
     }
 }
 
@@ -113,4 +201,33 @@ fn fail(known: Option<(&str, Stage)>, error: &LaunchError) -> i32 {
         report::write_status(nonce, &report::error_status(stage, error));
     }
     error.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn no_arguments_is_the_usual_launcher() {
+        assert_eq!(warm_argv(vec![]), Ok(None));
+    }
+
+    #[test]
+    fn warm_flag_takes_the_rest_as_the_warm_command() {
+        assert_eq!(
+            warm_argv(args(&["--warm", "java", "-cp", "x", "Warm"])),
+            Ok(Some(args(&["java", "-cp", "x", "Warm"])))
+        );
+    }
+
+    #[test]
+    fn anything_else_is_a_usage_error() {
+        assert!(warm_argv(args(&["--warm"])).is_err());
+        assert!(warm_argv(args(&["java"])).is_err());
+        assert!(warm_argv(args(&["--cold", "java"])).is_err());
+    }
 }

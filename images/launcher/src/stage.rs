@@ -13,8 +13,11 @@ pub struct Finished {
     pub wait_status: libc::c_int,
     /// The process's resource usage, including the descendants it waited for.
     pub usage: libc::rusage,
-    /// From just before spawn to the return of wait4.
+    /// From just before spawn (or the warm process's "run") to the return of wait4.
     pub wall: Duration,
+    /// CPU time the process had used before the stage began: a warm process's warm-up and
+    /// compilation, which the stage's CPU time must not include. 0 for a spawned stage.
+    pub cpu_before_ms: u64,
 }
 
 impl Finished {
@@ -29,8 +32,9 @@ impl Finished {
             exit_code,
             signal,
             wall_ms: u64::try_from(self.wall.as_millis()).unwrap_or(u64::MAX),
-            cpu_ms: timeval_ms(&self.usage.ru_utime) + timeval_ms(&self.usage.ru_stime),
-            // Linux reports ru_maxrss in KiB.
+            cpu_ms: usage_cpu_ms(&self.usage).saturating_sub(self.cpu_before_ms),
+            // Linux reports ru_maxrss in KiB. For a warm process it is the peak of the whole
+            // process, warm-up included: the kernel keeps no per-stage peak.
             max_rss_kib: u64::try_from(self.usage.ru_maxrss).unwrap_or(0),
             error: None,
         }
@@ -71,10 +75,17 @@ pub fn run(argv: &[String], stage: Stage) -> Result<Finished, LaunchError> {
         wait_status,
         usage,
         wall: started.elapsed(),
+        cpu_before_ms: 0,
     })
 }
 
-fn wait4(pid: libc::pid_t) -> io::Result<(libc::c_int, libc::rusage)> {
+/// User + system CPU time of a resource usage, in ms.
+pub fn usage_cpu_ms(usage: &libc::rusage) -> u64 {
+    timeval_ms(&usage.ru_utime) + timeval_ms(&usage.ru_stime)
+}
+
+/// Wait for the child `pid` (retrying on EINTR); its wait status and resource usage.
+pub fn wait4(pid: libc::pid_t) -> io::Result<(libc::c_int, libc::rusage)> {
     let mut wait_status = 0;
     // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -152,6 +163,7 @@ mod tests {
             wait_status,
             usage: zero_usage(),
             wall: Duration::ZERO,
+            cpu_before_ms: 0,
         };
         assert_eq!(
             process_exit_code(&finished(exited(7)).status(Stage::Run)),
@@ -182,6 +194,7 @@ mod tests {
             wait_status: exited(0),
             usage,
             wall: Duration::from_micros(1_500_900),
+            cpu_before_ms: 0,
         }
         .status(Stage::Compile);
         assert_eq!(status.stage, Stage::Compile);

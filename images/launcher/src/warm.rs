@@ -1,0 +1,427 @@
+//! The warm process: started before the run arrives, it compiles and runs the program in-process
+//! (see `onpyrunner_protocol::warm` for the protocol and what is trusted when).
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::time::Instant;
+
+use onpyrunner_protocol::warm::{self, VERB_COMPILE, VERB_COMPILED, VERB_READY, VERB_RUN};
+use onpyrunner_protocol::{RunStatus, Stage};
+
+use crate::fdio;
+use crate::stage::{self, Finished};
+
+/// The warm process's end of the launcher -> warm pipe.
+pub const CONTROL_FD: RawFd = 3;
+/// The warm process's end of the warm -> launcher pipe.
+pub const REPLY_FD: RawFd = 4;
+
+/// Why the warm process cannot be used; the launcher then runs the program the usual way.
+#[derive(Debug)]
+pub enum WarmError {
+    Spawn(io::Error),
+    Io(io::Error),
+    /// The pipe ended: the warm process died.
+    Ended,
+    Message(warm::MessageError),
+    /// A message that is not the one expected now.
+    Unexpected(Vec<String>),
+    /// Waiting for the process failed after the program started: not a reason to run it again.
+    Wait(io::Error),
+}
+
+impl std::fmt::Display for WarmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spawn(e) => write!(f, "cannot start the warm process: {e}"),
+            Self::Io(e) => write!(f, "warm process control pipe: {e}"),
+            Self::Ended => write!(f, "the warm process ended before the run"),
+            Self::Message(e) => write!(f, "bad message from the warm process: {e}"),
+            Self::Unexpected(parts) => write!(f, "unexpected warm process message {parts:?}"),
+            Self::Wait(e) => write!(f, "cannot wait for the warm process: {e}"),
+        }
+    }
+}
+
+/// A started warm process, not yet running user code.
+pub struct WarmProcess {
+    pid: libc::pid_t,
+    /// Launcher -> warm (write end).
+    control: OwnedFd,
+    /// Warm -> launcher (read end).
+    replies: OwnedFd,
+}
+
+/// The compile stage done by the warm process.
+pub enum Compiled {
+    /// Compiled; the program can run.
+    Ok,
+    /// The compiler failed: this is the run's outcome. The warm process was killed and reaped.
+    Failed(RunStatus),
+}
+
+impl WarmProcess {
+    /// Spawn `argv` with the control pipes on fds 3 and 4; fds 0, 1 and 2 are the container's.
+    pub fn start(argv: &[String]) -> Result<WarmProcess, WarmError> {
+        let (program, args) = argv.split_first().ok_or_else(|| {
+            WarmError::Spawn(io::Error::new(io::ErrorKind::InvalidInput, "empty command"))
+        })?;
+        let (control_read, control) = pipe().map_err(WarmError::Spawn)?;
+        let (replies, reply_write) = pipe().map_err(WarmError::Spawn)?;
+        let (control_fd, reply_fd) = (control_read.as_raw_fd(), reply_write.as_raw_fd());
+        let mut command = Command::new(program);
+        command.args(args);
+        // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe, on
+        // descriptors that stay open in the parent until spawn returns.
+        unsafe {
+            command.pre_exec(move || {
+                // Move both out of the way first: dup2 onto 3 could otherwise close the other
+                // one. All pipe ends are close-on-exec; only the two dup2 copies survive exec.
+                let high_control = cvt(libc::fcntl(control_fd, libc::F_DUPFD_CLOEXEC, 10))?;
+                let high_reply = cvt(libc::fcntl(reply_fd, libc::F_DUPFD_CLOEXEC, 10))?;
+                cvt(libc::dup2(high_control, CONTROL_FD))?;
+                cvt(libc::dup2(high_reply, REPLY_FD))?;
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(WarmError::Spawn)?;
+        // Reaped with wait4 in `run`/`kill`, never through `child`.
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits in pid_t");
+        drop((control_read, reply_write));
+        Ok(WarmProcess {
+            pid,
+            control,
+            replies,
+        })
+    }
+
+    /// Block until the warm process says it is ready.
+    pub fn wait_ready(&mut self) -> Result<(), WarmError> {
+        let message = self.receive()?;
+        if message == [VERB_READY] {
+            Ok(())
+        } else {
+            Err(WarmError::Unexpected(message))
+        }
+    }
+
+    /// Have the warm process compile with `argv` (the table's compile command).
+    ///
+    /// Wall and CPU time are those of the compilation alone; peak memory is the warm process's,
+    /// warm-up included.
+    pub fn compile(&mut self, argv: &[String]) -> Result<Compiled, WarmError> {
+        let started = Instant::now();
+        let cpu_before = self.cpu_ms();
+        let mut message = vec![VERB_COMPILE.to_string()];
+        message.extend_from_slice(argv);
+        self.send(&message)?;
+        let reply = self.receive()?;
+        let code = match reply.as_slice() {
+            [verb, code] if verb == VERB_COMPILED => code.parse::<i32>().ok(),
+            _ => None,
+        };
+        let Some(code) = code else {
+            return Err(WarmError::Unexpected(reply));
+        };
+        if code == 0 {
+            return Ok(Compiled::Ok);
+        }
+        let wall = started.elapsed();
+        // The process is no longer needed: the compile stage ends the run.
+        let usage = self.kill();
+        Ok(Compiled::Failed(RunStatus {
+            stage: Stage::Compile,
+            exit_code: Some(code),
+            signal: None,
+            wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+            cpu_ms: usage
+                .map(|u| stage::usage_cpu_ms(&u).saturating_sub(cpu_before))
+                .unwrap_or(0),
+            max_rss_kib: usage.map_or(0, |u| u64::try_from(u.ru_maxrss).unwrap_or(0)),
+            error: None,
+        }))
+    }
+
+    /// Start the program (the table's run command plus its arguments) and wait for the process
+    /// to end. From "run" on, user code runs: nothing more is read from the process, and only
+    /// its wait status counts.
+    pub fn run(self, argv: &[String]) -> Result<Finished, WarmError> {
+        let cpu_before = self.cpu_ms();
+        let mut message = vec![VERB_RUN.to_string()];
+        message.extend_from_slice(argv);
+        let bytes = warm::encode_message(&message).map_err(WarmError::Message)?;
+        let started = Instant::now();
+        let sent = fdio::write_all(self.control.as_raw_fd(), &bytes);
+        let WarmProcess {
+            pid,
+            control,
+            replies,
+        } = self;
+        drop((control, replies));
+        if let Err(e) = sent {
+            // The process died before the run started; nothing of the program ran.
+            let _ = reap(pid);
+            return Err(WarmError::Io(e));
+        }
+        let (wait_status, usage) = stage::wait4(pid).map_err(WarmError::Wait)?;
+        Ok(Finished {
+            wait_status,
+            usage,
+            wall: started.elapsed(),
+            cpu_before_ms: cpu_before,
+        })
+    }
+
+    /// SIGKILL and reap the process; its resource usage when that worked.
+    pub fn kill(&mut self) -> Option<libc::rusage> {
+        // SAFETY: kill only sends a signal; `pid` is our unreaped child, so it names no other
+        // process.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        reap(self.pid).ok()
+    }
+
+    fn send(&mut self, parts: &[String]) -> Result<(), WarmError> {
+        let bytes = warm::encode_message(parts).map_err(WarmError::Message)?;
+        fdio::write_all(self.control.as_raw_fd(), &bytes).map_err(WarmError::Io)
+    }
+
+    fn receive(&mut self) -> Result<Vec<String>, WarmError> {
+        read_message(self.replies.as_raw_fd())
+    }
+
+    /// CPU time the process has used so far (all its threads), from the kernel, in ms.
+    fn cpu_ms(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| stat_cpu_ms(&stat, clock_ticks_per_second()))
+            .unwrap_or(0)
+    }
+}
+
+/// Read one message from `fd`.
+pub fn read_message(fd: RawFd) -> Result<Vec<String>, WarmError> {
+    let mut prefix = [0u8; 4];
+    match fdio::read_full(fd, &mut prefix).map_err(WarmError::Io)? {
+        4 => {}
+        _ => return Err(WarmError::Ended),
+    }
+    let len = warm::body_len(prefix).map_err(WarmError::Message)?;
+    let mut body = vec![0u8; len];
+    if fdio::read_full(fd, &mut body).map_err(WarmError::Io)? < len {
+        return Err(WarmError::Ended);
+    }
+    warm::decode_body(&body).map_err(WarmError::Message)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in ms. Both are summed over all the threads of
+/// the process. The command name (field 2) may contain spaces and parentheses, so fields are
+/// counted from the last ')'.
+pub fn stat_cpu_ms(stat: &str, ticks_per_second: u64) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace();
+    // After the name: state is field 3, utime field 14, stime field 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    if ticks_per_second == 0 {
+        return None;
+    }
+    Some((utime + stime).saturating_mul(1000) / ticks_per_second)
+}
+
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).unwrap_or(100)
+}
+
+fn reap(pid: libc::pid_t) -> io::Result<libc::rusage> {
+    stage::wait4(pid).map(|(_, usage)| usage)
+}
+
+/// A close-on-exec pipe as (read end, write end).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// `bytes` as a printf(1) format that writes them back exactly.
+    fn printf_format(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("\\{b:03o}")).collect()
+    }
+
+    fn message(parts: &[&str]) -> Vec<u8> {
+        warm::encode_message(parts).unwrap()
+    }
+
+    fn strings(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|p| p.to_string()).collect()
+    }
+
+    /// A scratch file path for one test, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("onpyrunner-warm-unit-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            Self(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A warm process in sh: burns some CPU, says ready, reads the compile message, answers
+    /// `compiled <code>`, then saves the run message to `saved` and exits 3.
+    fn fake(compile: &[String], run: &[String], code: &str, saved: &Scratch) -> Vec<String> {
+        let mut compile_message = vec!["compile".to_string()];
+        compile_message.extend_from_slice(compile);
+        let mut run_message = vec!["run".to_string()];
+        run_message.extend_from_slice(run);
+        let script = format!(
+            "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done\n\
+             printf '{ready}' >&4\n\
+             head -c {compile_len} <&3 >/dev/null\n\
+             printf '{compiled}' >&4\n\
+             head -c {run_len} <&3 >'{saved}'\n\
+             exit 3\n",
+            ready = printf_format(&message(&["ready"])),
+            compile_len = warm::encode_message(&compile_message).unwrap().len(),
+            compiled = printf_format(&message(&["compiled", code])),
+            run_len = warm::encode_message(&run_message).unwrap().len(),
+            saved = saved.0.display(),
+        );
+        strings(&["sh", "-c", &script])
+    }
+
+    #[test]
+    fn ready_compile_run_and_the_run_stage_excludes_the_warm_up_cpu() {
+        let saved = Scratch::new("run");
+        let compile = strings(&["javac", "-d", ".", "Main.java"]);
+        let run = strings(&["java", "Main", "arg one", "é"]);
+        let mut process = WarmProcess::start(&fake(&compile, &run, "0", &saved)).unwrap();
+        process.wait_ready().unwrap();
+        let warm_up_cpu = process.cpu_ms();
+        assert!(
+            warm_up_cpu >= 20,
+            "the fake burnt {warm_up_cpu} ms before ready"
+        );
+        assert!(matches!(process.compile(&compile).unwrap(), Compiled::Ok));
+        let finished = process.run(&run).unwrap();
+        let status = finished.status(Stage::Run);
+        assert_eq!(status.exit_code, Some(3));
+        assert_eq!(status.stage, Stage::Run);
+        assert!(finished.cpu_before_ms >= warm_up_cpu);
+        assert!(
+            status.cpu_ms < warm_up_cpu,
+            "run {} ms vs warm-up {warm_up_cpu} ms",
+            status.cpu_ms
+        );
+        let mut expected = vec!["run".to_string()];
+        expected.extend(run);
+        let sent = std::fs::read(&saved.0).unwrap();
+        assert_eq!(warm::decode_body(&sent[4..]).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_failed_compile_is_the_outcome_and_the_process_is_killed() {
+        let saved = Scratch::new("compile");
+        let compile = strings(&["javac", "Main.java"]);
+        let run = strings(&["java", "Main"]);
+        let mut process = WarmProcess::start(&fake(&compile, &run, "1", &saved)).unwrap();
+        let pid = process.pid;
+        process.wait_ready().unwrap();
+        let Compiled::Failed(status) = process.compile(&compile).unwrap() else {
+            panic!("the compile failed");
+        };
+        assert_eq!(status.stage, Stage::Compile);
+        assert_eq!(status.exit_code, Some(1));
+        assert_eq!(status.signal, None);
+        assert!(status.error.is_none());
+        // SAFETY: signal 0 only checks whether the pid exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        assert!(!alive, "the warm process was reaped");
+        // The shell may have opened the file before it died; nothing was written to it.
+        let run_bytes = std::fs::read(&saved.0).unwrap_or_default();
+        assert!(run_bytes.is_empty(), "no run message was sent");
+    }
+
+    #[test]
+    fn a_process_that_dies_before_ready_is_an_error_not_a_hang() {
+        let mut process = WarmProcess::start(&strings(&["sh", "-c", "exit 7"])).unwrap();
+        assert!(matches!(process.wait_ready(), Err(WarmError::Ended)));
+        assert!(process.kill().is_some(), "reaped");
+    }
+
+    #[test]
+    fn a_wrong_first_message_is_unexpected() {
+        let script = format!(
+            "printf '{}' >&4; sleep 5",
+            printf_format(&message(&["run"]))
+        );
+        let mut process = WarmProcess::start(&strings(&["sh", "-c", &script])).unwrap();
+        match process.wait_ready() {
+            Err(WarmError::Unexpected(parts)) => assert_eq!(parts, ["run"]),
+            other => panic!("{other:?}"),
+        }
+        process.kill();
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let err = WarmProcess::start(&strings(&["/nonexistent/java"]))
+            .err()
+            .unwrap();
+        assert!(matches!(err, WarmError::Spawn(_)), "{err:?}");
+        assert!(WarmProcess::start(&[]).is_err());
+    }
+
+    #[test]
+    fn fd_3_reads_the_control_pipe_and_fd_4_writes_the_replies_and_no_other_end_leaks() {
+        // cat ends only when fd 3 reaches EOF, which needs every write end of the control pipe
+        // closed: had the launcher's end leaked into the child, this would hang.
+        let mut process = WarmProcess::start(&strings(&["sh", "-c", "cat <&3 >&4"])).unwrap();
+        process.send(&strings(&["ready"])).unwrap();
+        process.wait_ready().unwrap();
+        let WarmProcess {
+            pid,
+            control,
+            replies,
+        } = process;
+        drop(control);
+        let mut rest = [0u8; 8];
+        assert_eq!(fdio::read_full(replies.as_raw_fd(), &mut rest).unwrap(), 0);
+        let (status, _) = stage::wait4(pid).unwrap();
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+
+    #[test]
+    fn stat_cpu_time_counts_from_the_last_parenthesis() {
+        let stat = "42 (ja va) (x)) S 1 42 42 0 -1 4194560 100 0 0 0 150 25 0 0 20 0 9 0 1 2 3";
+        assert_eq!(stat_cpu_ms(stat, 100), Some(1750));
+        assert_eq!(stat_cpu_ms(stat, 0), None);
+        assert_eq!(stat_cpu_ms("42 (java) S 1", 100), None);
+        assert_eq!(stat_cpu_ms("no name", 100), None);
+    }
+}
