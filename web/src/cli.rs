@@ -1,4 +1,5 @@
-//! Command-line interface: `onpyrunner run`, `onpyrunner images`, `onpyrunner languages`.
+//! Command-line interface: `onpyrunner run`, `onpyrunner images`, `onpyrunner languages`,
+//! `onpyrunner bench`.
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +37,12 @@ pub enum Command {
     Images(ImagesArgs),
     /// List the languages this build knows.
     Languages,
+    /// Measure latency, throughput and memory against the real daemon; print a Markdown report.
+    ///
+    /// Hello world per language through the pool, through a fresh container and through
+    /// `docker run`; runs per second at 1, 4 and 8 callers next to the daemon's raw lifecycle
+    /// rate; the supervisor's memory with the pools full; and which targets are met.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +97,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             let docker = connect(cli.docker_host.as_deref()).await?;
             run_command(&docker, args).await
         }
+        Command::Bench(args) => {
+            let docker = connect(cli.docker_host.as_deref()).await?;
+            let command = std::iter::once("onpyrunner".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" ");
+            crate::bench::bench_command(&docker, args, command).await
+        }
     }
 }
 
@@ -99,7 +114,7 @@ async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {
     Ok(docker)
 }
 
-fn find_language(id: &str) -> anyhow::Result<&'static Language> {
+pub(crate) fn find_language(id: &str) -> anyhow::Result<&'static Language> {
     onpyrunner_images::find(id).with_context(|| {
         let ids: Vec<&str> = languages().iter().map(|l| l.id.as_str()).collect();
         format!("unknown language {id:?}; known: {}", ids.join(", "))

@@ -1,2 +1,3 @@
 //! The `onpyrunner` binary's library: the command line now, the web service later.
+pub mod bench;
 pub mod cli;
