@@ -1,4 +1,4 @@
-//! Command-line interface: `onpyrunner serve`, `run`, `images`, `languages`.
+//! Command-line interface: `onpyrunner serve`, `run`, `images`, `languages`, `bench`.
 use crate::server::ServerConfig;
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -40,6 +40,12 @@ pub enum Command {
     Languages,
     /// Serve the HTTP API (and the IDE) until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Measure latency, throughput and memory against the real daemon; print a Markdown report.
+    ///
+    /// Hello world per language through the pool, through a fresh container and through
+    /// `docker run`; runs per second at 1, 4 and 8 callers next to the daemon's raw lifecycle
+    /// rate; the supervisor's memory with the pools full; and which targets are met.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +210,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             crate::server::run(config, shutdown_signal()).await?;
             Ok(0)
         }
+        Command::Bench(args) => {
+            let docker = connect(cli.docker_host.as_deref()).await?;
+            let command = std::iter::once("onpyrunner".to_string())
+                .chain(std::env::args().skip(1))
+                .collect::<Vec<_>>()
+                .join(" ");
+            crate::bench::bench_command(&docker, args, command).await
+        }
     }
 }
 
@@ -236,7 +250,7 @@ async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {
     Ok(docker)
 }
 
-fn find_language(id: &str) -> anyhow::Result<&'static Language> {
+pub(crate) fn find_language(id: &str) -> anyhow::Result<&'static Language> {
     onpyrunner_images::find(id).with_context(|| {
         let ids: Vec<&str> = languages().iter().map(|l| l.id.as_str()).collect();
         format!("unknown language {id:?}; known: {}", ids.join(", "))

@@ -142,7 +142,7 @@ fn unreachable_daemon_says_how_to_start_docker() {
 fn help_describes_every_command() {
     let out = onpyrunner().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for word in ["run", "images", "languages"] {
+    for word in ["run", "images", "languages", "bench"] {
         assert!(help.contains(word), "{help}");
     }
     let out = onpyrunner().args(["run", "--help"]).output().unwrap();
@@ -163,4 +163,96 @@ fn languages_lists_cpython_and_pypy_side_by_side() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     assert_eq!(ids, ["python", "pypy", "node", "java"]);
+}
+
+/// The numbers of a Markdown table row that starts with `prefix`, one per cell ("-" is none).
+fn row_numbers(report: &str, prefix: &str) -> Vec<Option<f64>> {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no row starting with {prefix:?} in:\n{report}"));
+    line[prefix.len()..]
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            let number = c.split_whitespace().next().unwrap_or("");
+            number.trim_end_matches(['%']).parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn bench_quick_measures_every_path_and_reports_the_targets() {
+    let started = std::time::Instant::now();
+    let out = onpyrunner()
+        .args([
+            "bench",
+            "--quick",
+            "--langs",
+            "python",
+            "--runs",
+            "3",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{report}");
+    assert!(
+        stderr.contains("bench: filling the pools"),
+        "progress on stderr: {stderr}"
+    );
+
+    // Latency: three paths, three runs each, every figure a positive number of ms.
+    for path in ["pool", "fresh container", "docker run"] {
+        let cells = row_numbers(&report, &format!("| python | {path} |"));
+        assert_eq!(cells.len(), 7, "runs + 6 figures: {cells:?}");
+        assert_eq!(cells[0], Some(3.0), "3 runs, none failed: {cells:?}");
+        let figures: Vec<f64> = cells[1..].iter().map(|c| c.expect("a number")).collect();
+        assert!(
+            figures.iter().all(|&ms| ms > 0.0 && ms < 60_000.0),
+            "{figures:?}"
+        );
+        let (first_byte_p50, completion_p50) = (figures[0], figures[3]);
+        assert!(first_byte_p50 <= completion_p50, "{figures:?}");
+    }
+    assert!(report.contains("python 3 hits / 0 misses"), "{report}");
+
+    // Where the time goes: both rows with numbers.
+    for alongside in ["no", "yes"] {
+        let cells = row_numbers(&report, &format!("| python | {alongside} |"));
+        assert!(cells[..6].iter().all(Option::is_some), "{cells:?}");
+    }
+
+    // Throughput at 1, 4 and 8 callers, ours and raw, and the percentage.
+    for callers in [1, 4, 8] {
+        let cells = row_numbers(&report, &format!("| {callers} |"));
+        let (ours, raw, percent) = (cells[0], cells[3], cells[5]);
+        assert!(ours.is_some_and(|r| r > 0.0), "{cells:?}");
+        assert!(raw.is_some_and(|r| r > 0.0), "{cells:?}");
+        assert!(percent.is_some_and(|p| p > 0.0), "{cells:?}");
+    }
+
+    // Memory with the pools full, and the targets computed from the figures.
+    let rss = row_numbers(&report, "| Every pool full (python 2) |");
+    assert!(rss[0].is_some_and(|mb| mb > 1.0 && mb < 1000.0), "{rss:?}");
+    let targets = report
+        .split("## Targets")
+        .nth(1)
+        .expect("a Targets section");
+    for target in ["CPython", "Sustained throughput", "resident memory"] {
+        let line = targets
+            .lines()
+            .find(|l| l.contains(target))
+            .unwrap_or_else(|| panic!("no {target} target in {targets}"));
+        assert!(
+            line.ends_with("| yes |") || line.ends_with("| **no** |"),
+            "{line}"
+        );
+    }
+    assert!(targets.contains("| Java hello world") && targets.contains("not measured"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
