@@ -159,6 +159,29 @@ struct Sample {
     completion: Duration,
 }
 
+/// How the pooled path is run by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// As the pool does it: paused, unpaused at the claim.
+    Paused = 0,
+    /// The same, with a container being made alongside, as the pool's refill does after
+    /// every claim.
+    PausedWithRefill = 1,
+    /// Started and never paused: the launcher waits blocked on stdin, so no unpause.
+    Running = 2,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 3] = [Variant::Paused, Variant::PausedWithRefill, Variant::Running];
+    pub fn label(self) -> &'static str {
+        match self {
+            Variant::Paused => "paused",
+            Variant::PausedWithRefill => "paused, refill alongside",
+            Variant::Running => "running, never paused",
+        }
+    }
+}
+
 /// The pooled path by hand, per run (all from just before unpause).
 #[derive(Debug, Clone, Default)]
 pub struct Breakdown {
@@ -180,8 +203,8 @@ pub struct LanguageReport {
     pub paths: BTreeMap<Path, Latency>,
     pub pool_hits: u64,
     pub pool_misses: u64,
-    /// The pooled path by hand: alone, and with a refill alongside.
-    pub breakdown: [Breakdown; 2],
+    /// The pooled path by hand, per [`Variant`] (indexed by `Variant as usize`).
+    pub breakdown: [Breakdown; 3],
 }
 
 impl LanguageReport {
@@ -622,18 +645,18 @@ impl Bench {
 
         let probes = self.runs.min(BREAKDOWN_RUNS);
         progress(&format!(
-            "{}: {probes} + {probes} runs by hand on the raw client",
+            "{}: 3 x {probes} runs by hand on the raw client",
             lang.id
         ));
-        for i in 0..2 * probes {
+        for i in 0..3 * probes {
             if self.late() {
                 cut.push(format!("{}: breakdown cut (time bound)", lang.id));
                 break;
             }
-            // Alternately alone and with a refill alongside.
-            let alongside = i % 2 == 1;
-            let b = &mut report.breakdown[usize::from(alongside)];
-            match timeout(RUN_TIMEOUT, self.probe(&spec, alongside)).await {
+            // The variants take turns.
+            let variant = Variant::ALL[i % 3];
+            let b = &mut report.breakdown[variant as usize];
+            match timeout(RUN_TIMEOUT, self.probe(&spec, variant)).await {
                 Ok(Ok(p)) => {
                     b.unpause.push(p.unpause);
                     b.first_byte.push(p.first_byte);
@@ -663,7 +686,9 @@ impl Bench {
     /// pause), then time unpause, first byte, the status trailer and removal.
     /// With `alongside`, a container is made as the pool's refill makes one (create, attach,
     /// start, pause) at the same time as the run, as happens after every claim.
-    async fn probe(&self, spec: &RunSpec, alongside: bool) -> anyhow::Result<Probe> {
+    async fn probe(&self, spec: &RunSpec, variant: Variant) -> anyhow::Result<Probe> {
+        let alongside = variant == Variant::PausedWithRefill;
+        let paused = variant != Variant::Running;
         let docker = &self.docker;
         let labels = Labels {
             owner: self.owner("probe"),
@@ -681,7 +706,9 @@ impl Bench {
         let probed = async {
             let io = docker.attach_container(&id).await?;
             docker.start_container(&id).await?;
-            docker.pause_container(&id).await?;
+            if paused {
+                docker.pause_container(&id).await?;
+            }
             // A pooled container waits paused for a while; let this one settle too.
             tokio::time::sleep(Duration::from_millis(50)).await;
             let begin = Instant::now();
@@ -702,7 +729,8 @@ impl Bench {
                     Ok(())
                 }
             };
-            let (measured, refilled) = tokio::join!(self.probed_run(&id, io, spec, begin), refill);
+            let (measured, refilled) =
+                tokio::join!(self.probed_run(&id, io, spec, begin, paused), refill);
             refilled?;
             measured
         }
@@ -720,11 +748,14 @@ impl Bench {
         io: onpyrunner_supervisor::docker::AttachIo,
         spec: &RunSpec,
         begin: Instant,
+        paused: bool,
     ) -> anyhow::Result<Probe> {
         let docker = &self.docker;
         let nonce = run::random_hex(16);
         let frame = run::launch_request(spec, nonce.clone()).encode()?;
-        docker.unpause_container(id).await?;
+        if paused {
+            docker.unpause_container(id).await?;
+        }
         let unpause = begin.elapsed();
         let (read_half, mut write_half) = tokio::io::split(io);
         write_half.write_all(&frame).await?;
@@ -1346,18 +1377,20 @@ pub fn render(r: &Report) -> String {
          run stage's wall time as the launcher measured it (interpreter start to exit). p50 in \
          ms. Every claim makes the pool refill at once, so the engine's runs always share the \
          machine with a container being made: the second row of each language makes one \
-         alongside (create, attach, start, pause). The last two columns are the engine's pooled \
+         alongside (create, attach, start, pause). The third row never pauses its container: \
+         the launcher waits blocked on stdin, costing no CPU, and the run starts without an \
+         unpause. The last two columns are the engine's pooled \
          p50 minus this path's p50: what the engine adds (admission, the claim, tasks and \
          channels).\n"
     );
     let _ = writeln!(
         o,
-        "| Language | Refill alongside | Runs | Unpause | First byte | Status | Removed | Program | Engine first byte minus this | Engine completion minus this |"
+        "| Language | Container | Runs | Unpause | First byte | Status | Removed | Program | Engine first byte minus this | Engine completion minus this |"
     );
     let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in &r.languages {
         let (fb, done) = l.quantiles(Path::Pool);
-        for (alongside, b) in l.breakdown.iter().enumerate() {
+        for (variant, b) in Variant::ALL.iter().zip(&l.breakdown) {
             let over = |engine: Option<Quantiles>, raw: &[Duration]| {
                 cell(engine.zip(p50_ms(raw)).map(|(e, r)| e.p50 - r))
             };
@@ -1365,7 +1398,7 @@ pub fn render(r: &Report) -> String {
                 o,
                 "| {} | {} | {}{} | {} | {} | {} | {} | {} | {} | {} |",
                 l.id,
-                if alongside == 1 { "yes" } else { "no" },
+                variant.label(),
                 b.removed.len(),
                 if b.failures.is_empty() {
                     String::new()
@@ -1467,6 +1500,38 @@ pub fn render(r: &Report) -> String {
         }
         let _ = writeln!(o);
     }
+    let failures: Vec<String> = r
+        .languages
+        .iter()
+        .flat_map(|l| {
+            let latency = l
+                .paths
+                .iter()
+                .map(|(path, lat)| (path.label(), &lat.failures));
+            let by_hand = Variant::ALL
+                .iter()
+                .zip(&l.breakdown)
+                .map(|(v, b)| (v.label(), &b.failures));
+            latency
+                .chain(by_hand)
+                .filter(|(_, f)| !f.is_empty())
+                .map(move |(what, f)| {
+                    format!("{} {what}: {} failed; the first: {}", l.id, f.len(), f[0])
+                })
+        })
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(o, "## Failed runs\n");
+        let _ = writeln!(
+            o,
+            "Failed runs are left out of the figures above (the daemon restarting or \
+             refusing under load shows up here).\n"
+        );
+        for f in failures {
+            let _ = writeln!(o, "- {}", f.replace('\n', " "));
+        }
+        let _ = writeln!(o);
+    }
     if !r.cut.is_empty() {
         let _ = writeln!(o, "## Cut short\n");
         for c in &r.cut {
@@ -1562,7 +1627,11 @@ fn explain_language(r: &Report, id: &str, whats: &[&str]) -> String {
             p50_ms(&b.program_wall)?,
         ))
     };
-    let (Some(alone), Some(with)) = (p(&l.breakdown[0]), p(&l.breakdown[1])) else {
+    let running = p(&l.breakdown[Variant::Running as usize]);
+    let (Some(alone), Some(with)) = (
+        p(&l.breakdown[Variant::Paused as usize]),
+        p(&l.breakdown[Variant::PausedWithRefill as usize]),
+    ) else {
         return format!(
             "{} ({}): no breakdown was measured.",
             l.name,
@@ -1581,7 +1650,8 @@ fn explain_language(r: &Report, id: &str, whats: &[&str]) -> String {
          sends the `Summary` only after it. Without the refill alongside: first byte \
          {:.0} ms, removed {:.0} ms, so the refill competing for the 2 cores costs {:.0} ms \
          and {:.0} ms. The engine itself adds {:.0} ms to the first byte and {:.0} ms to \
-         completion.",
+         completion. Were the `Summary` sent at the status, with the removal after it, \
+         completion would be about {:.0} ms.",
         l.name,
         whats.join("; "),
         first - unpause,
@@ -1593,7 +1663,17 @@ fn explain_language(r: &Report, id: &str, whats: &[&str]) -> String {
         removed - alone.3,
         fb - first,
         done - removed,
+        done - (removed - status),
     );
+    if let Some((_, first_running, _, _, _)) = running {
+        let _ = write!(
+            text,
+            " A container kept running instead of paused (the launcher blocked on stdin) gives \
+             the first byte at {first_running:.0} ms instead of {:.0} ms: the unpause is most \
+             of the difference.",
+            alone.1
+        );
+    }
     if id == "java" {
         if let Some(docker) = l.quantiles(Path::DockerRun).1 {
             let compile = first - unpause - program;

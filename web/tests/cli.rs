@@ -222,8 +222,12 @@ fn bench_quick_measures_every_path_and_reports_the_targets() {
     assert!(report.contains("python 3 hits / 0 misses"), "{report}");
 
     // Where the time goes: both rows with numbers.
-    for alongside in ["no", "yes"] {
-        let cells = row_numbers(&report, &format!("| python | {alongside} |"));
+    for variant in [
+        "paused",
+        "paused, refill alongside",
+        "running, never paused",
+    ] {
+        let cells = row_numbers(&report, &format!("| python | {variant} |"));
         assert!(cells[..6].iter().all(Option::is_some), "{cells:?}");
     }
 
