@@ -297,7 +297,7 @@ impl Engine {
             spec,
             image,
             events: events_tx,
-            stdin: stdin_rx,
+            stdin: Some(stdin_rx),
             stop: stopper.0.clone(),
             accepted: Instant::now(),
             state: RunState::Ready,
@@ -452,7 +452,8 @@ struct SessionTask {
     spec: RunSpec,
     image: String,
     events: mpsc::Sender<Event>,
-    stdin: mpsc::Receiver<bytes::Bytes>,
+    /// The program's stdin, handed to the run once it starts.
+    stdin: Option<mpsc::Receiver<bytes::Bytes>>,
     /// The caller's Stop.
     stop: CancellationToken,
     accepted: Instant,
@@ -576,9 +577,8 @@ impl SessionTask {
     ) -> (Result<Outcome, RunError>, Option<Interrupt>) {
         let kill = CancellationToken::new();
         let (out_tx, mut out_rx) = mpsc::channel(EVENT_BUFFER);
-        let (_, placeholder) = mpsc::channel(1);
         let controls = Controls {
-            stdin: std::mem::replace(&mut self.stdin, placeholder),
+            stdin: self.stdin.take().expect("a session runs once"),
             output: out_tx,
             stop: kill.clone(),
         };
