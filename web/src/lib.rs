@@ -4,5 +4,6 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod jobs;
+pub mod load;
 pub mod server;
 pub mod ws;
