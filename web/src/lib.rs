@@ -3,5 +3,6 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod job_log;
 pub mod jobs;
 pub mod server;
