@@ -71,12 +71,12 @@ impl ApiError {
         }
     }
 
-    fn field(mut self, field: impl Into<String>) -> Self {
+    pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
     }
 
-    fn limit(mut self, limit: impl ToString) -> Self {
+    pub fn limit(mut self, limit: impl ToString) -> Self {
         self.limit = Some(limit.to_string());
         self
     }
@@ -202,6 +202,7 @@ fn find_language(id: &str) -> Result<&'static Language, ApiError> {
 pub fn routes(
     state: AppState,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let observability = observability_routes(&state);
     let with_state = warp::any().map(move || state.clone());
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -249,7 +250,9 @@ pub fn routes(
                 no_such_job(&id)
             }
         });
-    healthz
+    observability
+        .or(healthz)
+        .unify()
         .or(languages)
         .unify()
         .or(runs)
@@ -261,6 +264,15 @@ pub fn routes(
         .or(job_delete)
         .unify()
         .recover(recover)
+        .unify()
+}
+
+/// `/metrics` and a job's event stream (each in its own module).
+fn observability_routes(
+    s: &AppState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    crate::metrics::route(s.engine.clone())
+        .or(crate::sse::route(s.jobs.clone(), crate::sse::KEEP_ALIVE))
         .unify()
 }
 
@@ -388,7 +400,7 @@ fn post_job(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     Ok(warp::reply::with_header(reply, "location", location).into_response())
 }
 
-fn no_such_job(id: &str) -> Response {
+pub(crate) fn no_such_job(id: &str) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no job {id:?} (unknown, or expired)"),

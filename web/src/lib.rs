@@ -5,4 +5,6 @@ pub mod bench;
 pub mod cli;
 pub mod job_log;
 pub mod jobs;
+pub mod metrics;
 pub mod server;
+pub mod sse;
