@@ -267,12 +267,14 @@ pub fn routes(
         .unify()
 }
 
-/// `/metrics` and a job's event stream (each in its own module).
+/// `/metrics`, a job's event stream and the OpenAPI document (each in its own module).
 fn observability_routes(
     s: &AppState,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
     crate::metrics::route(s.engine.clone())
         .or(crate::sse::route(s.jobs.clone(), crate::sse::KEEP_ALIVE))
+        .unify()
+        .or(crate::openapi::route())
         .unify()
 }
 

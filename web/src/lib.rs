@@ -6,5 +6,6 @@ pub mod cli;
 pub mod job_log;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod server;
 pub mod sse;
