@@ -115,6 +115,14 @@ async fn metrics_count_runs_pool_hits_and_latencies_as_they_happen() {
     )
     .await;
     assert_eq!(status, 200, "{run}");
+    // The run's slot is free once its container is removed, maybe just after the answer.
+    while metrics(&s).await["onpyrunner_runs_running"] != 0.0 {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the run's slot was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let id = post_job(&s, "import time\nprint('up', flush=True)\ntime.sleep(30)").await;
     let view = loop {
         let (_, view) = call(&s, "GET", &format!("/api/v1/jobs/{id}"), Value::Null).await;

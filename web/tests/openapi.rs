@@ -31,7 +31,7 @@ async fn state() -> AppState {
             .map(|l| (l.id.clone(), 0))
             .collect::<BTreeMap<_, _>>(),
         max_running: 1,
-        max_queued: 0,
+        max_queued: 1,
         ..EngineConfig::default()
     };
     let engine = Engine::start(docker, config)
@@ -352,12 +352,20 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
         422
     );
 
-    // A job that holds the only slot; with no queue, the next runs are refused with 429.
-    let sleeper = json!({"language": "python", "code": "import time\nprint('up', flush=True)\ntime.sleep(30)"});
-    let answer = call("POST", "/api/v1/jobs", Some(&sleeper.to_string()), &[]).await;
-    assert_eq!(answer.status, 202);
-    let id = answer.json()["id"].as_str().unwrap().to_string();
-    let job = format!("/api/v1/jobs/{id}");
+    // One job holds the only slot and one waits in the one-place queue: the next runs are
+    // refused with 429. (A run's slot is free only once its container is gone: wait for that.)
+    let started = std::time::Instant::now();
+    while s.engine.queue().running() + s.engine.queue().queued() > 0 {
+        assert!(started.elapsed() < TIMEOUT, "the slot was never released");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sleeper = json!({"language": "python", "code": "import time\ntime.sleep(30)"});
+    let mut sleepers = Vec::new();
+    for _ in 0..2 {
+        let answer = call("POST", "/api/v1/jobs", Some(&sleeper.to_string()), &[]).await;
+        assert_eq!(answer.status, 202);
+        sleepers.push(answer.json()["id"].as_str().unwrap().to_string());
+    }
     let one = json!({"language": "python", "code": "print(1)"}).to_string();
     for path in ["/api/v1/runs", "/api/v1/jobs"] {
         assert_eq!(
@@ -366,9 +374,26 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
             "{path}"
         );
     }
+    // The second one hears its queue position as soon as its session task runs.
+    let path = format!("/api/v1/jobs/{}", sleepers[1]);
+    loop {
+        let queued = call("GET", &path, None, &[]).await;
+        assert_eq!(queued.status, 200);
+        if queued.json()["queue_position"] == 1 {
+            assert_eq!(queued.json()["state"], "READY");
+            break;
+        }
+        assert!(started.elapsed() < TIMEOUT, "never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in &sleepers {
+        let path = format!("/api/v1/jobs/{id}");
+        assert_eq!(call("DELETE", &path, None, &[]).await.status, 202);
+        s.jobs.finished(id).await.unwrap();
+    }
+    let id = sleepers[0].clone();
+    let job = format!("/api/v1/jobs/{id}");
     assert_eq!(call("GET", &job, None, &[]).await.status, 200);
-    assert_eq!(call("DELETE", &job, None, &[]).await.status, 202);
-    s.jobs.finished(&id).await.unwrap();
     assert_eq!(call("GET", &job, None, &[]).await.status, 200);
     assert_eq!(
         call("GET", "/api/v1/jobs/nope", None, &[]).await.status,
