@@ -169,6 +169,17 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut V
             errors.push(format!("{at}: {v} is below the minimum {min}"));
         }
     }
+    if let (Some(max), Some(v)) = (schema["maximum"].as_f64(), value.as_f64()) {
+        if v > max {
+            errors.push(format!("{at}: {v} is above the maximum {max}"));
+        }
+    }
+    // `pattern` is not checked (no regex engine here); lengths count characters.
+    if let (Some(max), Some(v)) = (schema["maxLength"].as_u64(), value.as_str()) {
+        if v.chars().count() as u64 > max {
+            errors.push(format!("{at}: longer than {max}"));
+        }
+    }
     if let Some(object) = value.as_object() {
         for name in schema["required"].as_array().into_iter().flatten() {
             if !object.contains_key(name.as_str().unwrap()) {
@@ -191,6 +202,11 @@ fn validate(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut V
         if let Some(min) = schema["minItems"].as_u64() {
             if (items.len() as u64) < min {
                 errors.push(format!("{at}: fewer than {min} items"));
+            }
+        }
+        if let Some(max) = schema["maxItems"].as_u64() {
+            if items.len() as u64 > max {
+                errors.push(format!("{at}: more than {max} items"));
             }
         }
         if !schema["items"].is_null() {
@@ -317,6 +333,12 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
         json!({"language": "python", "files": []}),
         json!({"code": "x"}),
         json!({"language": "python", "files": [{"name": "a.py"}]}),
+        json!({"language": "cobol", "code": "x"}),
+        json!({"language": "python", "code": "x", "limits": {"wall_ms": 1_000_000}}),
+        json!({"language": "python", "code": "x", "args": vec!["a"; 65]}),
+        json!({"language": "python", "files": (0..65)
+            .map(|i| json!({"name": format!("f{i}.py"), "content": ""}))
+            .collect::<Vec<_>>()}),
     ];
     for body in &refused {
         assert_ne!(
@@ -327,14 +349,10 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
         let answer = call("POST", "/api/v1/runs", Some(&body.to_string()), &[]).await;
         assert_eq!(answer.status, 422, "{body}");
     }
-    // Refusals the schema cannot see.
-    let unknown = json!({"language": "cobol", "code": "x"});
-    assert_eq!(
-        call("POST", "/api/v1/runs", Some(&unknown.to_string()), &[])
-            .await
-            .status,
-        422
-    );
+    // Refusals the schema cannot see (`pattern` is not checked here).
+    let bad_name = json!({"language": "python", "files": [{"name": "../x.py", "content": ""}]});
+    let answer = call("POST", "/api/v1/runs", Some(&bad_name.to_string()), &[]).await;
+    assert_eq!(answer.status, 422);
     let big = json!({"language": "python", "code": "#".repeat(2 << 20)}).to_string();
     assert_eq!(
         call("POST", "/api/v1/runs", Some(&big), &[]).await.status,
@@ -374,12 +392,18 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
             "{path}"
         );
     }
-    // The second one hears its queue position as soon as its session task runs.
-    let path = format!("/api/v1/jobs/{}", sleepers[1]);
+    // The second one hears its queue position as soon as its session task runs. The first is
+    // stopped only once RUNNING: a Stop while its container is being created can leave that
+    // container behind (the engine drops the create request mid-way).
+    let (first, second) = (
+        format!("/api/v1/jobs/{}", sleepers[0]),
+        format!("/api/v1/jobs/{}", sleepers[1]),
+    );
     loop {
-        let queued = call("GET", &path, None, &[]).await;
+        let queued = call("GET", &second, None, &[]).await;
         assert_eq!(queued.status, 200);
-        if queued.json()["queue_position"] == 1 {
+        let running = call("GET", &first, None, &[]).await.json()["state"] == "RUNNING";
+        if queued.json()["queue_position"] == 1 && running {
             assert_eq!(queued.json()["state"], "READY");
             break;
         }
@@ -509,6 +533,38 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
         missing.remove("GET /api/v1/ws");
     }
     assert!(missing.is_empty(), "not exercised: {missing:?}");
+}
+
+/// The bounds the document states are the code's (the caps are not configurable yet).
+#[test]
+fn documented_bounds_are_the_servers() {
+    use onpyrunner_protocol::launch::{MAX_FILES, MAX_NAME_LEN};
+    use onpyrunner_supervisor::limits::Caps;
+    use onpyrunner_supervisor::run::{MAX_ARGS, MAX_SOURCE_BYTES};
+    let doc: Value = serde_json::from_str(onpyrunner::openapi::DOCUMENT).unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let body = &schemas["RunBody"]["properties"];
+    let ids: Vec<Value> = onpyrunner_images::languages()
+        .iter()
+        .map(|l| json!(l.id))
+        .collect();
+    assert_eq!(
+        body["language"]["enum"],
+        json!(ids),
+        "the language table changed"
+    );
+    assert_eq!(body["code"]["maxLength"], json!(MAX_SOURCE_BYTES));
+    assert_eq!(body["files"]["maxItems"], json!(MAX_FILES));
+    assert_eq!(body["args"]["maxItems"], json!(MAX_ARGS));
+    let caps = Caps::default();
+    assert_eq!(body["stdin"]["maxLength"], json!(caps.stdin_bytes));
+    let name = &schemas["File"]["properties"]["name"];
+    assert_eq!(name["maxLength"], json!(MAX_NAME_LEN));
+    let limits = &schemas["LimitRequest"]["properties"];
+    assert_eq!(limits["wall_ms"]["maximum"], json!(caps.wall_ms));
+    assert_eq!(limits["memory_mib"]["maximum"], json!(caps.memory_mib));
+    assert_eq!(limits["cpus"]["maximum"].as_f64(), Some(caps.cpus));
+    assert_eq!(limits["output_bytes"]["maximum"], json!(caps.output_bytes));
 }
 
 #[test]
