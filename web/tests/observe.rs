@@ -7,7 +7,7 @@ use hyper_util::rt::TokioExecutor;
 use onpyrunner::api::{routes, AppState};
 use onpyrunner::jobs::Jobs;
 use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::engine::{Engine, EngineConfig};
+use onpyrunner_supervisor::engine::Engine;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,20 +15,8 @@ use std::time::{Duration, Instant};
 const TIMEOUT: Duration = Duration::from_secs(90);
 
 async fn state(test: &str, pools: &[(&str, usize)]) -> AppState {
-    let docker = Docker::from_host(None).unwrap();
-    let mut pool_sizes: BTreeMap<String, usize> = onpyrunner_images::languages()
-        .iter()
-        .map(|l| (l.id.clone(), 0))
-        .collect();
-    for (id, n) in pools {
-        pool_sizes.insert(id.to_string(), *n);
-    }
-    let config = EngineConfig {
-        instance: format!("t-obs-{test}-{}", std::process::id()),
-        pool_sizes,
-        ..EngineConfig::default()
-    };
-    let engine = Engine::start(docker, config)
+    let config = onpyrunner_e2e::engine_config(&format!("obs-{test}"), pools);
+    let engine = Engine::start(Docker::from_host(None).unwrap(), config)
         .await
         .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
     AppState::new(engine, Jobs::new(100, Duration::from_secs(60)))

@@ -12,27 +12,17 @@ use onpyrunner::jobs::Jobs;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Documented routes that another module serves. While that module is absent the route answers
-/// "no such route", which is tolerated; once it answers anything else, it is checked like every
-/// other route.
-const SERVED_BY_OTHER_MODULES: &[&str] = &["/api/v1/ws"];
-
 async fn state() -> AppState {
     let docker = Docker::from_host(None).unwrap();
     let config = EngineConfig {
-        instance: format!("t-openapi-{}", std::process::id()),
-        pool_sizes: onpyrunner_images::languages()
-            .iter()
-            .map(|l| (l.id.clone(), 0))
-            .collect::<BTreeMap<_, _>>(),
         max_running: 1,
         max_queued: 1,
-        ..EngineConfig::default()
+        ..onpyrunner_e2e::engine_config("openapi", &[])
     };
     let engine = Engine::start(docker, config)
         .await
@@ -224,9 +214,6 @@ fn schema_errors(doc: &Value, schema: &Value, value: &Value) -> Vec<String> {
 fn check(doc: &Value, method: &str, path: &str, answer: &Answer) -> Option<String> {
     let template =
         template_of(doc, path).unwrap_or_else(|| panic!("{method} {path} is not documented"));
-    if SERVED_BY_OTHER_MODULES.contains(&template) && answer.is_no_such_route() {
-        return None;
-    }
     let key = format!("{method} {template}");
     let operation = &doc["paths"][template][method.to_lowercase()];
     assert!(operation.is_object(), "{key} is not documented");
@@ -452,14 +439,9 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
     ];
     let mut foreign = upgrade.to_vec();
     foreign.push(("origin", "http://elsewhere.example"));
-    let mut plain_ws = call("GET", "/api/v1/ws", None, &[]).await;
-    if !plain_ws.is_no_such_route() {
-        assert_eq!(plain_ws.status, 400);
-        plain_ws = call("GET", "/api/v1/ws", None, &foreign).await;
-        assert_eq!(plain_ws.status, 403);
-        plain_ws = call("GET", "/api/v1/ws", None, &upgrade).await;
-        assert_eq!(plain_ws.status, 101);
-    }
+    assert_eq!(call("GET", "/api/v1/ws", None, &[]).await.status, 400);
+    assert_eq!(call("GET", "/api/v1/ws", None, &foreign).await.status, 403);
+    assert_eq!(call("GET", "/api/v1/ws", None, &upgrade).await.status, 101);
 
     // Probing: whatever is answered is documented.
     let mut probes: BTreeSet<String> = doc["paths"]
@@ -523,13 +505,10 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
         200
     );
 
-    let mut missing: BTreeSet<String> = documented_operations(&doc)
+    let missing: BTreeSet<String> = documented_operations(&doc)
         .difference(&exercised)
         .cloned()
         .collect();
-    if plain_ws.is_no_such_route() {
-        missing.remove("GET /api/v1/ws");
-    }
     assert!(missing.is_empty(), "not exercised: {missing:?}");
 }
 
