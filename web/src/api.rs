@@ -256,9 +256,9 @@ pub fn routes(
             None => no_such_job(&id),
         });
     let websocket = warp::path!("api" / "v1" / "ws")
-        .and(warp::ws())
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>("host"))
+        .and(warp::get())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
         .and(with_state.clone())
         .map(ws::upgrade);
     let job_delete = warp::path!("api" / "v1" / "jobs" / String)

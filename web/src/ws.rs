@@ -14,6 +14,8 @@
 use crate::api::{self, ApiError, AppState, RunBody};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
 use onpyrunner_supervisor::run::OutputStream;
 use onpyrunner_supervisor::session::{Event, Stopper};
 use serde::Deserialize;
@@ -23,11 +25,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
-use warp::filters::ws::{Message, WebSocket, Ws};
+use warp::http::HeaderMap;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::Reply;
 
 /// Largest message a client may send (the library's default is 64 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
@@ -35,6 +40,9 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
 /// Bytes the library may hold for a client that does not read, beyond what the writer waits on.
 pub const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Bytes read from a connection at a time. The library's default, 128 KiB, is allocated and
+/// zeroed for every connection: 1000 idle ones held 100 MB.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// Messages queued for the writer before the queuing side waits.
 const OUT_BUFFER: usize = 16;
 /// Intervals without a sign of life (a frame received, or a send that waited for the client and
@@ -80,9 +88,27 @@ impl WsConfig {
     }
 }
 
-/// The upgrade: checks the origin, sets the size caps, then serves the connection.
-pub fn upgrade(ws: Ws, origin: Option<String>, host: Option<String>, state: AppState) -> Response {
-    if !state.ws.origin_allowed(origin.as_deref(), host.as_deref()) {
+/// The upgrade: checks the request and the origin, answers 101, then serves the connection
+/// with our own limits. (warp's `ws()` filter cannot set the read buffer's size.)
+pub fn upgrade(headers: HeaderMap, on_upgrade: Option<OnUpgrade>, state: AppState) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let has_token = |name: &str, token: &str| {
+        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let key = header("sec-websocket-key");
+    let Some(key) = key.filter(|_| {
+        has_token("connection", "upgrade")
+            && has_token("upgrade", "websocket")
+            && header("sec-websocket-version") == Some("13")
+    }) else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "this is a WebSocket endpoint (version 13): send an upgrade request; see docs/protocol.md",
+        )
+        .into_response();
+    };
+    let origin = header("origin");
+    if !state.ws.origin_allowed(origin, header("host")) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             format!(
@@ -92,11 +118,40 @@ pub fn upgrade(ws: Ws, origin: Option<String>, host: Option<String>, state: AppS
         )
         .into_response();
     }
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_FRAME_BYTES)
+    let accept = derive_accept_key(key.as_bytes());
+    if let Some(on_upgrade) = on_upgrade {
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => {
+                    let socket = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(socket_config()),
+                    )
+                    .await;
+                    connection(socket, state).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            }
+        });
+    }
+    warp::http::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(warp::hyper::body::Bytes::new().into())
+        .expect("a valid response")
+}
+
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Every message is flushed as it is sent; nothing is gathered first.
+        .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| connection(socket, state))
-        .into_response()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
 /// A client message (text frames).
@@ -137,7 +192,10 @@ impl Liveness {
     }
 }
 
-async fn connection(socket: WebSocket, state: AppState) {
+async fn connection<S>(socket: WebSocketStream<S>, state: AppState)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_BUFFER);
     let live = Arc::new(Liveness {
@@ -156,7 +214,7 @@ async fn connection(socket: WebSocket, state: AppState) {
             loop {
                 let message = tokio::select! {
                     biased;
-                    _ = ping_now.notified() => Message::ping(Bytes::new()),
+                    _ = ping_now.notified() => Message::Ping(Bytes::new()),
                     message = out_rx.recv() => match message {
                         Some(message) => message,
                         None => break,
@@ -200,15 +258,12 @@ async fn connection(socket: WebSocket, state: AppState) {
         };
         let Some(Ok(message)) = message else { break };
         live.touch();
-        if message.is_close() {
-            break;
-        }
-        let reply = if message.is_binary() {
-            write_stdin(&mut run, message.into_bytes())
-        } else if message.is_text() {
-            handle_text(message.to_str().unwrap_or(""), &state, &mut run, &out_tx)
-        } else {
-            Ok(()) // ping and pong: the library answers pings itself
+        let reply = match message {
+            Message::Close(_) => break,
+            Message::Binary(data) => write_stdin(&mut run, data),
+            Message::Text(text) => handle_text(text.as_str(), &state, &mut run, &out_tx),
+            // Ping and pong: the library answers pings itself.
+            _ => Ok(()),
         };
         if let Err(err) = reply {
             if out_tx.send(error_message(err)).await.is_err() {
@@ -437,7 +492,9 @@ mod tests {
             data: Bytes::from_static(b"\xff\xfe ok"),
         };
         let message = event_message("r1", Event::Output(chunk));
-        assert!(message.is_binary());
-        assert_eq!(message.as_bytes(), b"\x02\xff\xfe ok");
+        assert_eq!(
+            message,
+            Message::Binary(Bytes::from_static(b"\x02\xff\xfe ok"))
+        );
     }
 }
