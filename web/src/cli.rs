@@ -113,6 +113,14 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub jobs_ttl: u64,
+    /// MiB of output kept by ended jobs at most; beyond it the oldest go before their TTL
+    #[arg(
+        long,
+        env = "ONPYRUNNER_JOBS_MAX_MIB",
+        default_value_t = 256,
+        value_name = "MIB"
+    )]
+    pub jobs_max_mib: usize,
     /// Origins a browser may open the WebSocket from, comma-separated (`*`: any)
     /// [default: the server's own origin]
     #[arg(
@@ -176,6 +184,7 @@ impl ServeArgs {
             engine,
             jobs_max: self.jobs_max,
             jobs_ttl: std::time::Duration::from_secs(self.jobs_ttl),
+            jobs_max_bytes: self.jobs_max_mib.saturating_mul(1024 * 1024),
             ws: crate::ws::WsConfig {
                 allowed_origins: self.allowed_origins.clone(),
                 ping_interval: std::time::Duration::from_millis(self.ws_ping_ms),

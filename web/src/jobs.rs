@@ -1,6 +1,7 @@
 //! Asynchronous jobs: a session whose events are gathered in memory, so that a client can post
-//! a run and poll it. Kept for a TTL after they end, at most `max` at once (the embedded
-//! default; a shared store comes with the Redis queue).
+//! a run and poll it. Kept for a TTL after they end, at most `max` at once, and the oldest ended
+//! ones go early when the output kept passes `max_bytes` (the embedded default; a shared store
+//! comes with the Redis queue).
 //!
 //! Each job keeps its events in a [`JobLog`], which polling (`view`) and live streams
 //! (`subscribe`, for `GET /api/v1/jobs/{id}/events`) both read.
@@ -54,7 +55,12 @@ pub struct Jobs {
     inner: Arc<Mutex<HashMap<String, Arc<Job>>>>,
     max: usize,
     ttl: Duration,
+    max_bytes: usize,
 }
+
+/// Output kept by ended jobs at most, by default: without it, 1000 jobs of 16 MiB each would
+/// hold 16 GB.
+pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
 
 /// The table is full of jobs that have not ended.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +75,14 @@ impl Jobs {
             inner: Arc::new(Mutex::new(HashMap::new())),
             max,
             ttl,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
+    }
+
+    /// Keep at most `max_bytes` of output in ended jobs; the oldest go first.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     pub fn max(&self) -> usize {
@@ -213,12 +226,32 @@ impl Jobs {
         self.inner.lock().expect("jobs lock").get(id).cloned()
     }
 
+    /// Drop ended jobs past their TTL, then the oldest ended ones while the output kept is over
+    /// `max_bytes`.
     fn expire(&self, table: &mut HashMap<String, Arc<Job>>) {
         let ttl = self.ttl;
         table.retain(|_, job| {
             let data = job.data.lock().expect("job lock");
             data.ended_at.is_none_or(|at| at.elapsed() < ttl)
         });
+        let mut ended: Vec<(Instant, usize, String)> = Vec::new();
+        let mut kept = 0;
+        for (id, job) in table.iter() {
+            let data = job.data.lock().expect("job lock");
+            let bytes = data.log.stdout().len() + data.log.stderr().len();
+            kept += bytes;
+            if let Some(at) = data.ended_at {
+                ended.push((at, bytes, id.clone()));
+            }
+        }
+        ended.sort();
+        for (_, bytes, id) in ended {
+            if kept <= self.max_bytes {
+                break;
+            }
+            table.remove(&id);
+            kept -= bytes;
+        }
     }
 }
 

@@ -17,6 +17,8 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     pub jobs_max: usize,
     pub jobs_ttl: Duration,
+    /// Output kept by ended jobs at most.
+    pub jobs_max_bytes: usize,
     pub ws: WsConfig,
 }
 
@@ -33,8 +35,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let listener =
         listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(engine.clone(), Jobs::new(config.jobs_max, config.jobs_ttl))
-        .with_ws(config.ws.clone());
+    let state = AppState::new(
+        engine.clone(),
+        Jobs::new(config.jobs_max, config.jobs_ttl).with_max_bytes(config.jobs_max_bytes),
+    )
+    .with_ws(config.ws.clone());
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(api::routes(state))
         .incoming(listener)

@@ -190,3 +190,36 @@ async fn bad_requests_get_a_status_that_fits_and_name_the_field_and_limit() {
     );
     s.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn ended_jobs_give_way_oldest_first_when_their_output_passes_the_byte_budget() {
+    let s = state("jobbytes", |_| {}).await;
+    let s = AppState::new(
+        s.engine.clone(),
+        Jobs::new(100, Duration::from_secs(600)).with_max_bytes(1000),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let body = json!({"language": "python", "code": "print('x' * 799)"});
+        let (status, job, _) = call(&s, "POST", "/api/v1/jobs", body).await;
+        assert_eq!(status, 202, "{job}");
+        let id = job["id"].as_str().unwrap().to_string();
+        let view = s.jobs.finished(&id).await.unwrap();
+        assert_eq!(view.stdout.len(), 800);
+        ids.push(id);
+    }
+    // Each new job made room: only the newest ended ones within 1000 bytes are kept.
+    let status = |id: &str| {
+        let s = s.clone();
+        let path = format!("/api/v1/jobs/{id}");
+        async move { call(&s, "GET", &path, Value::Null).await.0 }
+    };
+    assert_eq!(status(&ids[0]).await, 404);
+    assert_eq!(status(&ids[1]).await, 200);
+    assert_eq!(
+        status(&ids[2]).await,
+        200,
+        "the newest job is not evicted before anyone reads it"
+    );
+    s.engine.shutdown().await;
+}
