@@ -250,6 +250,8 @@ pub fn routes(
             }
         });
     healthz
+        .or(crate::assets::routes())
+        .unify()
         .or(languages)
         .unify()
         .or(runs)
