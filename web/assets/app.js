@@ -73,7 +73,7 @@
     c: { mode: 'text/x-csrc', indent: 4, sample: '#include <stdio.h>\n\nint main(void) {\n    printf("Hello, world!\\n");\n    return 0;\n}\n' },
     cpp: { mode: 'text/x-c++src', indent: 4, sample: '#include <iostream>\n\nint main() {\n    std::cout << "Hello, world!\\n";\n}\n' },
   };
-  const PLAIN = { mode: null, indent: 4, sample: '' };
+  const PLAIN = { mode: 'text/plain', indent: 4, sample: '' };
 
   function kindOf(lang) {
     const file = (lang && lang.source_file) || '';
@@ -237,11 +237,14 @@
       if (typeof ev.data === 'string') onText(ev.data);
       else onOutput(new Uint8Array(ev.data));
     };
-    sock.onclose = () => {
+    sock.onclose = (ev) => {
       if (ws !== sock) return;
       ws = null;
       setConn('closed');
-      if (run) connectionLost();
+      if (ev.code === 1009) {
+        showError('The server refused a message larger than its limit (2 MiB) and closed the connection; reconnecting…');
+      }
+      if (run) connectionLost(ev.code);
       scheduleReconnect();
     };
     sock.onerror = () => { /* a close event follows */ };
@@ -351,12 +354,12 @@
     updateButtons();
   }
 
-  function connectionLost() {
+  function connectionLost(code) {
     endRun();
     setBadge('stopped', 'STOPPED');
     summaryBox.textContent = 'Connection lost: the run was stopped.';
     termNotice('connection lost: the run was stopped');
-    showError('Lost the connection to the server; reconnecting…');
+    if (code !== 1009) showError('Lost the connection to the server; reconnecting…');
   }
 
   // ------------------------------------------------------------- summaries
