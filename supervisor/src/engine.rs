@@ -510,12 +510,7 @@ impl SessionTask {
             .expect("engine lock")
             .insert(container.clone());
         self.emit_state(RunState::Running).await;
-        let (outcome, interrupt) = self.execute(sandbox).await;
-        self.inner
-            .active
-            .lock()
-            .expect("engine lock")
-            .remove(&container);
+        let (outcome, interrupt, leftover) = self.execute(sandbox).await;
         let reason = match outcome {
             Ok(outcome) => fill_summary(&mut summary, &outcome, interrupt),
             Err(e) => {
@@ -523,7 +518,17 @@ impl SessionTask {
                 Reason::InternalError
             }
         };
+        let inner = self.inner.clone();
+        let language = self.spec.language.id.clone();
+        // The caller hears the end first; removing the container takes 50 to 100 ms more.
         self.finish(summary, reason).await;
+        if let Some(pool) = inner.pools.get(&language) {
+            pool.refill_now();
+        }
+        if let Err(e) = leftover.remove().await {
+            tracing::warn!(container_id = %container, error = %e, "removing a run's container failed (the sweep will retry)");
+        }
+        inner.active.lock().expect("engine lock").remove(&container);
     }
 
     /// Wait for a run slot, reporting the queue position as it changes.
@@ -570,11 +575,11 @@ impl SessionTask {
     }
 
     /// Run in the sandbox, forwarding output as events; a Stop, shutdown or vanished client
-    /// kills the program.
+    /// kills the program. The container comes back for removal after the summary is sent.
     async fn execute(
         &mut self,
         sandbox: Sandbox,
-    ) -> (Result<Outcome, RunError>, Option<Interrupt>) {
+    ) -> (Result<Outcome, RunError>, Option<Interrupt>, run::Leftover) {
         let kill = CancellationToken::new();
         let (out_tx, mut out_rx) = mpsc::channel(EVENT_BUFFER);
         let controls = Controls {
@@ -584,7 +589,7 @@ impl SessionTask {
         };
         let docker = self.inner.docker.clone();
         let spec = self.spec.clone();
-        let running = run::run_in(&docker, sandbox, &spec, controls);
+        let running = run::run_in_keep(&docker, sandbox, &spec, controls);
         let accepted = self.accepted;
         let metrics = &self.inner.metrics;
         let events = &self.events;
@@ -603,13 +608,14 @@ impl SessionTask {
         };
         let both = async { tokio::join!(running, forwarding).0 };
         tokio::pin!(both);
-        tokio::select! {
-            outcome = &mut both => (outcome, None),
+        let ((outcome, leftover), interrupt) = tokio::select! {
+            ran = &mut both => (ran, None),
             why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => {
                 kill.cancel();
                 (both.await, Some(why))
             }
-        }
+        };
+        (outcome, interrupt, leftover)
     }
 
     fn blank_summary(&self) -> Summary {

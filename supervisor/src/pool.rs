@@ -179,11 +179,20 @@ impl Pool {
     pub async fn claim(&self) -> Option<Sandbox> {
         loop {
             let warm = self.inner.ready.lock().expect("pool lock").pop_front();
-            self.inner.wake.notify_one();
             let Some(mut warm) = warm else {
                 self.inner.stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.inner.wake.notify_one();
                 return None;
             };
+            // Refill once the run is under way (the engine calls `refill_now` when it ends):
+            // making a container at once would compete with the run's start for the CPU.
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(REFILL_DELAY) => inner.wake.notify_one(),
+                    _ = inner.cancel.cancelled() => {}
+                }
+            });
             match self.inner.docker.unpause_container(warm.id()).await {
                 Ok(()) => {
                     warm.state = warm
@@ -201,6 +210,11 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Start refilling now (a claimed container's run has ended).
+    pub fn refill_now(&self) {
+        self.inner.wake.notify_one();
     }
 
     /// Remove every ready container and let the refiller make new ones: after the daemon came
@@ -301,6 +315,8 @@ async fn refill(inner: Arc<Inner>) {
     }
 }
 
+/// How long after a claim the refill starts, unless the run ends sooner.
+pub const REFILL_DELAY: Duration = Duration::from_millis(300);
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest one container may take to be created, started and paused.

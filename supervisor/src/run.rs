@@ -200,6 +200,17 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes read from the attach stream at a time.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// A read buffer holding `rest` with room for a full read. `BytesMut` grows a shared buffer only
+/// to the capacity it was first made with: from an empty one, every read would take 8 bytes.
+fn with_room(rest: BytesMut) -> BytesMut {
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER.max(rest.len()));
+    buffer.extend_from_slice(&rest);
+    buffer
+}
+
 /// Removes the container when dropped unless `removed()` was called: the run future may be
 /// cancelled at any await, and the container must go on every path.
 struct ContainerGuard {
@@ -329,7 +340,7 @@ impl Sandbox {
             AttachDecoder::new(AttachMode::Multiplexed),
         );
         let mut frames = FramedRead::new(&mut self.io, decoder);
-        *frames.read_buffer_mut() = std::mem::take(&mut self.resume.read_buf);
+        *frames.read_buffer_mut() = with_room(std::mem::take(&mut self.resume.read_buf));
         let mut stdout = Vec::new();
         let reading = async {
             loop {
@@ -440,25 +451,53 @@ pub async fn run_in(
     spec: &RunSpec,
     controls: Controls,
 ) -> Result<Outcome, RunError> {
-    validate(spec)?;
-    let nonce = random_hex(16);
-    let frame = launch_request(spec, nonce.clone())
-        .encode()
-        .map_err(|e| RunError::Invalid(e.to_string()))?;
+    let (result, leftover) = run_in_keep(docker, sandbox, spec, controls).await;
+    let removed = leftover.remove().await;
+    let outcome = result?;
+    removed?;
+    Ok(outcome)
+}
+
+/// The container of a run that has ended, still to be removed: the caller can report the
+/// outcome first (removal takes 50 to 100 ms) and remove it right after. Dropped without
+/// `remove`, it is removed in the background.
+#[must_use = "the container must be removed"]
+pub struct Leftover {
+    guard: ContainerGuard,
+}
+
+impl Leftover {
+    pub async fn remove(self) -> Result<(), DockerError> {
+        self.guard.remove().await
+    }
+}
+
+/// `run_in`, but the container is handed back for the caller to remove after it has reported
+/// the outcome.
+pub async fn run_in_keep(
+    docker: &Docker,
+    sandbox: Sandbox,
+    spec: &RunSpec,
+    controls: Controls,
+) -> (Result<Outcome, RunError>, Leftover) {
     let mut sandbox = sandbox;
-    if sandbox.awaiting_ready {
-        // A fresh container of a warm language: its warm-up is not part of the run's wall time.
-        let ready = async {
+    let ready = async {
+        validate(spec)?;
+        if sandbox.awaiting_ready {
+            // A fresh container of a warm language: its warm-up is not part of the run's wall
+            // time.
             if !sandbox.started {
                 sandbox.start(docker).await?;
             }
-            sandbox.wait_ready(WARM_READY_TIMEOUT).await
-        };
-        if let Err(e) = ready.await {
-            let _ = sandbox.remove().await;
-            return Err(e);
+            sandbox.wait_ready(WARM_READY_TIMEOUT).await?;
         }
+        let nonce = random_hex(16);
+        let frame = launch_request(spec, nonce.clone())
+            .encode()
+            .map_err(|e| RunError::Invalid(e.to_string()))?;
+        Ok::<_, RunError>((nonce, frame))
     }
+    .await;
     let Sandbox {
         id,
         io,
@@ -467,14 +506,16 @@ pub async fn run_in(
         resume,
         guard,
     } = sandbox;
+    let leftover = Leftover { guard };
+    let (nonce, frame) = match ready {
+        Ok(ready) => ready,
+        Err(e) => return (Err(e), leftover),
+    };
     let result = drive(
         docker, &id, io, resume, started, spec, frame, nonce, controls,
     )
     .await;
-    let removed = guard.remove().await;
-    let outcome = result?;
-    removed?;
-    Ok(outcome)
+    (result, leftover)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -521,7 +562,7 @@ async fn drive(
     let writer_abort = writer.abort_handle();
 
     let mut frames = FramedRead::new(read_half, resume.decoder);
-    *frames.read_buffer_mut() = resume.read_buf;
+    *frames.read_buffer_mut() = with_room(resume.read_buf);
     // Output that `wait_ready` decoded past the readiness marker comes first.
     let mut frames = futures_util::stream::iter(resume.pending.into_iter().map(Ok)).chain(frames);
     // The trailer ends both streams; Docker copies them independently, so the run's output is

@@ -398,3 +398,48 @@ async fn the_start_up_sweep_removes_what_an_earlier_run_of_the_instance_left() {
     first.shutdown().await;
     finish(&h, second).await;
 }
+
+#[tokio::test]
+async fn large_output_streams_in_large_chunks_at_full_speed() {
+    let h = Harness::new("engine-bulk").await;
+    let mut config = engine_config("bulk", &[("python", 1)]);
+    config.caps.output_bytes = 64 * 1024 * 1024;
+    let caps = config.caps.clone();
+    let engine = engine(&h, config).await;
+    let pool = engine.pools()["python"].clone();
+    until("the pool to fill", || pool.ready() == 1).await;
+    // 24 MiB in 64 KiB writes, through a pooled container (whose read buffer was handed over
+    // from the readiness wait) and a fresh one.
+    let code = "import sys\nb = b'x' * 65536\nfor _ in range(384): sys.stdout.buffer.write(b)";
+    for path in ["pooled", "fresh"] {
+        let request = LimitRequest {
+            output_bytes: Some(32 * 1024 * 1024),
+            ..LimitRequest::default()
+        };
+        let mut session = engine
+            .submit(with_limits("python", code, request, &caps))
+            .unwrap();
+        let mut chunks = 0usize;
+        let mut heard = Heard::default();
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            while let Some(event) = session.events.recv().await {
+                chunks += matches!(event, Event::Output(_)) as usize;
+                if heard.hear(event) {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the run ends within the timeout");
+        assert_eq!(heard.summary().reason, Reason::Exited, "{path}: {heard:?}");
+        assert_eq!(heard.stdout.len(), 24 * 1024 * 1024, "{path}");
+        // Reads of 8 bytes once made this take 3 million chunks and 12 s.
+        assert!(
+            chunks < 24 * 1024 * 1024 / 4096,
+            "{path}: {chunks} chunks, {} bytes on average",
+            heard.stdout.len() / chunks
+        );
+    }
+    assert!(pool.stats().hits.load(Ordering::Relaxed) >= 1);
+    finish(&h, engine).await;
+}

@@ -4,6 +4,7 @@
 //! 404 (no such job), 413 (body too large), 422 (a field is invalid or out of range), 429 with
 //! `Retry-After` (queue or job table full), 503 (shutting down, daemon down, image missing).
 use crate::jobs::Jobs;
+use crate::ws::{self, WsConfig};
 use bytes::Bytes;
 use onpyrunner_images::{languages, Language};
 use onpyrunner_protocol::SourceFile;
@@ -13,6 +14,7 @@ use onpyrunner_supervisor::run::{RunSpec, MAX_SOURCE_BYTES};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::convert::Infallible;
+use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
@@ -25,6 +27,23 @@ pub const MAX_BODY_BYTES: u64 = 40 * 1024 * 1024;
 pub struct AppState {
     pub engine: Engine,
     pub jobs: Jobs,
+    pub ws: Arc<WsConfig>,
+}
+
+impl AppState {
+    /// The state with the WebSocket endpoint's default configuration.
+    pub fn new(engine: Engine, jobs: Jobs) -> Self {
+        AppState {
+            engine,
+            jobs,
+            ws: Arc::new(WsConfig::default()),
+        }
+    }
+
+    pub fn with_ws(mut self, ws: WsConfig) -> Self {
+        self.ws = Arc::new(ws);
+        self
+    }
 }
 
 /// A run as clients post it (REST and WebSocket alike).
@@ -71,12 +90,12 @@ impl ApiError {
         }
     }
 
-    fn field(mut self, field: impl Into<String>) -> Self {
+    pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
     }
 
-    fn limit(mut self, limit: impl ToString) -> Self {
+    pub fn limit(mut self, limit: impl ToString) -> Self {
         self.limit = Some(limit.to_string());
         self
     }
@@ -235,6 +254,12 @@ pub fn routes(
             Some(view) => warp::reply::json(&view).into_response(),
             None => no_such_job(&id),
         });
+    let websocket = warp::path!("api" / "v1" / "ws")
+        .and(warp::ws())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
+        .and(with_state.clone())
+        .map(ws::upgrade);
     let job_delete = warp::path!("api" / "v1" / "jobs" / String)
         .and(warp::delete())
         .and(with_state)
@@ -261,6 +286,8 @@ pub fn routes(
         .or(job_get)
         .unify()
         .or(job_delete)
+        .unify()
+        .or(websocket)
         .unify()
         .recover(recover)
         .unify()

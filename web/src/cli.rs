@@ -107,6 +107,24 @@ pub struct ServeArgs {
         value_name = "SECONDS"
     )]
     pub jobs_ttl: u64,
+    /// Origins a browser may open the WebSocket from, comma-separated (`*`: any)
+    /// [default: the server's own origin]
+    #[arg(
+        long,
+        env = "ONPYRUNNER_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Milliseconds between WebSocket pings; a client silent for 3 of them is dropped and its
+    /// run killed
+    #[arg(
+        long,
+        env = "ONPYRUNNER_WS_PING_MS",
+        default_value_t = 2000,
+        value_name = "MS"
+    )]
+    pub ws_ping_ms: u64,
 }
 
 impl ServeArgs {
@@ -137,6 +155,9 @@ impl ServeArgs {
                 .with_context(|| format!("--pool {pool:?}: N must be a whole number"))?;
             engine.pool_sizes.insert(lang.to_string(), size);
         }
+        if self.ws_ping_ms < 100 {
+            bail!("--ws-ping-ms must be at least 100");
+        }
         if !onpyrunner_supervisor::engine::valid_instance(&self.instance) {
             bail!(
                 "--instance {:?}: 1 to 40 characters of [a-z0-9-]",
@@ -149,6 +170,10 @@ impl ServeArgs {
             engine,
             jobs_max: self.jobs_max,
             jobs_ttl: std::time::Duration::from_secs(self.jobs_ttl),
+            ws: crate::ws::WsConfig {
+                allowed_origins: self.allowed_origins.clone(),
+                ping_interval: std::time::Duration::from_millis(self.ws_ping_ms),
+            },
         })
     }
 }

@@ -1,8 +1,9 @@
 //! The `onpyrunner` binary's library: the command line, the benchmark, and the web service
-//! (REST API now; WebSocket sessions and the IDE next).
+//! (REST, jobs and WebSocket sessions).
 pub mod api;
 pub mod assets;
 pub mod bench;
 pub mod cli;
 pub mod jobs;
 pub mod server;
+pub mod ws;

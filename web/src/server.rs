@@ -1,6 +1,7 @@
 //! `onpyrunner serve`: the engine behind the HTTP API, until a shutdown signal.
 use crate::api::{self, AppState};
 use crate::jobs::Jobs;
+use crate::ws::WsConfig;
 use anyhow::Context;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
@@ -16,6 +17,7 @@ pub struct ServerConfig {
     pub engine: EngineConfig,
     pub jobs_max: usize,
     pub jobs_ttl: Duration,
+    pub ws: WsConfig,
 }
 
 /// The line `serve` prints once it listens; tests and scripts wait for it.
@@ -28,14 +30,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let engine = Engine::start(docker, config.engine.clone())
         .await
         .context("cannot start the engine")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState {
-        engine: engine.clone(),
-        jobs: Jobs::new(config.jobs_max, config.jobs_ttl),
-    };
+    let state = AppState::new(engine.clone(), Jobs::new(config.jobs_max, config.jobs_ttl))
+        .with_ws(config.ws.clone());
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(api::routes(state))
         .incoming(listener)
@@ -60,4 +59,19 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     }
     eprintln!("onpyrunner: stopped");
     Ok(())
+}
+
+/// A listener whose connections have Nagle's algorithm off (Linux copies `TCP_NODELAY` from the
+/// listening socket to the ones it accepts). With it on, every small WebSocket frame after the
+/// first waits for the client's delayed ACK, about 40 ms: streamed output crawls.
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }

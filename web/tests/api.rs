@@ -21,10 +21,7 @@ async fn state(test: &str, tweak: impl FnOnce(&mut EngineConfig)) -> AppState {
     let engine = Engine::start(docker, config)
         .await
         .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
-    AppState {
-        engine,
-        jobs: Jobs::new(100, Duration::from_secs(60)),
-    }
+    AppState::new(engine, Jobs::new(100, Duration::from_secs(60)))
 }
 
 async fn call(s: &AppState, method: &str, path: &str, body: Value) -> (u16, Value, Option<String>) {

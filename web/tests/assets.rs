@@ -19,10 +19,7 @@ async fn state(test: &str) -> AppState {
     let engine = Engine::start(docker, config)
         .await
         .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
-    AppState {
-        engine,
-        jobs: Jobs::new(10, Duration::from_secs(60)),
-    }
+    AppState::new(engine, Jobs::new(10, Duration::from_secs(60)))
 }
 
 async fn get(s: &AppState, path: &str, etag: Option<&str>) -> warp::http::Response<bytes::Bytes> {

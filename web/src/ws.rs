@@ -1,0 +1,443 @@
+//! `/api/v1/ws`: runs over a WebSocket, one after another on the same connection. The protocol
+//! is written down in `docs/protocol.md`; this module is its server side.
+//!
+//! A connection is three tasks:
+//! - the reader (this connection's own task) handles client messages and the heartbeat, and
+//!   never waits on the client or the program, so `stop` is always heard;
+//! - the writer sends what the other two queue, as fast as the client reads (backpressure);
+//! - a forwarder per run turns its session events into messages. It waits whenever the writer
+//!   does, so a slow client slows the program down instead of growing memory.
+//!
+//! When the reader ends (close frame, lost connection, heartbeat timeout) the forwarder is
+//! aborted; that drops the run's events and the engine ends it as `client_gone`, killing the
+//! program and removing its container.
+use crate::api::{self, ApiError, AppState, RunBody};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use onpyrunner_supervisor::run::OutputStream;
+use onpyrunner_supervisor::session::{Event, Stopper};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use warp::filters::ws::{Message, WebSocket, Ws};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+/// Largest message a client may send (the library's default is 64 MiB).
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Largest frame a client may send (the library's default is 16 MiB).
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+/// Bytes the library may hold for a client that does not read, beyond what the writer waits on.
+pub const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+/// Messages queued for the writer before the queuing side waits.
+const OUT_BUFFER: usize = 16;
+/// Intervals without a sign of life (a frame received, or a send that waited for the client and
+/// then went through) after which a connection counts as gone.
+const DEAD_AFTER_INTERVALS: u32 = 3;
+/// First byte of an output frame: which stream.
+pub const STDOUT_TAG: u8 = 1;
+pub const STDERR_TAG: u8 = 2;
+
+/// How the WebSocket endpoint is configured.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// Origins a browser may connect from (`scheme://host[:port]`); empty means the server's
+    /// own origin only; `*` means any.
+    pub allowed_origins: Vec<String>,
+    pub ping_interval: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            allowed_origins: Vec::new(),
+            ping_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl WsConfig {
+    /// Whether a browser at `origin` may connect to a server reached as `host`.
+    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else {
+            return true; // not a browser: nothing to protect against
+        };
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        if self.allowed_origins.is_empty() {
+            let Some(host) = host else { return false };
+            let host = host.to_ascii_lowercase();
+            return origin == format!("http://{host}") || origin == format!("https://{host}");
+        }
+        self.allowed_origins.iter().any(|allowed| {
+            allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(&origin)
+        })
+    }
+}
+
+/// The upgrade: checks the origin, sets the size caps, then serves the connection.
+pub fn upgrade(ws: Ws, origin: Option<String>, host: Option<String>, state: AppState) -> Response {
+    if !state.ws.origin_allowed(origin.as_deref(), host.as_deref()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin {:?} is not allowed to open a WebSocket here (see --allowed-origins)",
+                origin.unwrap_or_default()
+            ),
+        )
+        .into_response();
+    }
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| connection(socket, state))
+        .into_response()
+}
+
+/// A client message (text frames).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Run(RunBody),
+    Stdin { data: String },
+    Eof,
+    Stop,
+}
+
+/// The connection's current run, as the reader holds it.
+struct CurrentRun {
+    id: String,
+    stdin: Option<mpsc::Sender<Bytes>>,
+    stopper: Stopper,
+    /// Set by the forwarder once the summary is queued: the next run may start.
+    ended: Arc<AtomicBool>,
+    forwarder: JoinHandle<()>,
+}
+
+/// Signs of life, as milliseconds since the connection opened.
+struct Liveness {
+    opened: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Liveness {
+    fn touch(&self) {
+        self.last_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let now = self.opened.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+async fn connection(socket: WebSocket, state: AppState) {
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_BUFFER);
+    let live = Arc::new(Liveness {
+        opened: Instant::now(),
+        last_ms: AtomicU64::new(0),
+    });
+    let gone = CancellationToken::new();
+    // Pings skip the output queue: when it is full the client is slow, not gone, and a ping
+    // stuck behind its output would get no pong in time.
+    let ping_now = Arc::new(tokio::sync::Notify::new());
+    let writer = {
+        let live = live.clone();
+        let gone = gone.clone();
+        let ping_now = ping_now.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    _ = ping_now.notified() => Message::ping(Bytes::new()),
+                    message = out_rx.recv() => match message {
+                        Some(message) => message,
+                        None => break,
+                    },
+                };
+                // A send that had to wait finished because the client read: a sign of life.
+                // One that did not wait proves nothing (the kernel took it).
+                let mut sending = sink.send(message);
+                let sent = match (&mut sending).now_or_never() {
+                    Some(sent) => sent,
+                    None => {
+                        let sent = sending.await;
+                        live.touch();
+                        sent
+                    }
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+            gone.cancel();
+            let _ = sink.close().await;
+        })
+    };
+    let mut ping = tokio::time::interval(state.ws.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let dead_after = state.ws.ping_interval * DEAD_AFTER_INTERVALS;
+    let mut run: Option<CurrentRun> = None;
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = gone.cancelled() => break,
+            _ = ping.tick() => {
+                if live.quiet_for() > dead_after {
+                    tracing::info!(run = ?run.as_ref().map(|r| &r.id), "WebSocket client silent: dropping the connection");
+                    break;
+                }
+                ping_now.notify_one();
+                continue;
+            }
+        };
+        let Some(Ok(message)) = message else { break };
+        live.touch();
+        if message.is_close() {
+            break;
+        }
+        let reply = if message.is_binary() {
+            write_stdin(&mut run, message.into_bytes())
+        } else if message.is_text() {
+            handle_text(message.to_str().unwrap_or(""), &state, &mut run, &out_tx)
+        } else {
+            Ok(()) // ping and pong: the library answers pings itself
+        };
+        if let Err(err) = reply {
+            if out_tx.send(error_message(err)).await.is_err() {
+                break;
+            }
+        }
+    }
+    // The client is gone or closed: its run, if still going, ends as client_gone.
+    if let Some(run) = run.take() {
+        run.forwarder.abort();
+    }
+    drop(out_tx);
+    writer.abort();
+}
+
+fn handle_text(
+    text: &str,
+    state: &AppState,
+    run: &mut Option<CurrentRun>,
+    out: &mpsc::Sender<Message>,
+) -> Result<(), ApiError> {
+    let message: ClientMessage = serde_json::from_str(text).map_err(|e| {
+        let status = if e.is_data() {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, format!("invalid message: {e}"))
+    })?;
+    match message {
+        ClientMessage::Run(body) => start_run(body, state, run, out),
+        ClientMessage::Stdin { data } => write_stdin(run, Bytes::from(data.into_bytes())),
+        ClientMessage::Eof => {
+            current(run)?.stdin = None;
+            Ok(())
+        }
+        ClientMessage::Stop => {
+            current(run)?.stopper.stop();
+            Ok(())
+        }
+    }
+}
+
+/// The run still going on this connection, or an error saying there is none.
+fn current(run: &mut Option<CurrentRun>) -> Result<&mut CurrentRun, ApiError> {
+    match run {
+        Some(r) if !r.ended.load(Ordering::Acquire) => Ok(r),
+        _ => Err(
+            ApiError::new(StatusCode::CONFLICT, "no run is going on this connection").field("type"),
+        ),
+    }
+}
+
+fn start_run(
+    body: RunBody,
+    state: &AppState,
+    run: &mut Option<CurrentRun>,
+    out: &mpsc::Sender<Message>,
+) -> Result<(), ApiError> {
+    if let Some(r) = run {
+        if !r.ended.load(Ordering::Acquire) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "run {} is still going on this connection; stop it or wait for its summary",
+                    r.id
+                ),
+            )
+            .field("type"));
+        }
+    }
+    let (spec, stdin) = api::run_spec(&body, &state.engine)?;
+    let session = state.engine.submit(spec)?;
+    let (id, events, stdin_tx, stopper) = session.into_parts();
+    if let (Some(tx), false) = (&stdin_tx, stdin.is_empty()) {
+        // The channel is new and empty: the batch input always fits.
+        let _ = tx.try_send(stdin);
+    }
+    let ended = Arc::new(AtomicBool::new(false));
+    let forwarder = tokio::spawn(forward(id.clone(), events, out.clone(), ended.clone()));
+    *run = Some(CurrentRun {
+        id,
+        stdin: stdin_tx,
+        stopper,
+        ended,
+        forwarder,
+    });
+    Ok(())
+}
+
+fn write_stdin(run: &mut Option<CurrentRun>, data: Bytes) -> Result<(), ApiError> {
+    let run = current(run)?;
+    let Some(stdin) = &run.stdin else {
+        return Err(
+            ApiError::new(StatusCode::CONFLICT, "stdin is closed (EOF was sent)").field("stdin"),
+        );
+    };
+    if data.is_empty() {
+        return Ok(());
+    }
+    stdin.try_send(data).map_err(|e| match e {
+        mpsc::error::TrySendError::Full(_) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "stdin is full: the program has not read the last {} messages; wait, or stop it",
+                onpyrunner_supervisor::engine::STDIN_BUFFER
+            ),
+        )
+        .field("stdin")
+        .limit(onpyrunner_supervisor::engine::STDIN_BUFFER),
+        mpsc::error::TrySendError::Closed(_) => {
+            ApiError::new(StatusCode::CONFLICT, "the program's stdin is closed").field("stdin")
+        }
+    })
+}
+
+/// Turn one run's events into messages, waiting whenever the client is slow.
+async fn forward(
+    id: String,
+    mut events: mpsc::Receiver<Event>,
+    out: mpsc::Sender<Message>,
+    ended: Arc<AtomicBool>,
+) {
+    while let Some(event) = events.recv().await {
+        if matches!(event, Event::Summary(_)) {
+            ended.store(true, Ordering::Release);
+        }
+        if out.send(event_message(&id, event)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A session event as the client gets it.
+pub fn event_message(run: &str, event: Event) -> Message {
+    match event {
+        Event::Output(chunk) => {
+            let mut frame = BytesMut::with_capacity(chunk.data.len() + 1);
+            frame.put_u8(match chunk.stream {
+                OutputStream::Stdout => STDOUT_TAG,
+                OutputStream::Stderr => STDERR_TAG,
+            });
+            frame.put_slice(&chunk.data);
+            Message::binary(frame.freeze())
+        }
+        Event::State { state, at_unix_ms } => Message::text(
+            json!({"type": "state", "run": run, "state": state, "at_unix_ms": at_unix_ms})
+                .to_string(),
+        ),
+        Event::Queued { position } => {
+            Message::text(json!({"type": "queued", "run": run, "position": position}).to_string())
+        }
+        Event::Summary(summary) => {
+            let mut value = serde_json::to_value(&summary).expect("a summary serializes");
+            value["type"] = "summary".into();
+            value["run"] = run.into();
+            Message::text(value.to_string())
+        }
+    }
+}
+
+fn error_message(err: ApiError) -> Message {
+    let mut value: Value = serde_json::to_value(&err).expect("an error serializes");
+    value["type"] = "error".into();
+    value["status"] = err.status.as_u16().into();
+    Message::text(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_allows_only_the_servers_own_origin() {
+        let c = WsConfig::default();
+        assert!(
+            c.origin_allowed(None, Some("127.0.0.1:8080")),
+            "not a browser"
+        );
+        assert!(c.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
+        assert!(c.origin_allowed(Some("HTTP://Example.org"), Some("example.org")));
+        assert!(!c.origin_allowed(Some("http://evil.example"), Some("127.0.0.1:8080")));
+        assert!(!c.origin_allowed(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8080")));
+        assert!(!c.origin_allowed(Some("http://127.0.0.1:8080"), None));
+    }
+
+    #[test]
+    fn a_configured_list_replaces_the_default() {
+        let c = WsConfig {
+            allowed_origins: vec!["https://ide.example.org/".into()],
+            ..WsConfig::default()
+        };
+        assert!(c.origin_allowed(Some("https://ide.example.org"), Some("runner:8080")));
+        assert!(!c.origin_allowed(Some("http://runner:8080"), Some("runner:8080")));
+        let any = WsConfig {
+            allowed_origins: vec!["*".into()],
+            ..WsConfig::default()
+        };
+        assert!(any.origin_allowed(Some("http://anything"), None));
+    }
+
+    #[test]
+    fn client_messages_parse_and_unknown_fields_are_refused() {
+        let run: ClientMessage =
+            serde_json::from_str(r#"{"type":"run","language":"python","code":"print(1)"}"#)
+                .unwrap();
+        assert!(matches!(run, ClientMessage::Run(b) if b.language == "python"));
+        let stdin: ClientMessage =
+            serde_json::from_str(r#"{"type":"stdin","data":"x\n"}"#).unwrap();
+        assert!(matches!(stdin, ClientMessage::Stdin { data } if data == "x\n"));
+        assert!(matches!(
+            serde_json::from_str(r#"{"type":"eof"}"#).unwrap(),
+            ClientMessage::Eof
+        ));
+        assert!(serde_json::from_str::<ClientMessage>(
+            r#"{"type":"run","language":"python","code":"x","bogus":1}"#
+        )
+        .is_err());
+        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"launch"}"#).is_err());
+    }
+
+    #[test]
+    fn output_frames_carry_the_stream_then_the_exact_bytes() {
+        let chunk = onpyrunner_supervisor::run::OutputChunk {
+            stream: OutputStream::Stderr,
+            data: Bytes::from_static(b"\xff\xfe ok"),
+        };
+        let message = event_message("r1", Event::Output(chunk));
+        assert!(message.is_binary());
+        assert_eq!(message.as_bytes(), b"\x02\xff\xfe ok");
+    }
+}

@@ -1,0 +1,398 @@
+//! `/api/v1/ws` over a real listener, with a real WebSocket client, engine, daemon and images.
+use futures_util::{SinkExt, StreamExt};
+use onpyrunner::api::{routes, AppState};
+use onpyrunner::jobs::Jobs;
+use onpyrunner::ws::WsConfig;
+use onpyrunner_e2e::{assert_instance_clean, engine_config, instance_containers};
+use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::engine::{Engine, EngineConfig};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Message;
+use tokio_tungstenite::tungstenite::Error as WsError;
+use tokio_tungstenite::WebSocketStream;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Server {
+    addr: SocketAddr,
+    state: AppState,
+    instance: String,
+}
+
+async fn serve(test: &str, tweak: impl FnOnce(&mut EngineConfig, &mut WsConfig)) -> Server {
+    let mut config = engine_config(&format!("ws-{test}"), &[]);
+    let mut ws = WsConfig::default();
+    tweak(&mut config, &mut ws);
+    let instance = config.instance.clone();
+    let engine = Engine::start(Docker::from_host(None).unwrap(), config)
+        .await
+        .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
+    let state = AppState::new(engine, Jobs::new(10, Duration::from_secs(60))).with_ws(ws);
+    let listener = onpyrunner::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(routes(state.clone())).incoming(listener).run());
+    Server {
+        addr,
+        state,
+        instance,
+    }
+}
+
+type Client = WebSocketStream<TcpStream>;
+
+impl Server {
+    async fn connect_with(&self, origin: Option<&str>) -> Result<Client, WsError> {
+        let mut request = format!("ws://{}/api/v1/ws", self.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        tokio_tungstenite::client_async(request, tcp)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    async fn connect(&self) -> Client {
+        self.connect_with(None).await.expect("the upgrade succeeds")
+    }
+
+    async fn finish(self) {
+        self.state.engine.shutdown().await;
+        assert_instance_clean(self.state.engine.docker(), &self.instance).await;
+    }
+}
+
+/// What a client heard of one run.
+#[derive(Debug, Default)]
+struct Heard {
+    states: Vec<String>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    summary: Option<Value>,
+    errors: Vec<Value>,
+}
+
+impl Heard {
+    fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    fn summary(&self) -> &Value {
+        self.summary.as_ref().expect("a summary was heard")
+    }
+}
+
+async fn send(ws: &mut Client, message: Value) {
+    ws.send(Message::text(message.to_string())).await.unwrap();
+}
+
+/// Read messages into `heard` until `done` holds (within the timeout).
+async fn hear_until(ws: &mut Client, heard: &mut Heard, mut done: impl FnMut(&Heard) -> bool) {
+    tokio::time::timeout(TIMEOUT, async {
+        while !done(heard) {
+            let message = ws
+                .next()
+                .await
+                .expect("the connection stays open")
+                .expect("a message");
+            match message {
+                Message::Binary(data) => match data.first() {
+                    Some(1) => heard.stdout.extend_from_slice(&data[1..]),
+                    Some(2) => heard.stderr.extend_from_slice(&data[1..]),
+                    other => panic!("output frame with stream byte {other:?}"),
+                },
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    match value["type"].as_str().unwrap() {
+                        "state" => heard
+                            .states
+                            .push(value["state"].as_str().unwrap().to_string()),
+                        "summary" => heard.summary = Some(value),
+                        "error" => heard.errors.push(value),
+                        "queued" => {}
+                        other => panic!("unknown message type {other}"),
+                    }
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out; heard so far: {heard:?}"));
+}
+
+async fn hear_run(ws: &mut Client) -> Heard {
+    let mut heard = Heard::default();
+    hear_until(ws, &mut heard, |h| h.summary.is_some()).await;
+    heard
+}
+
+#[tokio::test]
+async fn an_interactive_program_then_another_run_on_the_same_connection() {
+    let server = serve("interactive", |_, _| {}).await;
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python",
+               "code": "name = input('What is your name? ')\nprint(f'Hello, {name}!')"}),
+    )
+    .await;
+    let mut heard = Heard::default();
+    hear_until(&mut ws, &mut heard, |h| {
+        h.stdout_text().contains("What is your name? ")
+    })
+    .await;
+    assert_eq!(heard.states, ["READY", "RUNNING"]);
+    send(&mut ws, json!({"type": "stdin", "data": "Ada\n"})).await;
+    hear_until(&mut ws, &mut heard, |h| h.summary.is_some()).await;
+    assert_eq!(heard.stdout_text(), "What is your name? Hello, Ada!\n");
+    assert_eq!(heard.states, ["READY", "RUNNING", "FINISHED"]);
+    let summary = heard.summary();
+    assert_eq!(summary["state"], "FINISHED");
+    assert_eq!(summary["exit_code"], 0);
+    assert!(summary["memory_kib"].as_u64().unwrap() > 0);
+    assert!(summary["run"].as_str().is_some());
+
+    // The next run, with batch input and EOF right after it.
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python", "stdin": "1\n2\n",
+               "code": "import sys\nprint(sum(int(l) for l in sys.stdin))"}),
+    )
+    .await;
+    send(&mut ws, json!({"type": "eof"})).await;
+    let heard = hear_run(&mut ws).await;
+    assert_eq!(heard.stdout_text(), "3\n");
+    assert_eq!(heard.summary()["exit_code"], 0);
+    ws.close(None).await.unwrap();
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn output_is_binary_safe_and_streams_are_kept_apart() {
+    let server = serve("binary", |_, _| {}).await;
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python",
+               "code": "import sys\nsys.stdout.buffer.write(b'\\xff\\xfe\\x00ok\\xc3')\nsys.stdout.flush()\nsys.stderr.write('oops')"}),
+    )
+    .await;
+    let heard = hear_run(&mut ws).await;
+    assert_eq!(heard.stdout, b"\xff\xfe\x00ok\xc3");
+    assert_eq!(heard.stderr, b"oops");
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn stop_ends_a_program_that_ignores_sigterm_as_stopped() {
+    let server = serve("stop", |_, _| {}).await;
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python",
+               "code": "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('looping', flush=True)\nwhile True: pass"}),
+    )
+    .await;
+    let mut heard = Heard::default();
+    hear_until(&mut ws, &mut heard, |h| h.stdout_text().contains("looping")).await;
+    let pressed = Instant::now();
+    send(&mut ws, json!({"type": "stop"})).await;
+    hear_until(&mut ws, &mut heard, |h| h.summary.is_some()).await;
+    assert!(
+        pressed.elapsed() < Duration::from_secs(1),
+        "stopped in {:?}",
+        pressed.elapsed()
+    );
+    assert_eq!(heard.summary()["state"], "STOPPED");
+    assert_eq!(heard.summary()["reason"], "stopped");
+    // Nothing to stop any more: an error, and the connection goes on.
+    send(&mut ws, json!({"type": "stop"})).await;
+    hear_until(&mut ws, &mut heard, |h| !h.errors.is_empty()).await;
+    assert_eq!(heard.errors[0]["status"], 409);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn bad_messages_get_errors_naming_the_field_and_nothing_starts() {
+    let server = serve("errors", |_, _| {}).await;
+    let mut ws = server.connect().await;
+    let mut heard = Heard::default();
+    ws.send(Message::text("{not json")).await.unwrap();
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "cobol", "code": "x"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python", "code": "x", "limits": {"wall_ms": 999_999_999}}),
+    )
+    .await;
+    send(&mut ws, json!({"type": "dance"})).await;
+    send(&mut ws, json!({"type": "stdin", "data": "x"})).await;
+    hear_until(&mut ws, &mut heard, |h| h.errors.len() == 5).await;
+    let e = &heard.errors;
+    assert_eq!(e[0]["status"], 400, "{e:?}");
+    assert_eq!(
+        (e[1]["status"].as_u64(), e[1]["field"].as_str()),
+        (Some(422), Some("language"))
+    );
+    assert_eq!(e[2]["field"], "limits.wall_ms");
+    assert!(e[2]["limit"].as_str().is_some(), "{e:?}");
+    assert_eq!(e[3]["status"], 422);
+    assert_eq!(e[4]["status"], 409);
+    assert!(heard.states.is_empty(), "nothing started: {heard:?}");
+
+    // A second run while one is going is refused; the first one goes on.
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python", "code": "input()\nprint('first')"}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python", "code": "print('second')"}),
+    )
+    .await;
+    hear_until(&mut ws, &mut heard, |h| h.errors.len() == 6).await;
+    assert_eq!(heard.errors[5]["status"], 409);
+    assert!(heard.errors[5]["error"]
+        .as_str()
+        .unwrap()
+        .contains("still going"));
+    send(&mut ws, json!({"type": "stdin", "data": "\n"})).await;
+    hear_until(&mut ws, &mut heard, |h| h.summary.is_some()).await;
+    assert_eq!(heard.stdout_text(), "first\n");
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn origins_off_the_allow_list_are_refused_and_oversized_messages_close_the_connection() {
+    let server = serve("origin", |_, _| {}).await;
+    let own = format!("http://{}", server.addr);
+    match server.connect_with(Some("http://evil.example")).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let mut ws = server.connect_with(Some(&own)).await.expect("own origin");
+
+    let huge = json!({"type": "run", "language": "python", "code": "x".repeat(3 * 1024 * 1024)});
+    // The frame cap (256 KiB) or the message cap (2 MiB) closes the connection.
+    let _ = ws.send(Message::text(huge.to_string())).await;
+    let closed = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return None,
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .expect("closed within the timeout");
+    if let Some(code) = closed {
+        assert_eq!(code, 1009, "message too big");
+    }
+    assert_eq!(
+        server
+            .state
+            .engine
+            .metrics()
+            .accepted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_seconds() {
+    let server = serve("vanish", |_, ws| {
+        ws.ping_interval = Duration::from_millis(300);
+    })
+    .await;
+    let docker = server.state.engine.docker().clone();
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python",
+               "code": "print('waiting', flush=True)\ninput()"}),
+    )
+    .await;
+    let mut heard = Heard::default();
+    hear_until(&mut ws, &mut heard, |h| h.stdout_text().contains("waiting")).await;
+    assert_eq!(
+        instance_containers(&docker, &server.instance).await.len(),
+        1
+    );
+    // The client stops reading and answering pings but keeps its TCP connection open.
+    let vanished = Instant::now();
+    let container_gone = tokio::time::timeout(Duration::from_secs(10), async {
+        while !instance_containers(&docker, &server.instance)
+            .await
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        container_gone.is_ok(),
+        "the run's container is still there after 10 s"
+    );
+    let took = vanished.elapsed();
+    assert!(
+        took >= Duration::from_millis(600),
+        "dropped too early: {took:?}"
+    );
+    assert_eq!(
+        server
+            .state
+            .engine
+            .metrics()
+            .ended(onpyrunner_supervisor::session::RunState::Stopped),
+        1
+    );
+    drop(ws);
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_slows_the_program_down_instead_of_growing_memory() {
+    let server = serve("slow", |config, _| {
+        config.caps.output_bytes = 256 * 1024 * 1024;
+    })
+    .await;
+    let mut ws = server.connect().await;
+    // 24 MiB of output: more than every buffer between the program and this client.
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python",
+               "limits": {"output_bytes": 128 * 1024 * 1024, "wall_ms": 60_000},
+               "code": "import sys\nb = b'x' * 65536\nfor _ in range(384): sys.stdout.buffer.write(b)"}),
+    )
+    .await;
+    let mut heard = Heard::default();
+    hear_until(&mut ws, &mut heard, |h| h.stdout.len() > 1024 * 1024).await;
+    // Stop reading for 3 s: the program must wait for us.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resumed = Instant::now();
+    hear_until(&mut ws, &mut heard, |h| h.summary.is_some()).await;
+    let summary = heard.summary();
+    eprintln!("the rest arrived in {:?}", resumed.elapsed());
+    assert_eq!(heard.stdout.len(), 24 * 1024 * 1024, "{summary}");
+    assert_eq!(summary["exit_code"], 0, "{summary}");
+    assert!(
+        summary["wall_ms"].as_u64().unwrap() >= 2500,
+        "the program did not wait for the client: {summary}"
+    );
+    server.finish().await;
+}
