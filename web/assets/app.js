@@ -390,14 +390,13 @@
   }
 
   function summaryParts(s) {
-    const parts = [
-      ['exit', fmtExit(s)],
-      ['wall', 'wall ' + fmtMs(s.wall_ms)],
-      ['cpu', 'cpu ' + fmtMs(s.cpu_ms)],
-      ['memory', 'mem ' + fmtKib(s.memory_kib)],
-    ];
-    if (s.reason && s.reason !== 'exited') parts.unshift(['reason', REASONS[s.reason] || s.reason]);
-    if (s.stage === 'compile') parts.unshift(['stage', 'compile stage']);
+    const parts = [];
+    // STOPPED and TIMEOUT say it on the badge already; other reasons need saying.
+    if (s.reason && !['exited', 'stopped', 'timeout'].includes(s.reason)) parts.push(['reason', REASONS[s.reason] || s.reason]);
+    if (s.exit_code != null || s.signal != null) parts.push(['exit', fmtExit(s)]);
+    parts.push(['wall', 'wall ' + fmtMs(s.wall_ms)], ['cpu', 'cpu ' + fmtMs(s.cpu_ms)]);
+    if (s.memory_kib) parts.push(['memory', 'mem ' + fmtKib(s.memory_kib)]);
+    if (s.stage === 'compile' && s.reason !== 'compile_error') parts.unshift(['stage', 'while compiling']);
     if (s.oom_killed && s.reason !== 'memory_limit') parts.push(['oom', 'out of memory']);
     if (s.output_truncated) parts.push(['truncated', 'output truncated']);
     if (s.queued_ms > 0) parts.push(['queued', 'queued ' + fmtMs(s.queued_ms)]);
@@ -415,7 +414,7 @@
       const span = document.createElement('span');
       span.dataset.testid = 'summary-' + key;
       span.textContent = text;
-      if (key === 'reason' || key === 'oom' || key === 'truncated' || (key === 'exit' && text !== 'exit 0')) span.className = 'bad';
+      if (key === 'reason' || key === 'stage' || key === 'oom' || key === 'truncated' || (key === 'exit' && text !== 'exit 0')) span.className = 'bad';
       summaryBox.append(span);
     });
   }
