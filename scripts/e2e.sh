@@ -18,10 +18,16 @@ host=${DOCKER_HOST:-unix:///var/run/docker.sock}
 sock=${host#unix://}
 
 say() { printf '==> %s\n' "$*" >&2; }
+# The harness itself failed: one failure in the count, so it is not mistaken for no tests.
+broken() {
+    say "$*"
+    echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (e2e: the harness failed)"
+    exit 1
+}
 
-[ -x "$bin" ] || { say "no $bin: run bash scripts/setup.sh first"; exit 1; }
-[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || { say "no chromium: run bash scripts/setup.sh first"; exit 1; }
-[ -d web/e2e/node_modules/playwright-core ] || { say "no playwright-core: run bash scripts/setup.sh first"; exit 1; }
+[ -x "$bin" ] || broken "no $bin: run bash scripts/setup.sh first"
+[ -x "${CHROMIUM:-/usr/bin/chromium}" ] || broken "no chromium: run bash scripts/setup.sh first"
+[ -d web/e2e/node_modules/playwright-core ] || broken "no playwright-core: run bash scripts/setup.sh first"
 
 rm -rf "$artifacts"
 mkdir -p "$artifacts"
@@ -51,9 +57,8 @@ for _ in $(seq 1 600); do
     sleep 0.1
 done
 if [ -z "$url" ]; then
-    say "the server did not start; its log:"
     cat "$log" >&2
-    exit 1
+    broken "the server did not start (its log is above; is the Docker daemon up? bash scripts/setup.sh)"
 fi
 say "server at $url (instance $instance)"
 

@@ -53,10 +53,24 @@ pub static ASSETS: &[Asset] = assets![
 pub const NOT_SERVED: &[&str] = &["vendor/README.md", "vendor/VERSIONS"];
 
 /// The page's policy: scripts and connections only to this origin. Inline styles stay allowed
-/// because xterm.js themes its DOM renderer with a `<style>` element.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
-     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// because xterm.js themes its DOM renderer with a `<style>` element. The WebSocket's origin
+/// is also named outright (from `Host`): older Safari does not let `'self'` match `ws:`.
+pub fn content_security_policy(host: Option<&str>) -> String {
+    let mut connect = String::from("'self'");
+    // Only a plain host[:port]: anything else could smuggle in a directive.
+    if let Some(host) = host.filter(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    }) {
+        connect = format!("'self' ws://{host} wss://{host}");
+    }
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; connect-src {connect}; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    )
+}
 
 /// The embedded file at `path` (relative to `web/assets/`), if any.
 pub fn find(path: &str) -> Option<(usize, &'static Asset)> {
@@ -97,7 +111,12 @@ fn etag(index: usize) -> &'static str {
 }
 
 /// The response for one asset: 200 with the body, or 304 when `if_none_match` names its tag.
-pub fn respond(index: usize, asset: &'static Asset, if_none_match: Option<&str>) -> Response {
+pub fn respond(
+    index: usize,
+    asset: &'static Asset,
+    if_none_match: Option<&str>,
+    host: Option<&str>,
+) -> Response {
     let tag = etag(index);
     let fresh =
         if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
@@ -120,10 +139,9 @@ pub fn respond(index: usize, asset: &'static Asset, if_none_match: Option<&str>)
         HeaderValue::from_static("nosniff"),
     );
     if asset.path.ends_with(".html") {
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
+        if let Ok(policy) = HeaderValue::from_str(&content_security_policy(host)) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
         headers.insert(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
@@ -138,23 +156,28 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
     let method = warp::get().or(warp::head()).unify();
     let if_none_match = warp::header::optional::<String>("if-none-match");
+    let host = warp::header::optional::<String>("host");
     let index = warp::path::end()
         .and(method)
         .and(if_none_match)
-        .map(|inm: Option<String>| {
+        .and(host)
+        .map(|inm: Option<String>, host: Option<String>| {
             let (i, asset) = find("index.html").expect("index.html is embedded");
-            respond(i, asset, inm.as_deref())
+            respond(i, asset, inm.as_deref(), host.as_deref())
         });
     let files = warp::path("assets")
         .and(warp::path::tail())
         .and(method)
         .and(if_none_match)
-        .and_then(|tail: Tail, inm: Option<String>| async move {
-            match find(tail.as_str()) {
-                Some((i, asset)) => Ok(respond(i, asset, inm.as_deref())),
-                None => Err(warp::reject::not_found()),
-            }
-        });
+        .and(host)
+        .and_then(
+            |tail: Tail, inm: Option<String>, host: Option<String>| async move {
+                match find(tail.as_str()) {
+                    Some((i, asset)) => Ok(respond(i, asset, inm.as_deref(), host.as_deref())),
+                    None => Err(warp::reject::not_found()),
+                }
+            },
+        );
     index.or(files).unify()
 }
 
@@ -218,9 +241,20 @@ mod tests {
         let (i, app) = find("app.js").unwrap();
         let (j, _) = find("app.css").unwrap();
         assert_ne!(etag(i), etag(j));
-        let response = respond(i, app, Some(etag(i)));
+        let response = respond(i, app, Some(etag(i)), None);
         assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
-        let response = respond(i, app, Some("\"other\""));
+        let response = respond(i, app, Some("\"other\""), None);
         assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn the_policy_names_the_websocket_origin_only_for_a_plain_host() {
+        let policy = content_security_policy(Some("127.0.0.1:8080"));
+        assert!(policy.contains("connect-src 'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080;"));
+        assert!(content_security_policy(Some("[::1]:80")).contains("ws://[::1]:80"));
+        for bad in ["evil.example; script-src *", "a b", ""] {
+            assert!(content_security_policy(Some(bad)).contains("connect-src 'self';"));
+        }
+        assert!(content_security_policy(None).contains("connect-src 'self';"));
     }
 }
