@@ -56,7 +56,8 @@ pub struct BenchArgs {
     /// Seconds of each throughput measurement [default: 20; 2 with --quick]
     #[arg(long, value_name = "S")]
     pub seconds: Option<u64>,
-    /// Write the Markdown report to this file instead of stdout
+    /// Write the Markdown report into this file's `bench` section (between `<!-- bench:begin -->`
+    /// and `<!-- bench:end -->`; other sections are kept) instead of stdout
     #[arg(long, value_name = "PATH")]
     pub write: Option<PathBuf>,
     /// Few runs and short throughput windows, for smoke tests
@@ -455,13 +456,8 @@ pub async fn bench_command(
     let markdown = render(&report);
     match &args.write {
         Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            std::fs::write(path, &markdown)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            progress(&format!("wrote {}", path.display()));
+            crate::load::write_section(path, "bench", &markdown)?;
+            progress(&format!("wrote the bench section of {}", path.display()));
         }
         None => print!("{markdown}"),
     }
@@ -1375,13 +1371,15 @@ pub fn render(r: &Report) -> String {
          unpause: the unpause call, the first output byte, the launcher's status trailer (the \
          program has exited and was reaped), the container removed (force). \"Program\" is the \
          run stage's wall time as the launcher measured it (interpreter start to exit). p50 in \
-         ms. Every claim makes the pool refill at once, so the engine's runs always share the \
-         machine with a container being made: the second row of each language makes one \
-         alongside (create, attach, start, pause). The third row never pauses its container: \
-         the launcher waits blocked on stdin, costing no CPU, and the run starts without an \
-         unpause. The last two columns are the engine's pooled \
-         p50 minus this path's p50: what the engine adds (admission, the claim, tasks and \
-         channels).\n"
+         ms. The engine starts the pool's refill when the run ends (or 300 ms after the claim), \
+         so a short run has the machine to itself; the second row of each language makes a \
+         container alongside (create, attach, start, pause) to show what overlapping with a \
+         refill costs. The third row never pauses its container: the launcher waits blocked \
+         on stdin, costing no CPU, and the run starts without an unpause. The last two \
+         columns are the engine's pooled p50 minus this path's p50 (first byte, and \
+         completion minus the status: the engine sends the `Summary` at the status and \
+         removes the container after it): what the engine adds (admission, the claim, tasks \
+         and channels).\n"
     );
     let _ = writeln!(
         o,
@@ -1411,7 +1409,7 @@ pub fn render(r: &Report) -> String {
                 cell(p50_ms(&b.removed)),
                 cell(p50_ms(&b.program_wall)),
                 over(fb, &b.first_byte),
-                over(done, &b.removed),
+                over(done, &b.status),
             );
         }
     }
@@ -1638,32 +1636,29 @@ fn explain_language(r: &Report, id: &str, whats: &[&str]) -> String {
             whats.join("; ")
         );
     };
-    let (unpause, first, status, removed, program) = with;
+    let (unpause, first, status, removed, program) = alone;
     let mut text = format!(
         "**{}** ({}). The engine's pooled p50 is {fb:.0} ms to the first byte and {done:.0} ms \
-         to completion. The same path by hand, with a refill alongside as in the engine: \
-         unpause {unpause:.0} ms; first byte at {first:.0} ms, so {:.0} ms pass inside the \
-         container between unpause and the first byte (the launcher reads the frame, writes \
-         the file{}, starts the program, which prints); the launcher's status at {status:.0} \
-         ms (the run stage took {program:.0} ms by the launcher's clock); the container \
-         removed at {removed:.0} ms: the forced removal alone takes {:.0} ms, and the engine \
-         sends the `Summary` only after it. Without the refill alongside: first byte \
-         {:.0} ms, removed {:.0} ms, so the refill competing for the 2 cores costs {:.0} ms \
-         and {:.0} ms. The engine itself adds {:.0} ms to the first byte and {:.0} ms to \
-         completion. Were the `Summary` sent at the status, with the removal after it, \
-         completion would be about {:.0} ms.",
+         to completion (the `Summary`, sent at the launcher's status; the container is removed \
+         after it). The same path by hand: unpause {unpause:.0} ms; first byte at {first:.0} \
+         ms, so {:.0} ms pass inside the container between unpause and the first byte (the \
+         launcher reads the frame, writes the file{}, starts the program, which prints); the \
+         launcher's status at {status:.0} ms (the run stage took {program:.0} ms by the \
+         launcher's clock); the forced removal after it takes {:.0} ms more. With a refill \
+         alongside: first byte {:.0} ms and status {:.0} ms, so a refill competing for the 2 \
+         cores would cost {:.0} ms and {:.0} ms. The engine itself adds {:.0} ms to the first \
+         byte and {:.0} ms to completion.",
         l.name,
         whats.join("; "),
         first - unpause,
         if id == "java" { ", compiles it" } else { "" },
         removed - status,
-        alone.1,
-        alone.3,
-        first - alone.1,
-        removed - alone.3,
+        with.1,
+        with.2,
+        with.1 - first,
+        with.2 - status,
         fb - first,
-        done - removed,
-        done - (removed - status),
+        done - status,
     );
     if let Some((_, first_running, _, _, _)) = running {
         let _ = write!(

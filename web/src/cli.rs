@@ -46,6 +46,12 @@ pub enum Command {
     /// `docker run`; runs per second at 1, 4 and 8 callers next to the daemon's raw lifecycle
     /// rate; the supervisor's memory with the pools full; and which targets are met.
     Bench(crate::bench::BenchArgs),
+    /// Load-test the service over WebSockets on loopback: many clients running a hello world at
+    /// once, then many idle connections held; latency and the server's memory, in Markdown.
+    ///
+    /// Starts `onpyrunner serve` itself (on a free loopback port) and stops it at the end. Bounded
+    /// in count (--clients, --idle) and time (--max-seconds). Exits 1 if a client was lost.
+    Load(crate::load::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +241,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             crate::server::run(config, shutdown_signal()).await?;
             Ok(0)
         }
+        Command::Load(args) => crate::load::main(args).await,
         Command::Bench(args) => {
             let docker = connect(cli.docker_host.as_deref()).await?;
             let command = std::iter::once("onpyrunner".to_string())

@@ -5,5 +5,6 @@ pub mod assets;
 pub mod bench;
 pub mod cli;
 pub mod jobs;
+pub mod load;
 pub mod server;
 pub mod ws;

@@ -260,3 +260,62 @@ fn bench_quick_measures_every_path_and_reports_the_targets() {
     assert!(targets.contains("| Java hello world") && targets.contains("not measured"));
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+#[test]
+fn load_runs_clients_and_idle_connections_against_its_own_server_and_writes_its_section() {
+    let started = std::time::Instant::now();
+    let dir = std::env::temp_dir().join(format!("onpyrunner-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = dir.join("BENCHMARKS.md");
+    std::fs::write(
+        &doc,
+        "<!-- bench:begin -->\n# Benchmarks\nkept\n<!-- bench:end -->\n",
+    )
+    .unwrap();
+    let out = onpyrunner()
+        .args([
+            "load",
+            "--clients",
+            "6",
+            "--idle",
+            "20",
+            "--hold-seconds",
+            "3",
+        ])
+        .arg("--write")
+        .arg(&doc)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report = std::fs::read_to_string(&doc).unwrap();
+    assert!(
+        report.starts_with("<!-- bench:begin -->\n# Benchmarks\nkept\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("6 reached a final state (6 FINISHED), 0 lost, 0 with wrong output"),
+        "{report}"
+    );
+    for row in ["| the first output byte |", "| the summary |"] {
+        let cells = row_numbers(&report, row);
+        assert!(
+            cells.iter().all(|c| c.is_some_and(|ms| ms > 0.0)),
+            "{row} {cells:?}"
+        );
+    }
+    assert!(report.contains("20 opened, 0 dropped"), "{report}");
+    let idle = row_numbers(&report, "| With 20 idle connections, after 3 s |");
+    assert!(
+        idle[0].is_some_and(|mb| mb > 1.0 && mb < 1000.0),
+        "{idle:?}"
+    );
+    assert!(report.trim_end().ends_with("<!-- load:end -->"), "{report}");
+    // The server it started stopped and took its containers with it.
+    assert!(
+        !stderr.contains("serve: "),
+        "the server complained: {stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(90));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

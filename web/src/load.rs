@@ -1,0 +1,547 @@
+//! `onpyrunner load`: the service under many WebSocket clients, on loopback, bounded in count
+//! and time. It starts `onpyrunner serve` (this same executable) as a child process, then:
+//!
+//! 1. `--clients` clients connect at once and each runs a hello world: every one must reach a
+//!    final state; time to the first output byte and to the summary, p50/p90/p99.
+//! 2. `--idle` connections are opened and held (answering pings) for `--hold-seconds`: the
+//!    server's resident memory before and with them, and how many it dropped.
+//!
+//! The server is stopped with SIGTERM at the end (it removes its containers). The report is
+//! Markdown; `--write FILE` puts it in FILE's `load` section and leaves the rest alone.
+use crate::bench::{kib_to_mb, utc_date, Quantiles};
+use crate::server::LISTENING;
+use anyhow::{bail, Context};
+use clap::Args;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Clients that each run one hello world, all at once
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub clients: usize,
+    /// Idle connections to hold
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub idle: usize,
+    /// Seconds the idle connections are held (the server pings them meanwhile)
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub hold_seconds: u64,
+    /// Language of the hello worlds
+    #[arg(long, default_value = "python", value_name = "ID")]
+    pub lang: String,
+    /// Upper bound on the whole command; it stops by itself after this
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub max_seconds: u64,
+    /// Write the report into this Markdown file's `load` section instead of printing it
+    #[arg(long, value_name = "FILE")]
+    pub write: Option<PathBuf>,
+}
+
+/// What one hello-world client saw.
+#[derive(Debug, Default)]
+struct ClientResult {
+    state: Option<String>,
+    stdout: Vec<u8>,
+    first_byte: Option<Duration>,
+    done: Option<Duration>,
+    error: Option<String>,
+    queued: bool,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    date: String,
+    command: String,
+    lang: String,
+    clients: usize,
+    wall: Duration,
+    states: BTreeMap<String, usize>,
+    lost: Vec<String>,
+    wrong_output: usize,
+    queued: usize,
+    first_byte: Option<Quantiles>,
+    done: Option<Quantiles>,
+    rss_start_kib: u64,
+    rss_peak_runs_kib: u64,
+    idle: usize,
+    idle_opened: usize,
+    idle_dropped: u64,
+    hold: Duration,
+    rss_before_idle_kib: u64,
+    rss_idle_kib: u64,
+    total: Duration,
+}
+
+pub async fn main(args: LoadArgs) -> anyhow::Result<i32> {
+    if args.clients == 0 && args.idle == 0 {
+        bail!("--clients and --idle are both 0: nothing to do");
+    }
+    let language = onpyrunner_images::find(&args.lang)
+        .with_context(|| format!("--lang {:?}: unknown language", args.lang))?;
+    let started = Instant::now();
+    let mut server = Server::start(args.clients).await?;
+    let bound = Duration::from_secs(args.max_seconds);
+    let measured = tokio::time::timeout(bound, measure(&args, language, &server)).await;
+    let stopped = server.stop().await;
+    let mut report = match measured {
+        Ok(report) => report?,
+        Err(_) => bail!(
+            "the load run did not finish within --max-seconds {}",
+            args.max_seconds
+        ),
+    };
+    stopped?;
+    report.total = started.elapsed();
+    report.command = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--write" && !a.ends_with(".md"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let markdown = render(&report);
+    match &args.write {
+        Some(path) => {
+            write_section(path, "load", &markdown)?;
+            eprintln!("load: wrote the load section of {}", path.display());
+        }
+        None => print!("{markdown}"),
+    }
+    let ok = report.lost.is_empty()
+        && report.wrong_output == 0
+        && report.idle_opened == report.idle
+        && report.idle_dropped == 0;
+    Ok(if ok { 0 } else { 1 })
+}
+
+async fn measure(
+    args: &LoadArgs,
+    language: &'static onpyrunner_images::Language,
+    server: &Server,
+) -> anyhow::Result<Report> {
+    let mut report = Report {
+        date: utc_date(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs(),
+        ),
+        lang: language.id.clone(),
+        clients: args.clients,
+        idle: args.idle,
+        hold: Duration::from_secs(args.hold_seconds),
+        ..Report::default()
+    };
+    // Warm up: the pool is full and the path is hot before the clock starts.
+    for _ in 0..3 {
+        let warm = hello(server, language).await;
+        if warm.state.as_deref() != Some("FINISHED") {
+            bail!("the warm-up run failed: {warm:?}");
+        }
+    }
+    report.rss_start_kib = server.rss_kib();
+
+    if args.clients > 0 {
+        eprintln!("load: {} clients run a hello world at once", args.clients);
+        let peak = Arc::new(AtomicU64::new(0));
+        let sampler = server.sample_peak(peak.clone());
+        let began = Instant::now();
+        let clients = (0..args.clients).map(|_| hello(server, language));
+        let results = futures_util::future::join_all(clients).await;
+        report.wall = began.elapsed();
+        sampler.abort();
+        report.rss_peak_runs_kib = peak.load(Ordering::Relaxed);
+        let expected = hello_output(language);
+        let mut first = Vec::new();
+        let mut done = Vec::new();
+        for r in &results {
+            match (&r.state, &r.error) {
+                (Some(state), _) => *report.states.entry(state.clone()).or_default() += 1,
+                (None, Some(e)) => report.lost.push(e.clone()),
+                (None, None) => report.lost.push("no final state".into()),
+            }
+            if r.state.as_deref() == Some("FINISHED") && r.stdout != expected {
+                report.wrong_output += 1;
+            }
+            report.queued += r.queued as usize;
+            first.extend(r.first_byte);
+            done.extend(r.done);
+        }
+        report.first_byte = Quantiles::of(&first);
+        report.done = Quantiles::of(&done);
+    }
+
+    if args.idle > 0 {
+        eprintln!("load: holding {} idle connections", args.idle);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        report.rss_before_idle_kib = server.rss_kib();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut holders = Vec::with_capacity(args.idle);
+        for _ in 0..args.idle {
+            match server.connect().await {
+                Ok(ws) => {
+                    let dropped = dropped.clone();
+                    let stop = stop.clone();
+                    holders.push(tokio::spawn(hold_idle(ws, stop, dropped)));
+                }
+                Err(e) => {
+                    eprintln!("load: an idle connection failed: {e}");
+                    break;
+                }
+            }
+        }
+        report.idle_opened = holders.len();
+        tokio::time::sleep(report.hold).await;
+        report.rss_idle_kib = server.rss_kib();
+        report.idle_dropped = dropped.load(Ordering::Relaxed);
+        stop.cancel();
+        futures_util::future::join_all(holders).await;
+    }
+    Ok(report)
+}
+
+type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Hold a connection open, reading (which answers the server's pings), until `stop`.
+async fn hold_idle(
+    mut ws: Client,
+    stop: tokio_util::sync::CancellationToken,
+    dropped: Arc<AtomicU64>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => {
+                let _ = ws.close(None).await;
+                return;
+            }
+            message = ws.next() => match message {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}
+
+fn hello_code(language: &onpyrunner_images::Language) -> &'static str {
+    match language.id.as_str() {
+        "python" | "pypy" => "print('Hello, world!')",
+        "node" => "console.log('Hello, world!')",
+        "java" => {
+            "public class Main { public static void main(String[] a) { System.out.println(\"Hello, world!\"); } }"
+        }
+        _ => "",
+    }
+}
+
+fn hello_output(_language: &onpyrunner_images::Language) -> Vec<u8> {
+    b"Hello, world!\n".to_vec()
+}
+
+/// One client: connect, run a hello world, read to the summary.
+async fn hello(server: &Server, language: &onpyrunner_images::Language) -> ClientResult {
+    let mut result = ClientResult::default();
+    let begin = Instant::now();
+    let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {
+        let mut ws = server.connect().await?;
+        let run = json!({"type": "run", "language": language.id, "code": hello_code(language)});
+        ws.send(Message::text(run.to_string())).await?;
+        while let Some(message) = ws.next().await {
+            match message? {
+                Message::Binary(data) => {
+                    result.first_byte.get_or_insert_with(|| begin.elapsed());
+                    if data.first() == Some(&1) {
+                        result.stdout.extend_from_slice(&data[1..]);
+                    }
+                }
+                Message::Text(text) => {
+                    let value: Value = serde_json::from_str(&text)?;
+                    match value["type"].as_str() {
+                        Some("summary") => {
+                            result.done = Some(begin.elapsed());
+                            result.state = value["state"].as_str().map(str::to_string);
+                            let _ = ws.close(None).await;
+                            return Ok(());
+                        }
+                        Some("queued") => result.queued = true,
+                        Some("error") => bail!("error: {}", value["error"]),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        bail!("the connection closed before the summary")
+    })
+    .await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => result.error = Some(e.to_string()),
+        Err(_) => result.error = Some(format!("no summary within {CLIENT_TIMEOUT:?}")),
+    }
+    result
+}
+
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `onpyrunner serve` as a child process on a free loopback port.
+struct Server {
+    child: Child,
+    addr: String,
+    pid: u32,
+}
+
+impl Server {
+    async fn start(clients: usize) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe().context("cannot find this executable")?;
+        let instance = format!("load-{}", std::process::id());
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--instance", &instance])
+            // Every client gets a place in the queue: none is refused as busy.
+            .args(["--max-queued", &(clients + 64).to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start onpyrunner serve")?;
+        let pid = child.id().context("the server exited at once")?;
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(120), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.strip_prefix(LISTENING) {
+                    return Ok(addr.to_string());
+                }
+                eprintln!("serve: {line}");
+            }
+            bail!("onpyrunner serve exited before listening")
+        })
+        .await
+        .context("onpyrunner serve did not listen within 120 s")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        eprintln!("load: server {pid} (instance {instance}) listening on {addr}");
+        Ok(Server { child, addr, pid })
+    }
+
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let request = format!("ws://{}/api/v1/ws", self.addr).into_client_request()?;
+        let tcp = TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let (ws, _) = tokio_tungstenite::client_async(request, tcp).await?;
+        Ok(ws)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid)
+    }
+
+    /// Sample the server's RSS every 50 ms into `peak` until aborted.
+    fn sample_peak(&self, peak: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+        let pid = self.pid;
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    /// SIGTERM, then wait for a clean exit (the server removes its containers).
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .context("the server did not exit within 60 s of SIGTERM")??;
+        if !status.success() {
+            bail!("the server exited with {status} after SIGTERM");
+        }
+        Ok(())
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "## Load: many WebSocket clients\n");
+    let _ = writeln!(
+        o,
+        "Made by `onpyrunner {}` on {}, in {:.0} s. It starts `onpyrunner serve` on loopback \
+         (queue large enough for every client, pools and running slots at their defaults) and \
+         drives it over `/api/v1/ws`; the load stops by itself.\n",
+        r.command,
+        r.date,
+        r.total.as_secs_f64()
+    );
+    if r.clients > 0 {
+        let finals: Vec<String> = r.states.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let _ =
+            writeln!(
+            o,
+            "**{} clients at once**, each connecting and running a {} hello world: {} reached a \
+             final state ({}), {} lost, {} with wrong output, {} waited in the queue. All done \
+             in {:.1} s ({:.1} runs per second).\n",
+            r.clients,
+            r.lang,
+            r.states.values().sum::<usize>(),
+            if finals.is_empty() { "none".into() } else { finals.join(", ") },
+            r.lost.len(),
+            r.wrong_output,
+            r.queued,
+            r.wall.as_secs_f64(),
+            r.clients as f64 / r.wall.as_secs_f64().max(1e-9),
+        );
+        let _ = writeln!(
+            o,
+            "| From sending the run to | p50 | p90 | p99 |\n|---|---:|---:|---:|"
+        );
+        for (what, q) in [
+            ("the first output byte", r.first_byte),
+            ("the summary", r.done),
+        ] {
+            match q {
+                Some(q) => {
+                    let _ = writeln!(
+                        o,
+                        "| {what} | {:.0} ms | {:.0} ms | {:.0} ms |",
+                        q.p50, q.p90, q.p99
+                    );
+                }
+                None => {
+                    let _ = writeln!(o, "| {what} | - | - | - |");
+                }
+            }
+        }
+        let _ = writeln!(
+            o,
+            "\nWith this many clients at once nearly every run waits for one of the running \
+             slots (one per core), so the latencies are mostly queueing: the last client waits \
+             for the {} before it.\n",
+            r.clients - 1
+        );
+        if !r.lost.is_empty() {
+            let _ = writeln!(o, "Lost: {}\n", r.lost.join("; "));
+        }
+    }
+    let _ = writeln!(o, "| Server resident memory (VmRSS) | |\n|---|---:|");
+    let _ = writeln!(
+        o,
+        "| After the warm-up | {:.1} MB |",
+        kib_to_mb(r.rss_start_kib)
+    );
+    if r.clients > 0 {
+        let _ = writeln!(
+            o,
+            "| Peak during the {} runs | {:.1} MB |",
+            r.clients,
+            kib_to_mb(r.rss_peak_runs_kib)
+        );
+    }
+    if r.idle > 0 {
+        let _ = writeln!(
+            o,
+            "| Before the idle connections | {:.1} MB |",
+            kib_to_mb(r.rss_before_idle_kib)
+        );
+        let per = r.rss_idle_kib.saturating_sub(r.rss_before_idle_kib) as f64
+            / r.idle_opened.max(1) as f64;
+        let _ = writeln!(
+            o,
+            "| With {} idle connections, after {} s | {:.1} MB ({:.1} KiB per connection) |",
+            r.idle_opened,
+            r.hold.as_secs(),
+            kib_to_mb(r.rss_idle_kib),
+            per
+        );
+        let _ = writeln!(
+            o,
+            "\n**{} idle connections**: {} opened, {} dropped by the server while held \
+             (each is pinged every 2 s and answers).",
+            r.idle, r.idle_opened, r.idle_dropped
+        );
+    }
+    o
+}
+
+/// Put `content` between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in the file at `path`
+/// (appended when the markers are not there yet), leaving the rest of the file alone.
+pub fn write_section(path: &Path, name: &str, content: &str) -> anyhow::Result<()> {
+    let old = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let new = replace_section(&old, name, content);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn replace_section(old: &str, name: &str, content: &str) -> String {
+    let begin = format!("<!-- {name}:begin -->\n");
+    let end = format!("<!-- {name}:end -->\n");
+    let body = if content.ends_with('\n') {
+        content.to_string()
+    } else {
+        format!("{content}\n")
+    };
+    if let (Some(b), Some(e)) = (old.find(&begin), old.find(&end)) {
+        if b < e {
+            return format!("{}{begin}{body}{}", &old[..b], &old[e..]);
+        }
+    }
+    let sep = if old.is_empty() || old.ends_with("\n\n") {
+        ""
+    } else if old.ends_with('\n') {
+        "\n"
+    } else {
+        "\n\n"
+    };
+    format!("{old}{sep}{begin}{body}{end}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_replaced_in_place_or_appended() {
+        let first = replace_section("# Benchmarks\n", "load", "A\n");
+        assert_eq!(
+            first,
+            "# Benchmarks\n\n<!-- load:begin -->\nA\n<!-- load:end -->\n"
+        );
+        let again = replace_section(&format!("{first}tail\n"), "load", "B");
+        assert_eq!(
+            again,
+            "# Benchmarks\n\n<!-- load:begin -->\nB\n<!-- load:end -->\ntail\n"
+        );
+        let other = replace_section(&again, "bench", "C\n");
+        assert!(
+            other.contains("<!-- load:begin -->\nB\n") && other.ends_with("<!-- bench:end -->\n")
+        );
+    }
+}
