@@ -204,16 +204,30 @@ test('a share link reopens with the same code, language and input', async (t) =>
 
 test('pasted lines go to stdin, Ctrl+D ends it; stderr and the exit code are shown', async (t) => {
   const { page, problems } = await openIde(t, DESKTOP);
-  await setCode(page, 'import sys\nnums = [int(x) for x in sys.stdin]\nprint("sum", sum(nums))\nprint("oops", file=sys.stderr)\nsys.exit(3)\n');
+  // stderr before reading: the two pipes keep no order between them.
+  await setCode(page, 'import sys\nprint("oops", file=sys.stderr, flush=True)\nnums = [int(x) for x in sys.stdin]\nprint("sum", sum(nums))\nsys.exit(3)\n');
   await page.click('#editor');
   await page.keyboard.press('Control+Enter');
   await waitForBadge(page, 'RUNNING');
+  await waitForTerminal(page, 'oops');
+  const stderrColor = await page.evaluate(() => {
+    const buffer = window.onpyrunnerIDE.term.buffer.active;
+    for (let i = 0; i < buffer.length; i++) {
+      const line = buffer.getLine(i);
+      const x = line.translateToString(true).indexOf('oops');
+      if (x >= 0) {
+        const cell = line.getCell(x);
+        return { palette: cell.isFgPalette(), color: cell.getFgColor() };
+      }
+    }
+    return null;
+  });
+  assert.deepEqual(stderrColor, { palette: true, color: 9 }, 'stderr is bright red');
   await page.click('#terminal');
   // What a clipboard paste does: xterm turns the newlines into Enter.
   await page.evaluate(() => window.onpyrunnerIDE.term.paste('1\n2\n3\n4'));
   await page.keyboard.press('Control+D');
   await waitForTerminal(page, 'sum 10');
-  await waitForTerminal(page, 'oops');
   await waitForBadge(page, 'FINISHED');
   assert.equal(await page.textContent('[data-testid="summary-exit"]'), 'exit 3');
   assertNoProblems(problems);
