@@ -490,9 +490,23 @@ impl SessionTask {
             Ok(permit) => permit,
             Err(why) => return self.finish(summary, why.reason()).await,
         };
+        // The sandbox is made in a task of its own: a Stop during the create call must not drop
+        // the request, or the daemon makes a container nobody knows the id of.
+        let mut making = self.inner.sessions.spawn(make_sandbox(
+            self.inner.clone(),
+            self.spec.clone(),
+            self.image.clone(),
+        ));
         let sandbox = tokio::select! {
-            sandbox = self.sandbox() => sandbox,
+            made = &mut making => made.unwrap_or_else(|e| Err(RunError::Invalid(format!("making the sandbox failed: {e}")))),
             why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => {
+                self.inner.sessions.spawn(async move {
+                    if let Ok(Ok(sandbox)) = making.await {
+                        if let Err(e) = sandbox.remove().await {
+                            tracing::warn!(error = %e, "removing an unused sandbox failed (the sweep will retry)");
+                        }
+                    }
+                });
                 return self.finish(summary, why.reason()).await;
             }
         };
@@ -551,27 +565,6 @@ impl SessionTask {
                 }
             }
         }
-    }
-
-    /// A paused container from the pool, or a fresh one on a miss (or when the run's limits
-    /// differ from the pool's).
-    async fn sandbox(&self) -> Result<Sandbox, RunError> {
-        let inner = &self.inner;
-        if let Some(pool) = inner.pools.get(&self.spec.language.id) {
-            if pool.fits(&self.spec.limits) {
-                if let Some(sandbox) = pool.claim().await {
-                    return Ok(sandbox);
-                }
-            }
-        }
-        Sandbox::create(
-            &inner.docker,
-            &self.image,
-            &inner.owner,
-            self.spec.language,
-            &self.spec.limits,
-        )
-        .await
     }
 
     /// Run in the sandbox, forwarding output as events; a Stop, shutdown or vanished client
@@ -687,6 +680,30 @@ impl SessionTask {
     async fn emit(&self, event: Event) {
         let _ = self.events.send(event).await;
     }
+}
+
+/// A paused container from the pool, or a fresh one on a miss (or when the run's limits differ
+/// from the pool's).
+async fn make_sandbox(
+    inner: Arc<Inner>,
+    spec: RunSpec,
+    image: String,
+) -> Result<Sandbox, RunError> {
+    if let Some(pool) = inner.pools.get(&spec.language.id) {
+        if pool.fits(&spec.limits) {
+            if let Some(sandbox) = pool.claim().await {
+                return Ok(sandbox);
+            }
+        }
+    }
+    Sandbox::create(
+        &inner.docker,
+        &image,
+        &inner.owner,
+        spec.language,
+        &spec.limits,
+    )
+    .await
 }
 
 /// Resolves when the run must end early, and says why.

@@ -128,6 +128,13 @@ pub fn validate(spec: &RunSpec) -> Result<(), RunError> {
             "files: at least one file is required".into(),
         ));
     }
+    if spec.files.len() > launch::MAX_FILES {
+        return Err(RunError::Invalid(format!(
+            "files: {} files exceed the limit of {}",
+            spec.files.len(),
+            launch::MAX_FILES
+        )));
+    }
     let total: usize = spec.files.iter().map(|f| f.content.len()).sum();
     if total > MAX_SOURCE_BYTES {
         return Err(RunError::Invalid(format!(
@@ -771,6 +778,19 @@ mod tests {
         let mut s = spec("python");
         s.files.clear();
         assert!(validate(&s).unwrap_err().to_string().contains("files"));
+        // Refused here, not by the launch framing once a container was claimed.
+        let mut s = spec("python");
+        s.files = (0..=launch::MAX_FILES)
+            .map(|i| SourceFile {
+                name: format!("f{i}.py"),
+                content: Vec::new(),
+            })
+            .collect();
+        let err = validate(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("files: 65 files exceed the limit of 64"),
+            "{err}"
+        );
         let mut s = spec("python");
         s.args = vec!["x".into(); MAX_ARGS + 1];
         assert!(validate(&s).unwrap_err().to_string().contains("args"));

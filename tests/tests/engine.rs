@@ -443,3 +443,35 @@ async fn large_output_streams_in_large_chunks_at_full_speed() {
     assert!(pool.stats().hits.load(Ordering::Relaxed) >= 1);
     finish(&h, engine).await;
 }
+
+#[tokio::test]
+async fn stop_while_the_container_is_being_created_leaves_no_container() {
+    let h = Harness::new("engine-stop-create").await;
+    let engine = engine(&h, engine_config("stopcreate", &[])).await;
+    let instance = engine.config().instance.clone();
+    // No pool: every run creates its container, and Stop lands during the create call.
+    for delay_ms in [0, 5, 20, 40, 80] {
+        let mut session = engine.submit(spec("python", "print('hi')")).unwrap();
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        session.stop();
+        let heard = hear_all(&mut session.events).await;
+        assert!(heard.summary().state.is_final(), "{heard:?}");
+    }
+    // Before shutdown (which would remove anything of its owner anyway).
+    let left = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let left = instance_containers(&h.docker, &instance).await;
+            if left.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        left.is_ok(),
+        "containers still there 10 s after the runs: {:?}",
+        instance_containers(&h.docker, &instance).await
+    );
+    finish(&h, engine).await;
+}

@@ -221,6 +221,7 @@ fn find_language(id: &str) -> Result<&'static Language, ApiError> {
 pub fn routes(
     state: AppState,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let observability = observability_routes(&state);
     let with_state = warp::any().map(move || state.clone());
     let healthz = warp::path!("healthz")
         .and(warp::get())
@@ -274,7 +275,9 @@ pub fn routes(
                 no_such_job(&id)
             }
         });
-    healthz
+    observability
+        .or(healthz)
+        .unify()
         .or(crate::assets::routes())
         .unify()
         .or(languages)
@@ -290,6 +293,17 @@ pub fn routes(
         .or(websocket)
         .unify()
         .recover(recover)
+        .unify()
+}
+
+/// `/metrics`, a job's event stream and the OpenAPI document (each in its own module).
+fn observability_routes(
+    s: &AppState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    crate::metrics::route(s.engine.clone())
+        .or(crate::sse::route(s.jobs.clone(), crate::sse::KEEP_ALIVE))
+        .unify()
+        .or(crate::openapi::route())
         .unify()
 }
 
@@ -417,7 +431,7 @@ fn post_job(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     Ok(warp::reply::with_header(reply, "location", location).into_response())
 }
 
-fn no_such_job(id: &str) -> Response {
+pub(crate) fn no_such_job(id: &str) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no job {id:?} (unknown, or expired)"),

@@ -1,8 +1,11 @@
 //! Asynchronous jobs: a session whose events are gathered in memory, so that a client can post
 //! a run and poll it. Kept for a TTL after they end, at most `max` at once (the embedded
 //! default; a shared store comes with the Redis queue).
+//!
+//! Each job keeps its events in a [`JobLog`], which polling (`view`) and live streams
+//! (`subscribe`, for `GET /api/v1/jobs/{id}/events`) both read.
+use crate::job_log::{Cursor, JobLog, Read};
 use bytes::Bytes;
-use onpyrunner_supervisor::run::OutputStream;
 use onpyrunner_supervisor::session::{Event, RunState, Session, Stopper, Summary};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -37,10 +40,12 @@ struct Job {
 struct JobData {
     state: RunState,
     queue_position: Option<usize>,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+    /// Every event in order, and the output.
+    log: JobLog,
     summary: Option<Summary>,
     ended_at: Option<Instant>,
+    /// The session's event channel closed: nothing more will be logged.
+    closed: bool,
 }
 
 /// The table of jobs.
@@ -94,10 +99,10 @@ impl Jobs {
             data: Mutex::new(JobData {
                 state: RunState::Ready,
                 queue_position: None,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
+                log: JobLog::default(),
                 summary: None,
                 ended_at: None,
+                closed: false,
             }),
             changes,
         });
@@ -128,6 +133,7 @@ impl Jobs {
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 let mut data = job.data.lock().expect("job lock");
+                data.log.push(&event);
                 match event {
                     Event::State { state, .. } => {
                         data.state = state;
@@ -139,15 +145,14 @@ impl Jobs {
                         }
                     }
                     Event::Queued { position } => data.queue_position = Some(position),
-                    Event::Output(chunk) => match chunk.stream {
-                        OutputStream::Stdout => data.stdout.extend_from_slice(&chunk.data),
-                        OutputStream::Stderr => data.stderr.extend_from_slice(&chunk.data),
-                    },
+                    Event::Output(_) => {}
                     Event::Summary(summary) => data.summary = Some(summary),
                 }
                 drop(data);
                 job.changes.send_modify(|n| *n += 1);
             }
+            job.data.lock().expect("job lock").closed = true;
+            job.changes.send_modify(|n| *n += 1);
         });
         Ok(id)
     }
@@ -160,8 +165,8 @@ impl Jobs {
             language: job.language.clone(),
             state: data.state,
             queue_position: data.queue_position,
-            stdout: String::from_utf8_lossy(&data.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&data.stderr).into_owned(),
+            stdout: String::from_utf8_lossy(data.log.stdout()).into_owned(),
+            stderr: String::from_utf8_lossy(data.log.stderr()).into_owned(),
             summary: data.summary.clone(),
         })
     }
@@ -182,13 +187,26 @@ impl Jobs {
         let job = self.get(id)?;
         let mut changes = job.changes.subscribe();
         loop {
-            if job.data.lock().expect("job lock").summary.is_some() {
+            let ended = {
+                let data = job.data.lock().expect("job lock");
+                data.summary.is_some() || data.closed
+            };
+            if ended {
                 return self.view(id);
             }
             if changes.changed().await.is_err() {
                 return self.view(id);
             }
         }
+    }
+
+    /// Follow a job's events from the start or from a cursor. The job stays readable through
+    /// the subscription even if it expires from the table meanwhile.
+    pub fn subscribe(&self, id: &str) -> Option<Subscription> {
+        let job = self.get(id)?;
+        // Subscribed before the first read: a change after that read is never missed.
+        let changes = job.changes.subscribe();
+        Some(Subscription { job, changes })
     }
 
     fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -213,4 +231,41 @@ fn oldest_ended(table: &HashMap<String, Arc<Job>>) -> Option<String> {
         })
         .min()
         .map(|(_, id)| id.clone())
+}
+
+/// A reader of one job's events (see [`Jobs::subscribe`]).
+pub struct Subscription {
+    job: Arc<Job>,
+    changes: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// Whether `cursor` is a position in this job's log (a resumed client sent it back).
+    pub fn contains(&self, cursor: Cursor) -> bool {
+        self.job.data.lock().expect("job lock").log.contains(cursor)
+    }
+
+    /// Up to `max` events after `cursor`, as the log is now.
+    pub fn read_now(&self, cursor: Cursor, max: usize) -> Read {
+        let data = self.job.data.lock().expect("job lock");
+        data.log.read(cursor, data.closed, max)
+    }
+
+    /// Up to `max` events after `cursor`; when there is none, wait for the next change.
+    pub async fn next(&mut self, cursor: Cursor, max: usize) -> Read {
+        loop {
+            let read = self.read_now(cursor, max);
+            if !read.events.is_empty() || read.complete {
+                return read;
+            }
+            // The job's sender lives as long as the job: `changed` fails only if the job
+            // itself is gone, and then `closed` was set before.
+            if self.changes.changed().await.is_err() {
+                let data = self.job.data.lock().expect("job lock");
+                let mut read = data.log.read(cursor, true, max);
+                read.complete = read.events.is_empty();
+                return read;
+            }
+        }
+    }
 }

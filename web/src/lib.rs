@@ -1,10 +1,14 @@
-//! The `onpyrunner` binary's library: the command line, the benchmark, and the web service
-//! (REST, jobs and WebSocket sessions).
+//! The `onpyrunner` binary's library: the command line, the benchmark and load test, and the
+//! web service (REST, jobs with SSE, WebSocket sessions, metrics, OpenAPI).
 pub mod api;
 pub mod assets;
 pub mod bench;
 pub mod cli;
+pub mod job_log;
 pub mod jobs;
 pub mod load;
+pub mod metrics;
+pub mod openapi;
 pub mod server;
+pub mod sse;
 pub mod ws;

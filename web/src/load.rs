@@ -372,7 +372,8 @@ impl Server {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A process's resident memory (VmRSS) in KiB; 0 when it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
