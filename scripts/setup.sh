@@ -5,6 +5,7 @@
 #
 #   bash scripts/setup.sh            # everything
 #   SKIP_IMAGES=1 bash scripts/setup.sh   # daemon and build only
+#   SKIP_E2E=1 bash scripts/setup.sh      # without what the IDE's browser tests need
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,11 @@ command -v curl >/dev/null || missing+=(curl ca-certificates)
 if ! answers; then command -v dockerd >/dev/null || missing+=(docker.io); fi
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v xz >/dev/null || missing+=(xz-utils)
+# The IDE's end-to-end tests (scripts/e2e.sh): Debian's Chromium, driven by playwright-core.
+if [ -z "${SKIP_E2E:-}" ]; then
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
+    command -v npm >/dev/null || missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     apt_install "${missing[@]}"
@@ -40,6 +46,14 @@ bash scripts/dockerd.sh ensure
 # 3. Build the binaries (the launcher goes into the images).
 say "building onpyrunner (release)"
 cargo build --release --locked --bins -q
+
+# 3b. The e2e tests' node packages (web/e2e/package-lock.json), installed again only when the
+# lock file changed.
+if [ -z "${SKIP_E2E:-}" ] &&
+    ! cmp -s web/e2e/package-lock.json web/e2e/node_modules/.onpyrunner-lock 2>/dev/null; then
+    say "installing the e2e test packages (npm ci in web/e2e)"
+    (cd web/e2e && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.onpyrunner-lock)
+fi
 
 # 4. Images: built only when missing or out of date (tagged by a hash of their recipe).
 if [ -z "${SKIP_IMAGES:-}" ]; then

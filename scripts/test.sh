@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: setup (daemon, build, images), formatting and lints, unit and property
-# tests, end-to-end tests against the real daemon and images, and a bounded fuzzing run.
+# tests, end-to-end tests against the real daemon and images, the web IDE's tests in headless
+# Chromium (scripts/e2e.sh), and a bounded fuzzing run.
 #   FUZZ_SECONDS=N   seconds per fuzz target (default 20; 0 skips fuzzing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ echo "==> cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --workspace 2>&1 | tee "$log"
+echo "==> end-to-end tests of the web IDE (headless Chromium)"
+e2e=0
+bash scripts/e2e.sh 2>&1 | tee -a "$log" || e2e=$?
 if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
     echo "==> fuzzing (${FUZZ_SECONDS:-20} s per target)"
     bash scripts/fuzz.sh
@@ -21,3 +25,4 @@ fi
 # doc-test group with nothing in it).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$e2e"

@@ -278,6 +278,8 @@ pub fn routes(
     observability
         .or(healthz)
         .unify()
+        .or(crate::assets::routes())
+        .unify()
         .or(languages)
         .unify()
         .or(runs)

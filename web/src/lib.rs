@@ -1,6 +1,7 @@
 //! The `onpyrunner` binary's library: the command line, the benchmark and load test, and the
 //! web service (REST, jobs with SSE, WebSocket sessions, metrics, OpenAPI).
 pub mod api;
+pub mod assets;
 pub mod bench;
 pub mod cli;
 pub mod job_log;

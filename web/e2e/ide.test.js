@@ -1,0 +1,284 @@
+// End-to-end tests of the web IDE in headless Chromium against a real `onpyrunner serve`
+// (real daemon, real images). Run through scripts/e2e.sh, which starts the server and sets
+// ONPYRUNNER_URL and E2E_ARTIFACTS.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BASE = process.env.ONPYRUNNER_URL;
+const ARTIFACTS = process.env.E2E_ARTIFACTS || new URL('../../target/e2e-artifacts', import.meta.url).pathname;
+const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
+const DESKTOP = { viewport: { width: 1366, height: 860 }, deviceScaleFactor: 1 };
+// Without the background-networking flags Chromium's own connections are refused by this
+// machine's closed network and slow everything down.
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const RUN_TIMEOUT = 60_000;
+
+assert.ok(BASE, 'ONPYRUNNER_URL is not set: run the tests through scripts/e2e.sh');
+mkdirSync(ARTIFACTS, { recursive: true });
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: CHROMIUM_ARGS,
+    timeout: 60_000,
+  });
+});
+after(async () => {
+  if (browser) await browser.close();
+});
+
+// A fresh browser context (empty localStorage) on the IDE, connected and ready to run.
+async function openIde(t, device, path = '/') {
+  const context = await browser.newContext(device);
+  t.after(() => context.close());
+  const page = await context.newPage();
+  page.setDefaultTimeout(30_000);
+  const problems = [];
+  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
+  page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
+  await page.goto(BASE + path);
+  try {
+    await page.waitForFunction(() => window.onpyrunnerIDE && window.onpyrunnerIDE.connected
+      && !document.getElementById('run').disabled);
+  } catch (e) {
+    const seen = await page.evaluate(() => ({
+      connection: document.getElementById('conn').dataset.conn,
+      error: document.getElementById('error').textContent,
+    }));
+    throw new Error(`the IDE did not get ready to run: ${JSON.stringify(seen)}; ${problems.join('; ')}`);
+  }
+  return { page, problems };
+}
+
+const setCode = (page, code) => page.evaluate((c) => window.onpyrunnerIDE.editor.setValue(c), code);
+const getCode = (page) => page.evaluate(() => window.onpyrunnerIDE.editor.getValue());
+const terminalText = (page) => page.evaluate(() => window.onpyrunnerIDE.terminalText());
+const badge = (page) => page.textContent('#state');
+
+async function waitForBadge(page, text, timeout = RUN_TIMEOUT) {
+  try {
+    await page.waitForFunction((s) => document.getElementById('state').textContent === s, text, { timeout });
+  } catch (e) {
+    throw new Error(`state badge never showed ${text} (it shows ${await badge(page)}); terminal:\n${await terminalText(page)}`);
+  }
+}
+
+async function waitForTerminal(page, text, timeout = RUN_TIMEOUT) {
+  try {
+    await page.waitForFunction((s) => window.onpyrunnerIDE.terminalText().includes(s), text, { timeout });
+  } catch (e) {
+    throw new Error(`terminal never showed ${JSON.stringify(text)}; it shows:\n${await terminalText(page)}`);
+  }
+}
+
+async function screenshot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, name + '.png') });
+}
+
+function assertNoProblems(problems) {
+  assert.deepEqual(problems, [], 'no script errors or refused resources (CSP) in the page');
+}
+
+test('languages: CPython and PyPy side by side with versions, greeting sample loaded', async (t) => {
+  const { page, problems } = await openIde(t, DESKTOP);
+  const options = await page.$$eval('#language option', (os) => os.map((o) => ({ value: o.value, text: o.textContent })));
+  const byId = Object.fromEntries(options.map((o) => [o.value, o.text]));
+  assert.match(byId.python, /^CPython 3\.\d+/);
+  assert.match(byId.pypy, /^PyPy 3\.\d+/);
+  assert.ok(byId.node && byId.java, JSON.stringify(options));
+  assert.equal(await page.inputValue('#language'), 'python');
+  assert.match(await getCode(page), /input\(/, 'a fresh browser gets the greeting sample');
+  await page.selectOption('#language', 'java');
+  assert.match(await getCode(page), /class Main/);
+  assertNoProblems(problems);
+});
+
+test('phone: a Python program asks for a name, the user types it in the terminal, sees the greeting and FINISHED', async (t) => {
+  const { page, problems } = await openIde(t, PHONE);
+  await screenshot(page, 'phone-start');
+  await setCode(page, 'name = input("What is your name? ")\nprint(f"Hello, {name}!")\n');
+  await page.tap('#run');
+  await waitForTerminal(page, 'What is your name?');
+  await waitForBadge(page, 'RUNNING');
+  // Type into the terminal, with a typo fixed by Backspace (the line is edited locally).
+  await page.tap('#terminal');
+  await page.keyboard.type('Ada Lovelacx');
+  await page.keyboard.press('Backspace');
+  await page.keyboard.type('e');
+  await page.keyboard.press('Enter');
+  await waitForTerminal(page, 'Hello, Ada Lovelace!');
+  await waitForBadge(page, 'FINISHED');
+  assert.equal(await page.textContent('[data-testid="summary-exit"]'), 'exit 0');
+  assert.match(await page.textContent('[data-testid="summary-wall"]'), /^wall \d/);
+  assert.match(await page.textContent('[data-testid="summary-memory"]'), /^mem \d/);
+  // Phone first: no sideways scrolling, and every action is a large touch target.
+  const layout = await page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
+    small: [...document.querySelectorAll('#actions button, #language')]
+      .map((b) => ({ id: b.id, r: b.getBoundingClientRect() }))
+      .filter(({ r }) => r.width < 44 || r.height < 44)
+      .map(({ id, r }) => `${id} ${r.width}x${r.height}`),
+    editorBottom: document.getElementById('editor-pane').getBoundingClientRect().bottom,
+    terminalTop: document.getElementById('terminal').getBoundingClientRect().top,
+  }));
+  assert.ok(layout.scrollWidth <= layout.innerWidth, `no horizontal scroll (${layout.scrollWidth} > ${layout.innerWidth})`);
+  assert.deepEqual(layout.small, [], 'touch targets are at least 44px');
+  assert.ok(layout.editorBottom <= layout.terminalTop, 'editor above the terminal');
+  await screenshot(page, 'phone-greeting-finished');
+  // With the on-screen keyboard up only about half the height is left: everything still fits.
+  await page.setViewportSize({ width: 390, height: 470 });
+  await page.waitForTimeout(200);
+  const small = await page.evaluate(() => {
+    const inView = (id) => {
+      const r = document.getElementById(id).getBoundingClientRect();
+      return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0;
+    };
+    return {
+      run: inView('run'), terminal: inView('terminal'), editor: inView('editor-pane'),
+      scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+      terminalHeight: document.getElementById('terminal').getBoundingClientRect().height,
+    };
+  });
+  assert.ok(small.run && small.terminal && small.editor, JSON.stringify(small));
+  assert.ok(small.terminalHeight >= 100, 'the terminal keeps room to type in: ' + JSON.stringify(small));
+  assert.ok(small.scrollWidth <= small.innerWidth);
+  await screenshot(page, 'phone-keyboard-up');
+  assertNoProblems(problems);
+});
+
+test('desktop: an infinite loop runs until Stop, then STOPPED', async (t) => {
+  const { page, problems } = await openIde(t, DESKTOP);
+  await setCode(page, 'import itertools\nfor i in itertools.count():\n    if i % 5_000_000 == 0:\n        print("still going", i, flush=True)\n');
+  await page.click('#run');
+  await waitForBadge(page, 'RUNNING');
+  await waitForTerminal(page, 'still going');
+  assert.equal(await page.isDisabled('#run'), true, 'no second run while one is going');
+  await page.click('#stop');
+  await waitForBadge(page, 'STOPPED');
+  assert.match(await page.textContent('#summary'), /wall \d/);
+  assert.equal(await page.isDisabled('#run'), false);
+  // Side by side at desktop size.
+  const [editor, terminal] = await Promise.all(['#editor-pane', '#terminal'].map((s) => page.locator(s).boundingBox()));
+  assert.ok(terminal.x >= editor.x + editor.width - 1, 'terminal beside the editor');
+  await screenshot(page, 'desktop-stopped');
+  assertNoProblems(problems);
+});
+
+test('a share link reopens with the same code, language and input', async (t) => {
+  const { page, problems } = await openIde(t, DESKTOP);
+  const code = `# shared ${Date.now()}\ns = input()\nprint(s[::-1], "ünïcode ✓")\n`;
+  await page.selectOption('#language', 'pypy');
+  await setCode(page, code);
+  await page.click('#input-toggle');
+  await page.fill('#stdin-input', 'stressed');
+  await page.click('#share');
+  await page.waitForFunction(() => document.getElementById('share-url').value.includes('#'));
+  const url = await page.inputValue('#share-url');
+  assert.ok(url.startsWith(BASE + '/#'), url);
+  await screenshot(page, 'desktop-share');
+
+  // A new browser (nothing in localStorage) opening the link.
+  const other = await openIde(t, PHONE, url.slice(BASE.length));
+  await other.page.waitForFunction((c) => window.onpyrunnerIDE.editor.getValue() === c, code);
+  assert.equal(await other.page.inputValue('#language'), 'pypy');
+  assert.equal(await other.page.inputValue('#stdin-input'), 'stressed');
+  assert.equal(await other.page.isVisible('#stdin-input'), true);
+  // And it runs as shared: the input goes in as stdin, then end of input.
+  await other.page.tap('#run');
+  await waitForBadge(other.page, 'FINISHED');
+  await waitForTerminal(other.page, 'desserts ünïcode ✓');
+  // Editing drops the fragment, so that a reload keeps the edits.
+  await other.page.evaluate(() => window.onpyrunnerIDE.editor.replaceRange('# edited\n', { line: 0, ch: 0 }));
+  await other.page.waitForFunction(() => location.hash === '');
+  assertNoProblems(problems);
+  assertNoProblems(other.problems);
+});
+
+test('pasted lines go to stdin, Ctrl+D ends it; stderr and the exit code are shown', async (t) => {
+  const { page, problems } = await openIde(t, DESKTOP);
+  // stderr before reading: the two pipes keep no order between them.
+  await setCode(page, 'import sys\nprint("oops", file=sys.stderr, flush=True)\nnums = [int(x) for x in sys.stdin]\nprint("sum", sum(nums))\nsys.exit(3)\n');
+  await page.click('#editor');
+  await page.keyboard.press('Control+Enter');
+  await waitForBadge(page, 'RUNNING');
+  await waitForTerminal(page, 'oops');
+  const stderrColor = await page.evaluate(() => {
+    const buffer = window.onpyrunnerIDE.term.buffer.active;
+    for (let i = 0; i < buffer.length; i++) {
+      const line = buffer.getLine(i);
+      const x = line.translateToString(true).indexOf('oops');
+      if (x >= 0) {
+        const cell = line.getCell(x);
+        return { palette: cell.isFgPalette(), color: cell.getFgColor() };
+      }
+    }
+    return null;
+  });
+  assert.deepEqual(stderrColor, { palette: true, color: 9 }, 'stderr is bright red');
+  await page.click('#terminal');
+  // What a clipboard paste does: xterm turns the newlines into Enter.
+  await page.evaluate(() => window.onpyrunnerIDE.term.paste('1\n2\n3\n4'));
+  await page.keyboard.press('Control+D');
+  await waitForTerminal(page, 'sum 10');
+  await waitForBadge(page, 'FINISHED');
+  assert.equal(await page.textContent('[data-testid="summary-exit"]'), 'exit 3');
+  assertNoProblems(problems);
+});
+
+test('a server error is shown and nothing runs; the IDE reconnects after the connection drops', async (t) => {
+  const { page, problems } = await openIde(t, DESKTOP);
+  await setCode(page, ('#'.repeat(99) + '\n').repeat(10_500)); // past the 1 MiB source cap
+  await page.click('#run');
+  await page.waitForSelector('#error:not([hidden])');
+  assert.match(await page.textContent('#error'), /exceeds|limit|too large/i);
+  assert.equal(await page.isDisabled('#run'), false);
+
+  await page.evaluate(() => window.onpyrunnerIDE.dropConnection());
+  await page.waitForFunction(() => document.getElementById('conn').dataset.conn !== 'open');
+  await page.waitForFunction(() => window.onpyrunnerIDE.connected, null, { timeout: 15_000 });
+  await setCode(page, 'print("back again")\n');
+  await page.click('#run');
+  await waitForBadge(page, 'FINISHED');
+  await waitForTerminal(page, 'back again');
+  assertNoProblems(problems);
+});
+
+test('with every slot taken a run shows its queue position, then runs', async (t) => {
+  // scripts/e2e.sh starts the server with --max-running 1.
+  const first = await openIde(t, DESKTOP);
+  const second = await openIde(t, PHONE);
+  await setCode(first.page, 'import time\nprint("holding the slot", flush=True)\ntime.sleep(120)\n');
+  await first.page.click('#run');
+  await waitForTerminal(first.page, 'holding the slot');
+  await setCode(second.page, 'print("my turn")\n');
+  await second.page.tap('#run');
+  await waitForBadge(second.page, 'QUEUED #1');
+  await screenshot(second.page, 'phone-queued');
+  await first.page.click('#stop');
+  await waitForBadge(first.page, 'STOPPED');
+  await waitForBadge(second.page, 'FINISHED');
+  await waitForTerminal(second.page, 'my turn');
+  assert.match(await second.page.textContent('#summary'), /queued \d/);
+  assertNoProblems(first.problems);
+  assertNoProblems(second.problems);
+});
+
+test('a Java compile error is told apart from the program failing', async (t) => {
+  const { page, problems } = await openIde(t, DESKTOP);
+  await page.selectOption('#language', 'java');
+  await setCode(page, 'public class Main {\n    public static void main(String[] args) {\n        int x = "text";\n    }\n}\n');
+  await page.click('#run');
+  await waitForBadge(page, 'FINISHED');
+  assert.equal(await page.textContent('[data-testid="summary-reason"]'), 'compile error');
+  await waitForTerminal(page, 'incompatible types');
+  assert.ok(await page.$eval('#state', (b) => b.classList.contains('failed')));
+  assertNoProblems(problems);
+});

@@ -1,0 +1,260 @@
+//! The web IDE's static files, embedded in the binary: `/` is the IDE's page, `/assets/<path>`
+//! the rest (`web/assets/<path>` in the source tree). Nothing is read from disk at run time,
+//! so a path can never reach outside the table.
+//!
+//! Caching: the paths carry no version, so every response says `no-cache` with a strong
+//! `ETag` (a hash of the bytes): a browser revalidates on each load and gets a body-less 304
+//! unless this binary serves different bytes.
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::path::Tail;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+/// One embedded file.
+pub struct Asset {
+    /// Path under `web/assets/` and under `/assets/`.
+    pub path: &'static str,
+    pub body: &'static [u8],
+}
+
+macro_rules! assets {
+    ($($path:literal),* $(,)?) => {
+        &[$(Asset { path: $path, body: include_bytes!(concat!("../assets/", $path)) }),*]
+    };
+}
+
+/// Every file served. `scripts/vendor.sh` rewrites `vendor/`; a test checks that every file
+/// under `web/assets/` (but the docs) is listed here.
+pub static ASSETS: &[Asset] = assets![
+    "index.html",
+    "app.js",
+    "app.css",
+    "icon.svg",
+    "vendor/xterm/xterm.js",
+    "vendor/xterm/xterm.css",
+    "vendor/xterm/LICENSE",
+    "vendor/xterm-addon-fit/addon-fit.js",
+    "vendor/xterm-addon-fit/LICENSE",
+    "vendor/codemirror/lib/codemirror.js",
+    "vendor/codemirror/lib/codemirror.css",
+    "vendor/codemirror/mode/python/python.js",
+    "vendor/codemirror/mode/javascript/javascript.js",
+    "vendor/codemirror/mode/clike/clike.js",
+    "vendor/codemirror/addon/edit/matchbrackets.js",
+    "vendor/codemirror/addon/edit/closebrackets.js",
+    "vendor/codemirror/theme/material-darker.css",
+    "vendor/codemirror/LICENSE",
+];
+
+/// Files under `web/assets/` that document the tree and are not served.
+pub const NOT_SERVED: &[&str] = &["vendor/README.md", "vendor/VERSIONS"];
+
+/// The page's policy: scripts and connections only to this origin. Inline styles stay allowed
+/// because xterm.js themes its DOM renderer with a `<style>` element. The WebSocket's origin
+/// is also named outright (from `Host`): older Safari does not let `'self'` match `ws:`.
+pub fn content_security_policy(host: Option<&str>) -> String {
+    let mut connect = String::from("'self'");
+    // Only a plain host[:port]: anything else could smuggle in a directive.
+    if let Some(host) = host.filter(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    }) {
+        connect = format!("'self' ws://{host} wss://{host}");
+    }
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; connect-src {connect}; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    )
+}
+
+/// The embedded file at `path` (relative to `web/assets/`), if any.
+pub fn find(path: &str) -> Option<(usize, &'static Asset)> {
+    ASSETS.iter().enumerate().find(|(_, a)| a.path == path)
+}
+
+/// The `Content-Type` for a file name.
+pub fn content_type(path: &str) -> &'static str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") | Some("mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        Some("webmanifest") => "application/manifest+json",
+        Some("map") => "application/json",
+        // LICENSE, README and other extension-less text.
+        None | Some("md") | Some("txt") => "text/plain; charset=utf-8",
+        Some(_) => "application/octet-stream",
+    }
+}
+
+/// A strong validator per asset, computed once (the bytes never change within a binary).
+fn etag(index: usize) -> &'static str {
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    &ETAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|a| {
+                let mut h = DefaultHasher::new();
+                a.body.hash(&mut h);
+                format!("\"{:016x}-{:x}\"", h.finish(), a.body.len())
+            })
+            .collect()
+    })[index]
+}
+
+/// The response for one asset: 200 with the body, or 304 when `if_none_match` names its tag.
+pub fn respond(
+    index: usize,
+    asset: &'static Asset,
+    if_none_match: Option<&str>,
+    host: Option<&str>,
+) -> Response {
+    let tag = etag(index);
+    let fresh =
+        if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let mut response = if fresh {
+        let mut r = Response::new(bytes::Bytes::new().into());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        Response::new(asset.body.into())
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(asset.path)),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::ETAG, HeaderValue::from_static(tag));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if asset.path.ends_with(".html") {
+        if let Ok(policy) = HeaderValue::from_str(&content_security_policy(host)) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+    }
+    response
+}
+
+/// `GET /` (the IDE) and `GET /assets/<path>`; HEAD too. Unknown paths are rejected as not
+/// found, so the API's recovery answers them.
+pub fn routes(
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let method = warp::get().or(warp::head()).unify();
+    let if_none_match = warp::header::optional::<String>("if-none-match");
+    let host = warp::header::optional::<String>("host");
+    let index = warp::path::end()
+        .and(method)
+        .and(if_none_match)
+        .and(host)
+        .map(|inm: Option<String>, host: Option<String>| {
+            let (i, asset) = find("index.html").expect("index.html is embedded");
+            respond(i, asset, inm.as_deref(), host.as_deref())
+        });
+    let files = warp::path("assets")
+        .and(warp::path::tail())
+        .and(method)
+        .and(if_none_match)
+        .and(host)
+        .and_then(
+            |tail: Tail, inm: Option<String>, host: Option<String>| async move {
+                match find(tail.as_str()) {
+                    Some((i, asset)) => Ok(respond(i, asset, inm.as_deref(), host.as_deref())),
+                    None => Err(warp::reject::not_found()),
+                }
+            },
+        );
+    index.or(files).unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn files_under(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files_under(&path, base, out);
+            } else {
+                let rel = path.strip_prefix(base).unwrap().to_string_lossy();
+                out.push(rel.replace('\\', "/"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_file_under_web_assets_is_served() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        let mut files = Vec::new();
+        files_under(&base, &base, &mut files);
+        let missing: Vec<&String> = files
+            .iter()
+            .filter(|f| find(f).is_none() && !NOT_SERVED.contains(&f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "add to ASSETS in web/src/assets.rs: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn vendored_libraries_keep_their_licenses() {
+        for lib in ["xterm", "xterm-addon-fit", "codemirror"] {
+            let (_, license) = find(&format!("vendor/{lib}/LICENSE")).expect(lib);
+            assert!(String::from_utf8_lossy(license.body).contains("Permission is hereby granted"));
+        }
+    }
+
+    #[test]
+    fn content_types_follow_the_extension() {
+        assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
+        assert_eq!(
+            content_type("vendor/xterm/xterm.js"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(content_type("app.css"), "text/css; charset=utf-8");
+        assert_eq!(
+            content_type("vendor/xterm/LICENSE"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(content_type("icon.svg"), "image/svg+xml");
+    }
+
+    #[test]
+    fn etags_differ_between_assets_and_match_on_revalidation() {
+        let (i, app) = find("app.js").unwrap();
+        let (j, _) = find("app.css").unwrap();
+        assert_ne!(etag(i), etag(j));
+        let response = respond(i, app, Some(etag(i)), None);
+        assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+        let response = respond(i, app, Some("\"other\""), None);
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[test]
+    fn the_policy_names_the_websocket_origin_only_for_a_plain_host() {
+        let policy = content_security_policy(Some("127.0.0.1:8080"));
+        assert!(policy.contains("connect-src 'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080;"));
+        assert!(content_security_policy(Some("[::1]:80")).contains("ws://[::1]:80"));
+        for bad in ["evil.example; script-src *", "a b", ""] {
+            assert!(content_security_policy(Some(bad)).contains("connect-src 'self';"));
+        }
+        assert!(content_security_policy(None).contains("connect-src 'self';"));
+    }
+}

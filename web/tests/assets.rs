@@ -1,0 +1,90 @@
+//! The IDE's embedded files through the service's routes, in process (warp's test client).
+use onpyrunner::api::{routes, AppState};
+use onpyrunner::jobs::Jobs;
+use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::engine::{Engine, EngineConfig};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+async fn state(test: &str) -> AppState {
+    let docker = Docker::from_host(None).unwrap();
+    let config = EngineConfig {
+        instance: format!("t-assets-{test}-{}", std::process::id()),
+        pool_sizes: onpyrunner_images::languages()
+            .iter()
+            .map(|l| (l.id.clone(), 0))
+            .collect::<BTreeMap<_, _>>(),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(docker, config)
+        .await
+        .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
+    AppState::new(engine, Jobs::new(10, Duration::from_secs(60)))
+}
+
+async fn get(s: &AppState, path: &str, etag: Option<&str>) -> warp::http::Response<bytes::Bytes> {
+    let mut request = warp::test::request().method("GET").path(path);
+    if let Some(tag) = etag {
+        request = request.header("if-none-match", tag);
+    }
+    request.reply(&routes(s.clone())).await
+}
+
+fn header<'a>(response: &'a warp::http::Response<bytes::Bytes>, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn root_serves_the_ide_and_assets_have_their_content_types() {
+    let s = state("ide").await;
+
+    let page = get(&s, "/", None).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    let html = String::from_utf8_lossy(page.body());
+    assert!(html.contains("<title>onpyrunner</title>"), "{html}");
+    assert!(html.contains(r#"src="/assets/app.js""#));
+    assert!(header(&page, "content-security-policy").contains("script-src 'self'"));
+    assert_eq!(header(&page, "cache-control"), "no-cache");
+
+    let script = get(&s, "/assets/app.js", None).await;
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        header(&script, "content-type"),
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(header(&script, "x-content-type-options"), "nosniff");
+    let css = get(&s, "/assets/vendor/xterm/xterm.css", None).await;
+    assert_eq!(css.status(), 200);
+    assert_eq!(header(&css, "content-type"), "text/css; charset=utf-8");
+    let license = get(&s, "/assets/vendor/codemirror/LICENSE", None).await;
+    assert_eq!(
+        header(&license, "content-type"),
+        "text/plain; charset=utf-8"
+    );
+
+    // Revalidation: the same ETag gets a 304 without a body.
+    let tag = header(&script, "etag").to_string();
+    assert!(tag.starts_with('"'), "{tag}");
+    let again = get(&s, "/assets/app.js", Some(&tag)).await;
+    assert_eq!(again.status(), 304);
+    assert!(again.body().is_empty());
+
+    // Unknown files and paths outside the table are the API's JSON 404; the API still answers.
+    for path in [
+        "/assets/nope.js",
+        "/assets/../Cargo.toml",
+        "/assets/vendor/README.md",
+    ] {
+        let missing = get(&s, path, None).await;
+        assert_eq!(missing.status(), 404, "{path}");
+        assert_eq!(header(&missing, "content-type"), "application/json");
+    }
+    let languages = get(&s, "/api/v1/languages", None).await;
+    assert_eq!(languages.status(), 200);
+    s.engine.shutdown().await;
+}
