@@ -133,15 +133,30 @@ fn unique(name: &str) -> String {
 
 const BUSY_LOOP: &str = "print('spinning', flush=True)\nwhile True: pass";
 
+/// The instance's containers once some are paused (pooled) and some running (the job's, and
+/// the pool's hot head): the pool refills a moment after a claim.
+async fn paused_and_running(instance: &str) -> Vec<(String, String)> {
+    let started = Instant::now();
+    loop {
+        let now = containers(instance).await;
+        if now.iter().any(|(_, s)| s == "paused") && now.iter().any(|(_, s)| s == "running") {
+            return now;
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "never paused and running together: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn sigterm_stops_running_jobs_removes_the_pools_and_exits_cleanly() {
     let instance = unique("sigterm");
     let mut server = serve(&instance, &["--pool", "python=2", "--pool", "node=1"]).await;
     server.wait_pools_full().await;
     server.running_job(BUSY_LOOP, "spinning").await;
-    let before = containers(&instance).await;
-    assert!(before.iter().any(|(_, s)| s == "paused"), "{before:?}");
-    assert!(before.iter().any(|(_, s)| s == "running"), "{before:?}");
+    paused_and_running(&instance).await;
 
     let signalled = Instant::now();
     server.signal(SIGTERM);
@@ -164,6 +179,7 @@ async fn after_sigkill_a_restart_removes_every_container_the_old_process_left() 
     let mut first = serve(&instance, &["--pool", "python=2"]).await;
     first.wait_pools_full().await;
     first.running_job(BUSY_LOOP, "spinning").await;
+    paused_and_running(&instance).await;
     first.signal(SIGKILL);
     first.child.wait().await.unwrap();
     let left = containers(&instance).await;
