@@ -88,3 +88,29 @@ async fn root_serves_the_ide_and_assets_have_their_content_types() {
     assert_eq!(languages.status(), 200);
     s.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn browsers_that_accept_gzip_get_the_javascript_gzipped() {
+    let s = state("gzip").await;
+    let plain = get(&s, "/assets/vendor/xterm/xterm.js", None).await;
+    assert_eq!(header(&plain, "content-encoding"), "");
+    assert_eq!(header(&plain, "vary"), "accept-encoding");
+    let gzipped = warp::test::request()
+        .method("GET")
+        .path("/assets/vendor/xterm/xterm.js")
+        .header("accept-encoding", "gzip, deflate, br")
+        .reply(&routes(s.clone()))
+        .await;
+    assert_eq!(gzipped.status(), 200);
+    assert_eq!(header(&gzipped, "content-encoding"), "gzip");
+    assert!(gzipped.body().len() * 3 < plain.body().len());
+    let mut back = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gzipped.body()[..]),
+        &mut back,
+    )
+    .unwrap();
+    assert_eq!(back, plain.body().as_ref());
+    assert_ne!(header(&gzipped, "etag"), header(&plain, "etag"));
+    s.engine.shutdown().await;
+}
