@@ -4,19 +4,11 @@ use onpyrunner::jobs::Jobs;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 async fn state(test: &str, tweak: impl FnOnce(&mut EngineConfig)) -> AppState {
     let docker = Docker::from_host(None).unwrap();
-    let mut config = EngineConfig {
-        instance: format!("t-api-{test}-{}", std::process::id()),
-        pool_sizes: onpyrunner_images::languages()
-            .iter()
-            .map(|l| (l.id.clone(), 0))
-            .collect::<BTreeMap<_, _>>(),
-        ..EngineConfig::default()
-    };
+    let mut config = onpyrunner_e2e::engine_config(&format!("api-{test}"), &[]);
     tweak(&mut config);
     let engine = Engine::start(docker, config)
         .await

@@ -2,20 +2,12 @@
 use onpyrunner::api::{routes, AppState};
 use onpyrunner::jobs::Jobs;
 use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::engine::{Engine, EngineConfig};
-use std::collections::BTreeMap;
+use onpyrunner_supervisor::engine::Engine;
 use std::time::Duration;
 
 async fn state(test: &str) -> AppState {
     let docker = Docker::from_host(None).unwrap();
-    let config = EngineConfig {
-        instance: format!("t-assets-{test}-{}", std::process::id()),
-        pool_sizes: onpyrunner_images::languages()
-            .iter()
-            .map(|l| (l.id.clone(), 0))
-            .collect::<BTreeMap<_, _>>(),
-        ..EngineConfig::default()
-    };
+    let config = onpyrunner_e2e::engine_config(&format!("assets-{test}"), &[]);
     let engine = Engine::start(docker, config)
         .await
         .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
