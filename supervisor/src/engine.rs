@@ -85,9 +85,9 @@ pub enum EngineError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubmitError {
-    /// The request is invalid; the message names the field and the limit.
+    /// The request is invalid: the field, and the limit it passed.
     #[error("{0}")]
-    Invalid(String),
+    Invalid(run::Invalid),
     #[error(transparent)]
     Busy(#[from] Busy),
     #[error("the server is shutting down")]
@@ -270,10 +270,7 @@ impl Engine {
         if inner.shutdown.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
         }
-        run::validate(&spec).map_err(|e| match e {
-            RunError::Invalid(message) => SubmitError::Invalid(message),
-            other => SubmitError::Invalid(other.to_string()),
-        })?;
+        run::check(&spec).map_err(SubmitError::Invalid)?;
         let Some(image) = inner.images.get(&spec.language.id).cloned() else {
             return Err(SubmitError::LanguageUnavailable {
                 language: spec.language.id.clone(),

@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
 /// Most program arguments of one run.
 pub const MAX_ARGS: usize = 64;
+/// Longest argument, in bytes.
+pub const MAX_ARG_BYTES: usize = 4096;
 /// How long a warm language's container may take from start to its readiness marker (a JVM
 /// warming up javac on one CPU takes 2-3 s; more on a loaded machine).
 pub const WARM_READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -121,47 +123,84 @@ pub enum RunError {
     },
 }
 
-/// Check a run before anything is started; the message names the field and the limit.
-pub fn validate(spec: &RunSpec) -> Result<(), RunError> {
+/// A run refused before anything started: the field, what is wrong with it, and the limit it
+/// passed, if that is what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+    pub limit: Option<String>,
+}
+
+impl Invalid {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            field: field.into(),
+            message: message.into(),
+            limit: None,
+        }
+    }
+
+    fn limit(mut self, limit: impl ToString) -> Self {
+        self.limit = Some(limit.to_string());
+        self
+    }
+}
+
+/// Check a run before anything is started; the error names the field and the limit.
+pub fn check(spec: &RunSpec) -> Result<(), Invalid> {
     if spec.files.is_empty() {
-        return Err(RunError::Invalid(
-            "files: at least one file is required".into(),
-        ));
+        return Err(Invalid::new("files", "at least one file is required"));
     }
     if spec.files.len() > launch::MAX_FILES {
-        return Err(RunError::Invalid(format!(
-            "files: {} files exceed the limit of {}",
-            spec.files.len(),
-            launch::MAX_FILES
-        )));
+        return Err(Invalid::new(
+            "files",
+            format!(
+                "{} files exceed the limit of {}",
+                spec.files.len(),
+                launch::MAX_FILES
+            ),
+        )
+        .limit(launch::MAX_FILES));
     }
     let total: usize = spec.files.iter().map(|f| f.content.len()).sum();
     if total > MAX_SOURCE_BYTES {
-        return Err(RunError::Invalid(format!(
-            "files: {total} bytes of source exceed the limit of {MAX_SOURCE_BYTES} bytes"
-        )));
+        return Err(Invalid::new(
+            "files",
+            format!("{total} bytes of source exceed the limit of {MAX_SOURCE_BYTES} bytes"),
+        )
+        .limit(MAX_SOURCE_BYTES));
     }
     for (i, f) in spec.files.iter().enumerate() {
-        launch::validate_file_name(&f.name)
-            .map_err(|e| RunError::Invalid(format!("files[{i}].name: {e}")))?;
+        let field = format!("files[{i}].name");
+        launch::validate_file_name(&f.name).map_err(|e| Invalid::new(&field, e.to_string()))?;
         if spec.files[..i].iter().any(|g| g.name == f.name) {
-            return Err(RunError::Invalid(format!(
-                "files[{i}].name: {:?} appears twice",
-                f.name
-            )));
+            return Err(Invalid::new(field, format!("{:?} appears twice", f.name)));
         }
     }
     if spec.args.len() > MAX_ARGS {
-        return Err(RunError::Invalid(format!(
-            "args: more than {MAX_ARGS} arguments"
-        )));
+        return Err(
+            Invalid::new("args", format!("more than {MAX_ARGS} arguments")).limit(MAX_ARGS),
+        );
     }
-    if spec.args.iter().any(|a| a.contains('\0') || a.len() > 4096) {
-        return Err(RunError::Invalid(
-            "args: an argument has a NUL byte or exceeds 4096 bytes".into(),
-        ));
+    if spec
+        .args
+        .iter()
+        .any(|a| a.contains('\0') || a.len() > MAX_ARG_BYTES)
+    {
+        return Err(Invalid::new(
+            "args",
+            format!("an argument has a NUL byte or exceeds {MAX_ARG_BYTES} bytes"),
+        )
+        .limit(MAX_ARG_BYTES));
     }
     Ok(())
+}
+
+/// [`check`], as a [`RunError`].
+pub fn validate(spec: &RunSpec) -> Result<(), RunError> {
+    check(spec).map_err(|e| RunError::Invalid(e.to_string()))
 }
 
 /// Expand `{files}` in a table command to every file name of the run.

@@ -371,8 +371,8 @@ async fn bad_requests_are_refused_before_anything_starts() {
     let mut s = spec("python", "print(1)");
     s.files[0].name = "../escape.py".into();
     match engine.submit(s) {
-        Err(SubmitError::Invalid(message)) => {
-            assert!(message.contains("files[0].name"), "{message}")
+        Err(SubmitError::Invalid(invalid)) => {
+            assert_eq!(invalid.field, "files[0].name", "{invalid}")
         }
         other => panic!("expected invalid, got {other:?}"),
     }

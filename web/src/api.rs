@@ -118,12 +118,10 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         let message = e.to_string();
         match e {
-            SubmitError::Invalid(_) => {
-                let field = message.split(':').next().unwrap_or("").trim().to_string();
-                let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message);
-                if !field.is_empty() && !field.contains(' ') {
-                    err = err.field(field);
-                }
+            SubmitError::Invalid(invalid) => {
+                let mut err =
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(invalid.field);
+                err.limit = invalid.limit;
                 err
             }
             SubmitError::Busy(busy) => {

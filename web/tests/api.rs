@@ -147,6 +147,31 @@ async fn bad_requests_get_a_status_that_fits_and_name_the_field_and_limit() {
     )
     .await;
     assert_eq!(err["limit"], "60000");
+    // Counts past their limit say the limit too.
+    let many_args: Vec<String> = (0..65).map(|i| i.to_string()).collect();
+    let many_files: Vec<Value> = (0..65)
+        .map(|i| json!({"name": format!("f{i}.py"), "content": ""}))
+        .collect();
+    for (body, field, limit) in [
+        (
+            json!({"language": "python", "code": "x", "args": many_args}),
+            "args",
+            "64",
+        ),
+        (
+            json!({"language": "python", "files": many_files}),
+            "files",
+            "64",
+        ),
+    ] {
+        let (status, err, _) = call(&s, "POST", "/api/v1/runs", body).await;
+        assert_eq!(status, 422, "{err}");
+        assert_eq!(
+            (err["field"].as_str(), err["limit"].as_str()),
+            (Some(field), Some(limit)),
+            "{err}"
+        );
+    }
     let response = warp::test::request()
         .method("POST")
         .path("/api/v1/runs")

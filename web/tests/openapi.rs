@@ -517,7 +517,7 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
 fn documented_bounds_are_the_servers() {
     use onpyrunner_protocol::launch::{MAX_FILES, MAX_NAME_LEN};
     use onpyrunner_supervisor::limits::Caps;
-    use onpyrunner_supervisor::run::{MAX_ARGS, MAX_SOURCE_BYTES};
+    use onpyrunner_supervisor::run::{MAX_ARGS, MAX_ARG_BYTES, MAX_SOURCE_BYTES};
     let doc: Value = serde_json::from_str(onpyrunner::openapi::DOCUMENT).unwrap();
     let schemas = &doc["components"]["schemas"];
     let body = &schemas["RunBody"]["properties"];
@@ -533,6 +533,7 @@ fn documented_bounds_are_the_servers() {
     assert_eq!(body["code"]["maxLength"], json!(MAX_SOURCE_BYTES));
     assert_eq!(body["files"]["maxItems"], json!(MAX_FILES));
     assert_eq!(body["args"]["maxItems"], json!(MAX_ARGS));
+    assert_eq!(body["args"]["items"]["maxLength"], json!(MAX_ARG_BYTES));
     let caps = Caps::default();
     assert_eq!(body["stdin"]["maxLength"], json!(caps.stdin_bytes));
     let name = &schemas["File"]["properties"]["name"];
