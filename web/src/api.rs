@@ -290,8 +290,53 @@ pub fn routes(
         .unify()
         .or(websocket)
         .unify()
+        .or(wrong_method())
+        .unify()
         .recover(recover)
         .unify()
+}
+
+/// The methods each route answers, for `405` and its `Allow` header.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    Some(match segments.as_slice() {
+        [""] => "GET, HEAD",
+        ["assets", rest @ ..] if !rest.is_empty() => "GET, HEAD",
+        ["healthz"] | ["metrics"] => "GET",
+        ["api", "v1", "languages" | "ws" | "openapi.json"] => "GET",
+        ["api", "v1", "runs" | "jobs"] => "POST",
+        ["api", "v1", "jobs", id] if !id.is_empty() => "GET, DELETE",
+        ["api", "v1", "jobs", id, "events"] if !id.is_empty() => "GET",
+        _ => return None,
+    })
+}
+
+/// A known route asked with a method it does not answer: 405 with `Allow`. Anything else is
+/// left to the other rejections (not found, body too large...).
+fn wrong_method(
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    warp::path::full().and(warp::method()).and_then(
+        |path: warp::path::FullPath, method: warp::http::Method| async move {
+            let Some(allow) = allowed_methods(path.as_str()) else {
+                return Err(warp::reject::not_found());
+            };
+            if allow.split(", ").any(|m| m == method.as_str()) {
+                return Err(warp::reject::not_found());
+            }
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{method} is not allowed on {}; allowed: {allow}",
+                    path.as_str()
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert("allow", warp::http::HeaderValue::from_static(allow));
+            Ok(response)
+        },
+    )
 }
 
 /// `/metrics`, a job's event stream and the OpenAPI document (each in its own module).

@@ -240,3 +240,30 @@ async fn ended_jobs_give_way_oldest_first_when_their_output_passes_the_byte_budg
     );
     s.engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_known_route_asked_with_another_method_answers_405_with_allow() {
+    let s = state("allow", |_| {}).await;
+    for (method, path, allow) in [
+        ("GET", "/api/v1/runs", "POST"),
+        ("PUT", "/api/v1/jobs/abc", "GET, DELETE"),
+        ("POST", "/healthz", "GET"),
+        ("DELETE", "/", "GET, HEAD"),
+    ] {
+        let response = warp::test::request()
+            .method(method)
+            .path(path)
+            .reply(&routes(s.clone()))
+            .await;
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        let err: Value = serde_json::from_slice(response.body()).unwrap();
+        assert!(err["error"].as_str().unwrap().contains(allow), "{err}");
+    }
+    // Unknown routes stay 404; a known route with its method is not affected.
+    let (status, _, _) = call(&s, "GET", "/api/v1/nothing", Value::Null).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = call(&s, "GET", "/api/v1/jobs/abc", Value::Null).await;
+    assert_eq!(status, 404, "no such job");
+    s.engine.shutdown().await;
+}
