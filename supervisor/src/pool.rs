@@ -13,8 +13,9 @@
 //!
 //! ```text
 //! Creating --start--> Starting --pause--> Paused --unpause--> Hot --claim--> Claimed (to a run)
-//!     \                  \                   \---claim (unpause)---------/
-//!      \__________________\___________________\______________\--fail/drain--> Removed
+//!                        \------(the head of an empty pool)-----^
+//! Paused --claim (unpause)--> Claimed
+//! Creating, Starting, Paused, Hot --fail/drain--> Removed
 //! ```
 use crate::docker::Docker;
 use crate::limits::{Caps, Limits};
@@ -55,7 +56,7 @@ impl WarmState {
         let allowed = matches!(
             (self, to),
             (Creating, Starting)
-                | (Starting, Paused)
+                | (Starting, Paused | Hot)
                 | (Paused, Hot)
                 | (Paused | Hot, Claimed)
                 | (Creating | Starting | Paused | Hot, Removed)
@@ -296,8 +297,12 @@ async fn refill(inner: Arc<Inner>) {
         if inner.cancel.is_cancelled() {
             break;
         }
+        // Into an empty pool the new container goes as its head: hot at once, never paused and
+        // unpaused (two daemon calls saved, which counts when runs drain the pool as fast as
+        // it fills).
+        let hot = inner.ready.lock().expect("pool lock").is_empty();
         inner.making.fetch_add(1, Ordering::Relaxed);
-        let made = match tokio::time::timeout(MAKE_TIMEOUT, make_one(&inner)).await {
+        let made = match tokio::time::timeout(MAKE_TIMEOUT, make_one(&inner, hot)).await {
             Ok(made) => made,
             // A daemon that hangs: whatever was made is removed by its guard, or by the sweep.
             Err(_) => Err(RunError::TooSlow {
@@ -364,7 +369,7 @@ const MAKE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Create, start and pause one container. On failure whatever was created is removed before
 /// returning, not left to a drop that may run on a runtime going away.
-async fn make_one(inner: &Inner) -> Result<Warm, RunError> {
+async fn make_one(inner: &Inner, hot: bool) -> Result<Warm, RunError> {
     let state = WarmState::Creating;
     let mut sandbox = Sandbox::create(
         &inner.docker,
@@ -380,7 +385,9 @@ async fn make_one(inner: &Inner) -> Result<Warm, RunError> {
         // A warm language's container is paused only once its warm process is ready: paused
         // earlier, the warm-up would be frozen and the run would pay for it.
         sandbox.wait_ready(crate::run::WARM_READY_TIMEOUT).await?;
-        inner.docker.pause_container(sandbox.id()).await?;
+        if !hot {
+            inner.docker.pause_container(sandbox.id()).await?;
+        }
         Ok::<(), RunError>(())
     }
     .await;
@@ -388,7 +395,11 @@ async fn make_one(inner: &Inner) -> Result<Warm, RunError> {
         let _ = sandbox.remove().await;
         return Err(e);
     }
-    let state = state.go(WarmState::Paused).expect("starting -> paused");
+    let state = if hot {
+        state.go(WarmState::Hot).expect("starting -> hot")
+    } else {
+        state.go(WarmState::Paused).expect("starting -> paused")
+    };
     Ok(Warm { sandbox, state })
 }
 
@@ -402,6 +413,11 @@ mod tests {
         assert_eq!(Starting.go(Paused), Ok(Paused));
         assert_eq!(Paused.go(Claimed), Ok(Claimed));
         assert_eq!(Paused.go(Hot), Ok(Hot));
+        assert_eq!(
+            Starting.go(Hot),
+            Ok(Hot),
+            "made as the head of an empty pool"
+        );
         assert_eq!(Hot.go(Claimed), Ok(Claimed));
         assert!(
             Hot.go(Paused).is_err(),
