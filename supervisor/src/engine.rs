@@ -495,7 +495,7 @@ impl SessionTask {
             self.image.clone(),
         ));
         let sandbox = tokio::select! {
-            made = &mut making => made.unwrap_or_else(|e| Err(RunError::Invalid(format!("making the sandbox failed: {e}")))),
+            made = &mut making => made.unwrap_or_else(|e| Err(RunError::Internal(format!("making the sandbox failed: {e}")))),
             why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => {
                 self.inner.sessions.spawn(async move {
                     if let Ok(Ok(sandbox)) = making.await {

@@ -121,6 +121,9 @@ pub enum RunError {
         container_id: String,
         reason: String,
     },
+    /// A bug on our side (a task that panicked).
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// A run refused before anything started: the field, what is wrong with it, and the limit it

@@ -8,7 +8,7 @@
 //!
 //! The server is stopped with SIGTERM at the end (it removes its containers). The report is
 //! Markdown; `--write FILE` puts it in FILE's `load` section and leaves the rest alone.
-use crate::bench::{kib_to_mb, utc_date, Quantiles};
+use crate::bench::{hello_world, kib_to_mb, utc_date, Quantiles, HELLO_OUTPUT};
 use crate::server::LISTENING;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -160,7 +160,6 @@ async fn measure(
         report.wall = began.elapsed();
         sampler.abort();
         report.rss_peak_runs_kib = peak.load(Ordering::Relaxed);
-        let expected = hello_output(language);
         let mut first = Vec::new();
         let mut done = Vec::new();
         for r in &results {
@@ -169,7 +168,7 @@ async fn measure(
                 (None, Some(e)) => report.lost.push(e.clone()),
                 (None, None) => report.lost.push("no final state".into()),
             }
-            if r.state.as_deref() == Some("FINISHED") && r.stdout != expected {
+            if r.state.as_deref() == Some("FINISHED") && r.stdout != HELLO_OUTPUT.as_bytes() {
                 report.wrong_output += 1;
             }
             report.queued += r.queued as usize;
@@ -235,28 +234,13 @@ async fn hold_idle(
     }
 }
 
-fn hello_code(language: &onpyrunner_images::Language) -> &'static str {
-    match language.id.as_str() {
-        "python" | "pypy" => "print('Hello, world!')",
-        "node" => "console.log('Hello, world!')",
-        "java" => {
-            "public class Main { public static void main(String[] a) { System.out.println(\"Hello, world!\"); } }"
-        }
-        _ => "",
-    }
-}
-
-fn hello_output(_language: &onpyrunner_images::Language) -> Vec<u8> {
-    b"Hello, world!\n".to_vec()
-}
-
 /// One client: connect, run a hello world, read to the summary.
 async fn hello(server: &Server, language: &onpyrunner_images::Language) -> ClientResult {
     let mut result = ClientResult::default();
     let begin = Instant::now();
     let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {
         let mut ws = server.connect().await?;
-        let run = json!({"type": "run", "language": language.id, "code": hello_code(language)});
+        let run = json!({"type": "run", "language": language.id, "code": hello_world(language)});
         ws.send(Message::text(run.to_string())).await?;
         while let Some(message) = ws.next().await {
             match message? {

@@ -323,17 +323,15 @@ fn start_run(
     run: &mut Option<CurrentRun>,
     out: &mpsc::Sender<Message>,
 ) -> Result<(), ApiError> {
-    if let Some(r) = run {
-        if !r.ended.load(Ordering::Acquire) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "run {} is still going on this connection; stop it or wait for its summary",
-                    r.id
-                ),
-            )
-            .field("type"));
-        }
+    if let Ok(r) = current(run) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "run {} is still going on this connection; stop it or wait for its summary",
+                r.id
+            ),
+        )
+        .field("type"));
     }
     let (spec, stdin) = api::run_spec(&body, &state.engine)?;
     let session = state.engine.submit(spec)?;
