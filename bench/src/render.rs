@@ -131,8 +131,9 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "## Where the time goes on the pooled path\n");
     let _ = writeln!(
         o,
-        "The pooled path by hand on the raw client, without the engine: a container made as the \
-         pool makes it (create, attach, start, pause, 50 ms paused), then, from just before \
+        "The pooled path by hand on the supervisor's sandbox API (`run::Sandbox`, \
+         `run::run_in_keep`), without the engine: a container made as the pool makes it \
+         (create, attach, start, ready, pause, 50 ms paused), then, from just before \
          unpause: the unpause call, the first output byte, the launcher's status trailer (the \
          program has exited and was reaped), the container removed (force). \"Program\" is the \
          run stage's wall time as the launcher measured it (interpreter start to exit). p50 in \
@@ -442,10 +443,9 @@ fn explain_language(r: &Report, id: &str, whats: &[&str]) -> String {
             let compile = first - unpause - program;
             let _ = write!(
                 text,
-                " Half of `docker run`'s {:.0} ms is {:.0} ms, but compiling with javac and \
-                 starting the JVM twice (about {compile:.0} ms before the run stage even \
-                 begins) is paid on both paths alike: the pool saves the container's start-up \
-                 ({:.0} ms here), not the compiler.",
+                " Half of `docker run`'s {:.0} ms is {:.0} ms; on the pooled path the compile \
+                 stage in the warm JVM still takes about {compile:.0} ms before the run stage \
+                 begins, and the pool saves {:.0} ms here against `docker run`.",
                 docker.p50,
                 docker.p50 * JAVA_RATIO,
                 docker.p50 - done
