@@ -1,4 +1,4 @@
-//! Command-line interface: `onpyrunner serve`, `run`, `images`, `languages`, `bench`.
+//! Command-line interface: `onpyrunner serve`, `run`, `images`, `languages`, `bench`, `load`.
 use crate::server::ServerConfig;
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -45,13 +45,13 @@ pub enum Command {
     /// Hello world per language through the pool, through a fresh container and through
     /// `docker run`; runs per second at 1, 4 and 8 callers next to the daemon's raw lifecycle
     /// rate; the supervisor's memory with the pools full; and which targets are met.
-    Bench(crate::bench::BenchArgs),
+    Bench(onpyrunner_bench::bench::BenchArgs),
     /// Load-test the service over WebSockets on loopback: many clients running a hello world at
     /// once, then many idle connections held; latency and the server's memory, in Markdown.
     ///
     /// Starts `onpyrunner serve` itself (on a free loopback port) and stops it at the end. Bounded
     /// in count (--clients, --idle) and time (--max-seconds). Exits 1 if a client was lost.
-    Load(crate::load::LoadArgs),
+    Load(onpyrunner_bench::load::LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -250,14 +250,21 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
             crate::server::run(config, shutdown_signal()).await?;
             Ok(0)
         }
-        Command::Load(args) => crate::load::main(args).await,
+        Command::Load(args) => {
+            // The server under test is this same executable's `serve`.
+            let serve = onpyrunner_bench::load::Serve {
+                program: std::env::current_exe().context("cannot find this executable")?,
+                listening: crate::server::LISTENING,
+            };
+            onpyrunner_bench::load::run(args, serve).await
+        }
         Command::Bench(args) => {
             let docker = connect(cli.docker_host.as_deref()).await?;
             let command = std::iter::once("onpyrunner".to_string())
                 .chain(std::env::args().skip(1))
                 .collect::<Vec<_>>()
                 .join(" ");
-            crate::bench::bench_command(&docker, args, command).await
+            onpyrunner_bench::bench::run(&docker, args, command).await
         }
     }
 }
@@ -291,7 +298,7 @@ async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {
     Ok(docker)
 }
 
-pub(crate) fn find_language(id: &str) -> anyhow::Result<&'static Language> {
+fn find_language(id: &str) -> anyhow::Result<&'static Language> {
     onpyrunner_images::find(id).with_context(|| {
         let ids: Vec<&str> = languages().iter().map(|l| l.id.as_str()).collect();
         format!("unknown language {id:?}; known: {}", ids.join(", "))

@@ -1,12 +1,11 @@
-//! The `onpyrunner` binary's library: the command line, the benchmark and load test, and the
-//! web service (REST, jobs with SSE, WebSocket sessions, metrics, OpenAPI).
+//! The `onpyrunner` binary's library: the command line and the web service (REST, jobs with
+//! SSE, WebSocket sessions, metrics, OpenAPI). The benchmark and the load test are the
+//! `onpyrunner-bench` crate; the command line only parses their flags and calls them.
 pub mod api;
 pub mod assets;
-pub mod bench;
 pub mod cli;
 pub mod job_log;
 pub mod jobs;
-pub mod load;
 pub mod metrics;
 pub mod openapi;
 pub mod server;

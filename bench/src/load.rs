@@ -1,5 +1,5 @@
 //! `onpyrunner load`: the service under many WebSocket clients, on loopback, bounded in count
-//! and time. It starts `onpyrunner serve` (this same executable) as a child process, then:
+//! and time. It starts `onpyrunner serve` (the program [`Serve`] names) as a child process, then:
 //!
 //! 1. `--clients` clients connect at once and each runs a hello world: every one must reach a
 //!    final state; time to the first output byte and to the summary, p50/p90/p99.
@@ -8,15 +8,20 @@
 //!
 //! The server is stopped with SIGTERM at the end (it removes its containers). The report is
 //! Markdown; `--write FILE` puts it in FILE's `load` section and leaves the rest alone.
-use crate::bench::{hello_world, kib_to_mb, utc_date, Quantiles, HELLO_OUTPUT};
-use crate::server::LISTENING;
+//!
+//! The server is whatever [`Serve`] names (the `onpyrunner` binary passes itself): this crate
+//! knows its command line and its "listening" line, not its code.
+use crate::hello::{hello_world, HELLO_OUTPUT};
+use crate::machine::{kib_to_mb, rss_kib, utc_now};
+use crate::section::write_section;
+use crate::stats::Quantiles;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -84,14 +89,25 @@ struct Report {
     total: Duration,
 }
 
-pub async fn main(args: LoadArgs) -> anyhow::Result<i32> {
+/// How to start the server under test.
+#[derive(Debug, Clone)]
+pub struct Serve {
+    /// An executable taking `serve --listen ADDR --instance NAME --max-queued N`.
+    pub program: PathBuf,
+    /// What it prints on stderr before its address once it listens (`http://` included).
+    pub listening: &'static str,
+}
+
+/// Run the load test against a server started from `serve`; the exit code is 1 if a client
+/// was lost, got wrong output, or an idle connection failed or was dropped.
+pub async fn run(args: LoadArgs, serve: Serve) -> anyhow::Result<i32> {
     if args.clients == 0 && args.idle == 0 {
         bail!("--clients and --idle are both 0: nothing to do");
     }
     let language = onpyrunner_images::find(&args.lang)
         .with_context(|| format!("--lang {:?}: unknown language", args.lang))?;
     let started = Instant::now();
-    let mut server = Server::start(args.clients).await?;
+    let mut server = Server::start(&serve, args.clients).await?;
     let bound = Duration::from_secs(args.max_seconds);
     let measured = tokio::time::timeout(bound, measure(&args, language, &server)).await;
     let stopped = server.stop().await;
@@ -130,11 +146,7 @@ async fn measure(
     server: &Server,
 ) -> anyhow::Result<Report> {
     let mut report = Report {
-        date: utc_date(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs(),
-        ),
+        date: utc_now(),
         lang: language.id.clone(),
         clients: args.clients,
         idle: args.idle,
@@ -280,7 +292,7 @@ async fn hello(server: &Server, language: &onpyrunner_images::Language) -> Clien
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `onpyrunner serve` as a child process on a free loopback port.
+/// The server under test as a child process on a free loopback port.
 struct Server {
     child: Child,
     addr: String,
@@ -288,10 +300,9 @@ struct Server {
 }
 
 impl Server {
-    async fn start(clients: usize) -> anyhow::Result<Server> {
-        let exe = std::env::current_exe().context("cannot find this executable")?;
+    async fn start(serve: &Serve, clients: usize) -> anyhow::Result<Server> {
         let instance = format!("load-{}", std::process::id());
-        let mut child = Command::new(exe)
+        let mut child = Command::new(&serve.program)
             .args(["serve", "--listen", "127.0.0.1:0", "--instance", &instance])
             // Every client gets a place in the queue: none is refused as busy.
             .args(["--max-queued", &(clients + 64).to_string()])
@@ -305,7 +316,7 @@ impl Server {
         let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
         let addr = tokio::time::timeout(Duration::from_secs(120), async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = line.strip_prefix(LISTENING) {
+                if let Some(addr) = line.strip_prefix(serve.listening) {
                     return Ok(addr.to_string());
                 }
                 eprintln!("serve: {line}");
@@ -354,18 +365,6 @@ impl Server {
         }
         Ok(())
     }
-}
-
-/// A process's resident memory (VmRSS) in KiB; 0 when it cannot be read.
-pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn render(r: &Report) -> String {
@@ -468,65 +467,4 @@ fn render(r: &Report) -> String {
         );
     }
     o
-}
-
-/// Put `content` between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in the file at `path`
-/// (appended when the markers are not there yet), leaving the rest of the file alone.
-pub fn write_section(path: &Path, name: &str, content: &str) -> anyhow::Result<()> {
-    let old = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    let new = replace_section(&old, name, content);
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    std::fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn replace_section(old: &str, name: &str, content: &str) -> String {
-    let begin = format!("<!-- {name}:begin -->\n");
-    let end = format!("<!-- {name}:end -->\n");
-    let body = if content.ends_with('\n') {
-        content.to_string()
-    } else {
-        format!("{content}\n")
-    };
-    if let (Some(b), Some(e)) = (old.find(&begin), old.find(&end)) {
-        if b < e {
-            return format!("{}{begin}{body}{}", &old[..b], &old[e..]);
-        }
-    }
-    let sep = if old.is_empty() || old.ends_with("\n\n") {
-        ""
-    } else if old.ends_with('\n') {
-        "\n"
-    } else {
-        "\n\n"
-    };
-    format!("{old}{sep}{begin}{body}{end}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sections_are_replaced_in_place_or_appended() {
-        let first = replace_section("# Benchmarks\n", "load", "A\n");
-        assert_eq!(
-            first,
-            "# Benchmarks\n\n<!-- load:begin -->\nA\n<!-- load:end -->\n"
-        );
-        let again = replace_section(&format!("{first}tail\n"), "load", "B");
-        assert_eq!(
-            again,
-            "# Benchmarks\n\n<!-- load:begin -->\nB\n<!-- load:end -->\ntail\n"
-        );
-        let other = replace_section(&again, "bench", "C\n");
-        assert!(
-            other.contains("<!-- load:begin -->\nB\n") && other.ends_with("<!-- bench:end -->\n")
-        );
-    }
 }

@@ -1,0 +1,204 @@
+//! `onpyrunner bench`: latency, throughput and memory of the engine in one run, next to the
+//! baselines that give the figures a meaning (`docker run`, the daemon's raw lifecycle rate).
+//!
+//! In order: the pools fill and this process's memory is read with them full (the bench
+//! process is the supervisor); then per language the latency on three paths and where the
+//! pooled path's time goes ([`crate::latency`], [`crate::breakdown`]); then the throughput
+//! ([`crate::throughput`]); then the report ([`crate::render`]).
+use crate::engines::{wait_full, Engines};
+use crate::machine::{load_average, own_rss_kib, Machine};
+use crate::plan::{progress, Plan, CONCURRENCY};
+use crate::render::render;
+use crate::report::Report;
+use crate::section::write_section;
+use crate::{latency, throughput};
+use anyhow::{bail, Context};
+use clap::Args;
+use onpyrunner_images::{languages, Language};
+use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::engine::EngineConfig;
+use onpyrunner_supervisor::images;
+use onpyrunner_supervisor::run;
+use onpyrunner_supervisor::sandbox::LABEL_OWNER;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Measure latency, throughput and memory of the engine against the real daemon and images.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Languages to measure, comma-separated [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub langs: Vec<String>,
+    /// Timed runs per language and path [default: 100; 5 with --quick]
+    #[arg(long, value_name = "N")]
+    pub runs: Option<usize>,
+    /// Seconds of each throughput measurement [default: 20; 2 with --quick]
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<u64>,
+    /// Write the Markdown report into this file's `bench` section (between `<!-- bench:begin -->`
+    /// and `<!-- bench:end -->`; other sections are kept) instead of stdout
+    #[arg(long, value_name = "PATH")]
+    pub write: Option<PathBuf>,
+    /// Few runs and short throughput windows, for smoke tests
+    #[arg(long)]
+    pub quick: bool,
+    /// Stop the timed latency runs of a language after this many seconds, whatever is left
+    /// (Java takes about 6 s per round of three paths) [default: 240]
+    #[arg(long, value_name = "S", default_value_t = 240)]
+    pub lang_seconds: u64,
+    /// Stop starting new measurements after this many minutes; what is left is reported as cut
+    #[arg(long, value_name = "MINUTES", default_value_t = 25)]
+    pub max_minutes: u64,
+}
+
+/// Run the whole bench; `command` is the command line the report says it was made by. The
+/// exit code is 0 when every measurement ran (targets met or not).
+pub async fn run(docker: &Docker, args: BenchArgs, command: String) -> anyhow::Result<i32> {
+    let runs = args.runs.unwrap_or(if args.quick { 5 } else { 100 });
+    let seconds = args.seconds.unwrap_or(if args.quick { 2 } else { 20 });
+    if runs == 0 || seconds == 0 {
+        bail!("--runs and --seconds must be at least 1");
+    }
+    let selected: Vec<&'static Language> = if args.langs.is_empty() {
+        languages().iter().collect()
+    } else {
+        args.langs
+            .iter()
+            .map(|id| find_language(id.trim()))
+            .collect::<anyhow::Result<_>>()?
+    };
+    for lang in &selected {
+        if docker
+            .inspect_image(&images::image_ref(lang))
+            .await?
+            .is_none()
+        {
+            bail!(
+                "the {} image {} is missing; build it with `onpyrunner images`",
+                lang.id,
+                images::image_ref(lang)
+            );
+        }
+    }
+    let bench = Bench {
+        docker: docker.clone(),
+        plan: Plan {
+            tag: run::random_hex(3),
+            runs,
+            seconds,
+            warmups: if args.quick { 1 } else { 3 },
+            deadline: Instant::now() + Duration::from_secs(args.max_minutes.max(1) * 60),
+            lang_budget: Duration::from_secs(args.lang_seconds.max(1)),
+        },
+        selected,
+    };
+    let mut report = Report {
+        command,
+        runs,
+        seconds,
+        ..Report::default()
+    };
+    let started = Instant::now();
+    let engines = Engines::default();
+    let measured = tokio::select! {
+        r = bench.measure(&mut report, &engines) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    progress("shutting down the engines and removing the bench's containers");
+    engines.shutdown().await;
+    bench.remove_leftovers().await;
+    measured?;
+    report.total = started.elapsed();
+    report.machine.load_end = load_average();
+    let markdown = render(&report);
+    match &args.write {
+        Some(path) => {
+            write_section(path, "bench", &markdown)?;
+            progress(&format!("wrote the bench section of {}", path.display()));
+        }
+        None => print!("{markdown}"),
+    }
+    Ok(0)
+}
+
+/// The language with this id; the error lists the known ones.
+fn find_language(id: &str) -> anyhow::Result<&'static Language> {
+    onpyrunner_images::find(id).with_context(|| {
+        let ids: Vec<&str> = languages().iter().map(|l| l.id.as_str()).collect();
+        format!("unknown language {id:?}; known: {}", ids.join(", "))
+    })
+}
+
+struct Bench {
+    docker: Docker,
+    plan: Plan,
+    selected: Vec<&'static Language>,
+}
+
+impl Bench {
+    fn config(&self, what: &str, pools: impl Fn(&Language) -> usize) -> EngineConfig {
+        EngineConfig {
+            instance: self.plan.owner(what),
+            pool_sizes: languages()
+                .iter()
+                .map(|l| (l.id.clone(), pools(l)))
+                .collect(),
+            max_running: *CONCURRENCY.iter().max().expect("levels"),
+            max_queued: 1024,
+            ..EngineConfig::default()
+        }
+    }
+
+    async fn measure(&self, report: &mut Report, engines: &Engines) -> anyhow::Result<()> {
+        report.machine = Machine::now(&self.docker).await?;
+        report.memory.rss_before_kib = own_rss_kib();
+
+        // The pooled engine: the selected languages' pools at their table sizes.
+        let selected = |l: &Language| self.selected.iter().any(|s| s.id == l.id);
+        let pooled = engines
+            .start(
+                &self.docker,
+                self.config("pool", |l| if selected(l) { l.pool_size } else { 0 }),
+            )
+            .await?;
+        progress("filling the pools");
+        wait_full(&pooled, None).await?;
+        report.memory.rss_full_kib = own_rss_kib();
+        report.memory.pools = pooled
+            .pools()
+            .values()
+            .map(|p| (p.language().id.clone(), p.target()))
+            .collect();
+        let fresh = engines
+            .start(&self.docker, self.config("fresh", |_| 0))
+            .await?;
+
+        for lang in &self.selected {
+            let measured = latency::measure(
+                &self.plan,
+                &self.docker,
+                lang,
+                &pooled,
+                &fresh,
+                &mut report.cut,
+            )
+            .await?;
+            report.languages.push(measured);
+        }
+        report.throughput =
+            throughput::measure(&self.plan, &self.docker, &pooled, &mut report.cut).await?;
+        Ok(())
+    }
+
+    /// Remove what the bench made outside its engines (a run cut short by Ctrl-C or an error).
+    async fn remove_leftovers(&self) {
+        for what in ["raw", "probe", "cli"] {
+            let label = format!("{LABEL_OWNER}={}", self.plan.owner(what));
+            if let Ok(list) = self.docker.list_containers(&[label]).await {
+                for c in list {
+                    let _ = self.docker.remove_container(&c.id).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The program every measurement runs: a hello world per language.
+use onpyrunner_images::Language;
+
+/// What every hello world prints.
+pub const HELLO_OUTPUT: &str = "hello, world\n";
+
+/// The hello world of a language, printing [`HELLO_OUTPUT`].
+pub fn hello_world(lang: &Language) -> &'static str {
+    match lang.id.as_str() {
+        "node" => "console.log(\"hello, world\");\n",
+        "java" => {
+            "public class Main {\n    public static void main(String[] args) {\n        \
+             System.out.println(\"hello, world\");\n    }\n}\n"
+        }
+        // CPython, PyPy, and any Python added later.
+        _ => "print(\"hello, world\")\n",
+    }
+}

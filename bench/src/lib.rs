@@ -1,0 +1,27 @@
+//! `onpyrunner bench` and `onpyrunner load` as a library: the engine measured against the real
+//! daemon and images, next to the baselines that give its figures a meaning, and the service
+//! measured under many WebSocket clients. The `onpyrunner` binary parses the flags
+//! ([`bench::BenchArgs`], [`load::LoadArgs`]) and calls [`bench::run`] or [`load::run`].
+//!
+//! - [`bench`]: the benchmark's order of work, from the pools filling to the report.
+//! - [`latency`]: one language's hello world through the pool, a fresh container and
+//!   `docker run`, run by run; [`paths`]: one run on each of those paths.
+//! - [`breakdown`]: where the pooled path's time goes, on the supervisor's sandbox API.
+//! - [`throughput`]: runs per second through the engine next to the daemon's raw cycle rate.
+//! - [`report`]: what one bench run measured and the targets; [`render`]: its Markdown.
+//! - [`load`]: the load test; [`section`]: a report's own section of a Markdown file.
+//! - [`stats`], [`machine`], [`engines`], [`plan`], [`hello`]: the pieces those share.
+pub mod bench;
+pub mod breakdown;
+pub mod engines;
+pub mod hello;
+pub mod latency;
+pub mod load;
+pub mod machine;
+pub mod paths;
+pub mod plan;
+pub mod render;
+pub mod report;
+pub mod section;
+pub mod stats;
+pub mod throughput;

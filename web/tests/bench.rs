@@ -1,0 +1,163 @@
+//! `onpyrunner bench` and `onpyrunner load` as a user runs them: real binary, real daemon, real
+//! images. The measuring code is the `onpyrunner-bench` crate (its unit tests are beside it);
+//! these check the commands end to end.
+use std::process::Command;
+
+fn onpyrunner() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_onpyrunner"))
+}
+
+/// The numbers of a Markdown table row that starts with `prefix`, one per cell ("-" is none).
+fn row_numbers(report: &str, prefix: &str) -> Vec<Option<f64>> {
+    let line = report
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no row starting with {prefix:?} in:\n{report}"));
+    line[prefix.len()..]
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            let number = c.split_whitespace().next().unwrap_or("");
+            number.trim_end_matches(['%']).parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn bench_quick_measures_every_path_and_reports_the_targets() {
+    let started = std::time::Instant::now();
+    let out = onpyrunner()
+        .args([
+            "bench",
+            "--quick",
+            "--langs",
+            "python",
+            "--runs",
+            "3",
+            "--seconds",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{report}");
+    assert!(
+        stderr.contains("bench: filling the pools"),
+        "progress on stderr: {stderr}"
+    );
+
+    // Latency: three paths, three runs each, every figure a positive number of ms.
+    for path in ["pool", "fresh container", "docker run"] {
+        let cells = row_numbers(&report, &format!("| python | {path} |"));
+        assert_eq!(cells.len(), 7, "runs + 6 figures: {cells:?}");
+        assert_eq!(cells[0], Some(3.0), "3 runs, none failed: {cells:?}");
+        let figures: Vec<f64> = cells[1..].iter().map(|c| c.expect("a number")).collect();
+        assert!(
+            figures.iter().all(|&ms| ms > 0.0 && ms < 60_000.0),
+            "{figures:?}"
+        );
+        let (first_byte_p50, completion_p50) = (figures[0], figures[3]);
+        assert!(first_byte_p50 <= completion_p50, "{figures:?}");
+    }
+    assert!(report.contains("python 3 hits / 0 misses"), "{report}");
+
+    // Where the time goes: both rows with numbers.
+    for variant in [
+        "paused",
+        "paused, refill alongside",
+        "running, never paused",
+    ] {
+        let cells = row_numbers(&report, &format!("| python | {variant} |"));
+        assert!(cells[..6].iter().all(Option::is_some), "{cells:?}");
+    }
+
+    // Throughput at 1, 4 and 8 callers, ours and raw, and the percentage.
+    for callers in [1, 4, 8] {
+        let cells = row_numbers(&report, &format!("| {callers} |"));
+        let (ours, raw, percent) = (cells[0], cells[3], cells[5]);
+        assert!(ours.is_some_and(|r| r > 0.0), "{cells:?}");
+        assert!(raw.is_some_and(|r| r > 0.0), "{cells:?}");
+        assert!(percent.is_some_and(|p| p > 0.0), "{cells:?}");
+    }
+
+    // Memory with the pools full, and the targets computed from the figures.
+    let rss = row_numbers(&report, "| Every pool full (python 2) |");
+    assert!(rss[0].is_some_and(|mb| mb > 1.0 && mb < 1000.0), "{rss:?}");
+    let targets = report
+        .split("## Targets")
+        .nth(1)
+        .expect("a Targets section");
+    for target in ["CPython", "Sustained throughput", "resident memory"] {
+        let line = targets
+            .lines()
+            .find(|l| l.contains(target))
+            .unwrap_or_else(|| panic!("no {target} target in {targets}"));
+        assert!(
+            line.ends_with("| yes |") || line.ends_with("| **no** |"),
+            "{line}"
+        );
+    }
+    assert!(targets.contains("| Java hello world") && targets.contains("not measured"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn load_runs_clients_and_idle_connections_against_its_own_server_and_writes_its_section() {
+    let started = std::time::Instant::now();
+    let dir = std::env::temp_dir().join(format!("onpyrunner-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let doc = dir.join("BENCHMARKS.md");
+    std::fs::write(
+        &doc,
+        "<!-- bench:begin -->\n# Benchmarks\nkept\n<!-- bench:end -->\n",
+    )
+    .unwrap();
+    let out = onpyrunner()
+        .args([
+            "load",
+            "--clients",
+            "6",
+            "--idle",
+            "20",
+            "--hold-seconds",
+            "3",
+        ])
+        .arg("--write")
+        .arg(&doc)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let report = std::fs::read_to_string(&doc).unwrap();
+    assert!(
+        report.starts_with("<!-- bench:begin -->\n# Benchmarks\nkept\n"),
+        "{report}"
+    );
+    assert!(
+        report.contains("6 reached a final state (6 FINISHED), 0 lost, 0 with wrong output"),
+        "{report}"
+    );
+    for row in ["| the first output byte |", "| the summary |"] {
+        let cells = row_numbers(&report, row);
+        assert!(
+            cells.iter().all(|c| c.is_some_and(|ms| ms > 0.0)),
+            "{row} {cells:?}"
+        );
+    }
+    assert!(report.contains("20 opened, 0 dropped"), "{report}");
+    let idle = row_numbers(&report, "| With 20 idle connections, after 3 s |");
+    assert!(
+        idle[0].is_some_and(|mb| mb > 1.0 && mb < 1000.0),
+        "{idle:?}"
+    );
+    assert!(report.trim_end().ends_with("<!-- load:end -->"), "{report}");
+    // The server it started stopped and took its containers with it.
+    assert!(
+        !stderr.contains("serve: "),
+        "the server complained: {stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(90));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
