@@ -6,13 +6,14 @@ use crate::hello::HELLO_OUTPUT;
 use crate::plan::{Plan, RUN_TIMEOUT};
 use crate::report::{Breakdown, Variant};
 use anyhow::{bail, Context};
+use onpyrunner_protocol::{OutputStream, Reason};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::images;
-use onpyrunner_supervisor::run::{self, Controls, OutputStream, RunSpec, Sandbox, Termination};
+use onpyrunner_supervisor::run::{self, Controls, RunSpec, Sandbox};
+use onpyrunner_supervisor::session::StopSignal;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
 
 /// One probe's figures, all from just before unpause.
 struct Probe {
@@ -96,7 +97,7 @@ async fn make(
     let made = async {
         sandbox.start(docker).await?;
         // A warm language is paused only once its warm process is ready, as in the pool.
-        sandbox.wait_ready(run::WARM_READY_TIMEOUT).await?;
+        sandbox.wait_ready(docker, run::WARM_READY_TIMEOUT).await?;
         if paused {
             docker.pause_container(sandbox.id()).await?;
         }
@@ -133,7 +134,7 @@ async fn timed_run(
     let controls = Controls {
         stdin,
         output: output_tx,
-        stop: CancellationToken::new(),
+        stop: StopSignal::default(),
     };
     let running = async {
         let ran = run::run_in_keep(docker, sandbox, spec, controls).await;
@@ -154,7 +155,7 @@ async fn timed_run(
     let removed = begin.elapsed();
     let outcome = outcome?;
     removal?;
-    if outcome.termination != Termination::Exited || outcome.exit_code != Some(0) {
+    if outcome.reason != Reason::Exited || outcome.usage.exit_code != Some(0) {
         bail!("the program failed: {outcome:?}");
     }
     if stdout != HELLO_OUTPUT.as_bytes() {
@@ -165,6 +166,6 @@ async fn timed_run(
         first_byte: first_byte.context("no output")?,
         status: at_status,
         removed,
-        program_wall: Duration::from_millis(outcome.wall_ms),
+        program_wall: Duration::from_millis(outcome.usage.wall_ms),
     })
 }

@@ -5,13 +5,13 @@
 use crate::hello::HELLO_OUTPUT;
 use crate::plan::RUN_TIMEOUT;
 use onpyrunner_images::Language;
+use onpyrunner_protocol::{Event, OutputStream, Reason};
 use onpyrunner_supervisor::docker::types::ContainerConfig;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::limits::Limits;
-use onpyrunner_supervisor::run::{self, OutputStream, RunSpec};
+use onpyrunner_supervisor::run::{self, RunSpec};
 use onpyrunner_supervisor::sandbox::{self, Labels};
-use onpyrunner_supervisor::session::{Event, Reason};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -46,7 +46,7 @@ pub async fn engine_run(engine: &Engine, spec: RunSpec) -> Result<Sample, String
             }
             Event::Summary(summary) => {
                 let completion = begin.elapsed();
-                if summary.reason != Reason::Exited || summary.exit_code != Some(0) {
+                if summary.reason != Reason::Exited || summary.usage.exit_code != Some(0) {
                     return Err(format!("the run ended badly: {summary:?}"));
                 }
                 if stdout != HELLO_OUTPUT.as_bytes() {

@@ -4,9 +4,12 @@
 
 pub mod attach;
 pub mod launch;
+pub mod run;
 pub mod status;
 pub mod warm;
+pub mod ws;
 
 pub use attach::{AttachChunk, AttachDecoder, AttachError, AttachMode, StreamKind};
 pub use launch::{FramingError, RunRequest, SourceFile};
-pub use status::{RunStatus, Stage, StatusScanner};
+pub use run::{Event, OutputChunk, OutputStream, Reason, RunState, Stage, Summary, Usage};
+pub use status::{RunStatus, StatusScanner};

@@ -11,30 +11,15 @@
 //! are seen, it yields the status; bytes after that line are discarded (left-over processes).
 //! A marker whose JSON does not parse, or whose line exceeds `MAX_STATUS_LINE_LEN`, yields
 //! `Err(reason)`.
+pub use crate::run::{Stage, Usage};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Compile,
-    Run,
-}
 
 /// What the launcher measured about the stage that ended the run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunStatus {
-    pub stage: Stage,
-    /// Exit code when the process exited normally.
-    pub exit_code: Option<i32>,
-    /// Signal number when the process was killed by a signal.
-    pub signal: Option<i32>,
-    /// Wall time of the stage, from spawn to exit, in milliseconds.
-    pub wall_ms: u64,
-    /// User + system CPU time of the stage's processes, in milliseconds.
-    pub cpu_ms: u64,
-    /// Peak resident set size of the stage's largest process, in KiB.
-    pub max_rss_kib: u64,
+    #[serde(flatten)]
+    pub usage: Usage,
     /// Set when the launcher itself failed (bad frame, spawn failure...).
     pub error: Option<String>,
 }
@@ -223,12 +208,14 @@ mod tests {
 
     fn status() -> RunStatus {
         RunStatus {
-            stage: Stage::Run,
-            exit_code: Some(3),
-            signal: None,
-            wall_ms: 1234,
-            cpu_ms: 1000,
-            max_rss_kib: 20480,
+            usage: Usage {
+                stage: Stage::Run,
+                exit_code: Some(3),
+                signal: None,
+                wall_ms: 1234,
+                cpu_ms: 1000,
+                memory_kib: 20480,
+            },
             error: Some("line\nbreak \0 and NUL".into()),
         }
     }
@@ -312,7 +299,7 @@ mod tests {
         let mut input = encode_status("guess", &status());
         let forged_len = input.len();
         let mut real = status();
-        real.exit_code = Some(0);
+        real.usage.exit_code = Some(0);
         input.extend_from_slice(&encode_status(NONCE, &real));
         for_every_split(NONCE, &input, |s| {
             assert_eq!(s.output, &input[..forged_len]);
@@ -445,13 +432,15 @@ mod tests {
             any::<Option<String>>(),
         )
             .prop_map(
-                |(stage, exit_code, signal, wall_ms, cpu_ms, max_rss_kib, error)| RunStatus {
-                    stage,
-                    exit_code,
-                    signal,
-                    wall_ms,
-                    cpu_ms,
-                    max_rss_kib,
+                |(stage, exit_code, signal, wall_ms, cpu_ms, memory_kib, error)| RunStatus {
+                    usage: Usage {
+                        stage,
+                        exit_code,
+                        signal,
+                        wall_ms,
+                        cpu_ms,
+                        memory_kib,
+                    },
                     error,
                 },
             )

@@ -15,12 +15,13 @@ use crate::images;
 use crate::limits::Caps;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
-use crate::run::{self, Controls, Outcome, RunError, RunSpec, Sandbox, Termination};
+use crate::run::{self, Controls, RunError, RunSpec, Sandbox};
+use crate::run_log::LogFull;
 use crate::sandbox::{LABEL_CREATED, LABEL_MANAGED, LABEL_OWNER};
 use crate::scheduler::{Busy, LocalQueue, RunQueue, Ticket};
-use crate::session::{unix_ms, Event, Reason, RunState, Session, Stopper, Summary};
-use onpyrunner_protocol::Stage;
-use std::collections::{BTreeMap, HashSet};
+use crate::session::{unix_ms, Detach, RunShared, Session};
+use onpyrunner_protocol::{Event, Reason, RunState, Stage, Summary, Usage};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,8 +30,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Events buffered per session before the program is slowed down (backpressure).
+/// Output chunks buffered between the run and its log.
 pub const EVENT_BUFFER: usize = 32;
+/// Output bytes the log may hold beyond its slowest follower before the program is slowed
+/// down (backpressure).
+pub const FOLLOW_WINDOW: u64 = 256 * 1024;
 /// Stdin chunks buffered per session before the writer waits.
 pub const STDIN_BUFFER: usize = 16;
 /// A container that is neither pooled nor running is removed once it is older than this (the
@@ -100,6 +104,16 @@ pub enum SubmitError {
     LanguageUnavailable { language: String, image: String },
 }
 
+/// Why a run could not be resumed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeError {
+    #[error("no such run (unknown, killed after its grace period, or ended too long ago)")]
+    NoSuchRun,
+    #[error("seq {seq} is past the end of the run's log ({end})")]
+    PastTheEnd { seq: u64, end: u64 },
+}
+
 /// A cheap-to-clone handle on the engine.
 #[derive(Clone)]
 pub struct Engine {
@@ -117,6 +131,9 @@ struct Inner {
     /// Cancelled by `shutdown`: no new runs; queued and running ones end as STOPPED.
     shutdown: CancellationToken,
     sessions: TaskTracker,
+    /// Every run that may still be attached to: running ones, and ended ones for their detach
+    /// grace period (a client that dropped comes back for the rest).
+    runs: Mutex<HashMap<String, Arc<RunShared>>>,
     /// Containers in use by a session right now (the sweeps leave them alone).
     active: Mutex<HashSet<String>>,
     daemon_up: AtomicBool,
@@ -213,6 +230,7 @@ impl Engine {
             queue,
             shutdown,
             sessions: TaskTracker::new(),
+            runs: Mutex::new(HashMap::new()),
             active: Mutex::new(HashSet::new()),
             daemon_up: AtomicBool::new(true),
             metrics: Metrics::default(),
@@ -264,8 +282,14 @@ impl Engine {
     }
 
     /// Accept a run: validated, then admitted or queued, or refused. Nothing is started when
-    /// this returns an error. The session's events begin with `State(READY)`.
+    /// this returns an error. The session's events begin with `State(READY)`; dropping the
+    /// session ends the run as `client_gone`.
     pub fn submit(&self, spec: RunSpec) -> Result<Session, SubmitError> {
+        self.submit_with(spec, Detach::Kill)
+    }
+
+    /// [`submit`](Self::submit), with the rule for a run nobody is attached to.
+    pub fn submit_with(&self, spec: RunSpec, detach: Detach) -> Result<Session, SubmitError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(SubmitError::ShuttingDown);
@@ -284,23 +308,43 @@ impl Engine {
             inner.metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
         })?;
         inner.metrics.accepted.fetch_add(1, Ordering::Relaxed);
-        let id = run::random_hex(8);
-        let (events_tx, events_rx) = mpsc::channel(EVENT_BUFFER);
+        // The id is what a client resumes with: 128 random bits, so it cannot be guessed.
+        let id = run::random_hex(16);
         let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_BUFFER);
-        let stopper = Stopper::default();
+        let run = Arc::new(RunShared::new(id.clone(), stdin_tx, detach));
+        // Attached before the task starts, so the run is not abandoned before its caller has it.
+        let session = Session::attach(run.clone(), 0).expect("position 0 is in every log");
+        inner
+            .runs
+            .lock()
+            .expect("engine lock")
+            .insert(id.clone(), run.clone());
         let task = SessionTask {
             inner: inner.clone(),
-            id: id.clone(),
+            run,
             spec,
             image,
-            events: events_tx,
             stdin: Some(stdin_rx),
-            stop: stopper.0.clone(),
             accepted: Instant::now(),
             state: RunState::Ready,
         };
         inner.sessions.spawn(task.run(ticket));
-        Ok(Session::new(id, events_rx, stdin_tx, stopper))
+        Ok(session)
+    }
+
+    /// Attach to a run again, following its log from `seq` (the position just after what the
+    /// caller had). Works while the run goes on and for its detach grace period after it ended.
+    pub fn resume(&self, id: &str, seq: u64) -> Result<Session, ResumeError> {
+        let run = self
+            .inner
+            .runs
+            .lock()
+            .expect("engine lock")
+            .get(id)
+            .cloned()
+            .ok_or(ResumeError::NoSuchRun)?;
+        let end = run.log.end();
+        Session::attach(run, seq).ok_or(ResumeError::PastTheEnd { seq, end })
     }
 
     /// Stop admitting, end every session as STOPPED (reason `shutdown`), drain the pools and
@@ -445,47 +489,34 @@ async fn sweep_once(inner: &Inner, suspects: &mut HashSet<String>, dead_too: boo
 /// One accepted run, from READY to its summary.
 struct SessionTask {
     inner: Arc<Inner>,
-    id: String,
+    run: Arc<RunShared>,
     spec: RunSpec,
     image: String,
-    events: mpsc::Sender<Event>,
     /// The program's stdin, handed to the run once it starts.
     stdin: Option<mpsc::Receiver<bytes::Bytes>>,
-    /// The caller's Stop.
-    stop: CancellationToken,
     accepted: Instant,
     state: RunState,
 }
 
-/// What ended a session early, before or during the run.
-enum Interrupt {
-    Stop,
-    Shutdown,
-    ClientGone,
-}
-
-impl Interrupt {
-    fn reason(self) -> Reason {
-        match self {
-            Interrupt::Stop => Reason::Stopped,
-            Interrupt::Shutdown => Reason::Shutdown,
-            Interrupt::ClientGone => Reason::ClientGone,
-        }
-    }
-}
-
 impl SessionTask {
     async fn run(mut self, ticket: Ticket) {
-        self.emit_state(RunState::Ready).await;
-        let mut summary = self.blank_summary();
+        self.emit_state(RunState::Ready);
+        let stage = if self.spec.language.compile.is_empty() {
+            Stage::Run
+        } else {
+            Stage::Compile
+        };
         let admitted = tokio::select! {
             permit = self.admission(ticket) => Ok(permit),
-            why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => Err(why),
+            why = interrupted(&self.run, &self.inner.shutdown) => Err(why),
         };
-        summary.queued_ms = self.accepted.elapsed().as_millis() as u64;
+        let queued_ms = self.accepted.elapsed().as_millis() as u64;
         let _permit = match admitted {
             Ok(permit) => permit,
-            Err(why) => return self.finish(summary, why.reason()).await,
+            Err(why) => {
+                let summary = Summary::new(why, Usage::new(stage));
+                return self.finish(summary, queued_ms).await;
+            }
         };
         // The sandbox is made in a task of its own: a Stop during the create call must not drop
         // the request, or the daemon makes a container nobody knows the id of.
@@ -496,7 +527,7 @@ impl SessionTask {
         ));
         let sandbox = tokio::select! {
             made = &mut making => made.unwrap_or_else(|e| Err(RunError::Internal(format!("making the sandbox failed: {e}")))),
-            why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => {
+            why = interrupted(&self.run, &self.inner.shutdown) => {
                 self.inner.sessions.spawn(async move {
                     if let Ok(Ok(sandbox)) = making.await {
                         if let Err(e) = sandbox.remove().await {
@@ -504,14 +535,15 @@ impl SessionTask {
                         }
                     }
                 });
-                return self.finish(summary, why.reason()).await;
+                let summary = Summary::new(why, Usage::new(stage));
+                return self.finish(summary, queued_ms).await;
             }
         };
         let sandbox = match sandbox {
             Ok(sandbox) => sandbox,
             Err(e) => {
-                summary.error = Some(internal_message(&e));
-                return self.finish(summary, Reason::InternalError).await;
+                let summary = Summary::internal(stage, internal_message(&e));
+                return self.finish(summary, queued_ms).await;
             }
         };
         let container = sandbox.id().to_string();
@@ -520,19 +552,13 @@ impl SessionTask {
             .lock()
             .expect("engine lock")
             .insert(container.clone());
-        self.emit_state(RunState::Running).await;
-        let (outcome, interrupt, leftover) = self.execute(sandbox).await;
-        let reason = match outcome {
-            Ok(outcome) => fill_summary(&mut summary, &outcome, interrupt),
-            Err(e) => {
-                summary.error = Some(internal_message(&e));
-                Reason::InternalError
-            }
-        };
+        self.emit_state(RunState::Running);
+        let (summary, leftover) = self.execute(sandbox).await;
+        let summary = summary.unwrap_or_else(|e| Summary::internal(stage, internal_message(&e)));
         let inner = self.inner.clone();
         let language = self.spec.language.id.clone();
         // The caller hears the end first; removing the container takes 50 to 100 ms more.
-        self.finish(summary, reason).await;
+        self.finish(summary, queued_ms).await;
         if let Some(pool) = inner.pools.get(&language) {
             pool.refill_now();
         }
@@ -548,8 +574,7 @@ impl SessionTask {
         if ticket.position() > 0 {
             self.emit(Event::Queued {
                 position: ticket.position(),
-            })
-            .await;
+            });
         }
         loop {
             tokio::select! {
@@ -557,32 +582,32 @@ impl SessionTask {
                 Ok(()) = positions.changed() => {
                     let position = *positions.borrow_and_update();
                     if position > 0 {
-                        self.emit(Event::Queued { position }).await;
+                        self.emit(Event::Queued { position });
                     }
                 }
             }
         }
     }
 
-    /// Run in the sandbox, forwarding output as events; a Stop, shutdown or vanished client
-    /// kills the program. The container comes back for removal after the summary is sent.
-    async fn execute(
-        &mut self,
-        sandbox: Sandbox,
-    ) -> (Result<Outcome, RunError>, Option<Interrupt>, run::Leftover) {
-        let kill = CancellationToken::new();
+    /// Run in the sandbox, writing output into the run's log at the pace of its slowest
+    /// follower; a Stop, shutdown or abandoned run kills the program. The container comes back
+    /// for removal after the summary is sent.
+    async fn execute(&mut self, sandbox: Sandbox) -> (Result<Summary, RunError>, run::Leftover) {
+        let stop = self.run.stop.clone();
         let (out_tx, mut out_rx) = mpsc::channel(EVENT_BUFFER);
         let controls = Controls {
             stdin: self.stdin.take().expect("a session runs once"),
             output: out_tx,
-            stop: kill.clone(),
+            stop: stop.clone(),
         };
         let docker = self.inner.docker.clone();
         let spec = self.spec.clone();
         let running = run::run_in_keep(&docker, sandbox, &spec, controls);
         let accepted = self.accepted;
         let metrics = &self.inner.metrics;
-        let events = &self.events;
+        let log = &self.run.log;
+        let log_full = AtomicBool::new(false);
+        let log_full = &log_full;
         let forwarding = async move {
             let mut first = true;
             while let Some(chunk) = out_rx.recv().await {
@@ -590,37 +615,38 @@ impl SessionTask {
                     metrics.first_byte.observe(accepted.elapsed());
                     first = false;
                 }
-                if events.send(Event::Output(chunk)).await.is_err() {
-                    // The caller is gone; dropping the receiver makes the run end (abandoned).
-                    return;
+                if let Err(LogFull) = log.push(Event::Output(chunk)) {
+                    log_full.store(true, Ordering::Relaxed);
+                    stop.stop(Reason::OutputLimit);
+                }
+                if !stop.is_stopped() {
+                    tokio::select! {
+                        _ = log.room(FOLLOW_WINDOW) => {}
+                        _ = stop.stopped() => {}
+                    }
                 }
             }
         };
         let both = async { tokio::join!(running, forwarding).0 };
         tokio::pin!(both);
-        let ((outcome, leftover), interrupt) = tokio::select! {
-            ran = &mut both => (ran, None),
-            why = interrupted(&self.stop, &self.inner.shutdown, &self.events) => {
-                kill.cancel();
-                (both.await, Some(why))
+        let (summary, leftover) = tokio::select! {
+            ran = &mut both => ran,
+            why = interrupted(&self.run, &self.inner.shutdown) => {
+                self.run.stop.stop(why);
+                both.await
             }
         };
-        (outcome, interrupt, leftover)
+        let summary = summary.map(|mut summary| {
+            summary.output_truncated |= log_full.load(Ordering::Relaxed);
+            summary
+        });
+        (summary, leftover)
     }
 
-    fn blank_summary(&self) -> Summary {
-        Summary::new(if self.spec.language.compile.is_empty() {
-            Stage::Run
-        } else {
-            Stage::Compile
-        })
-    }
-
-    async fn finish(mut self, mut summary: Summary, reason: Reason) {
-        let state = reason.state();
-        summary.state = state;
-        summary.reason = reason;
-        if reason == Reason::InternalError {
+    async fn finish(mut self, mut summary: Summary, queued_ms: u64) {
+        summary.queued_ms = queued_ms;
+        let state = summary.state;
+        if summary.reason == Reason::InternalError {
             // Say so when the cause is the daemon going away (a restart ends every container).
             // The container can die a moment before the daemon stops answering, so look for
             // up to two seconds (an internal error is rare; the caller waits that long at most).
@@ -645,37 +671,55 @@ impl SessionTask {
                 .metrics
                 .internal_errors
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(session = %self.id, error = ?summary.error, "run ended with an internal error");
+            tracing::warn!(session = %self.run.id, error = ?summary.error, "run ended with an internal error");
         }
         self.inner.metrics.count_final(state);
         self.inner
             .metrics
             .completion
             .observe(self.accepted.elapsed());
-        self.emit_state(state).await;
-        self.emit(Event::Summary(summary)).await;
+        self.emit_state(state);
+        self.emit(Event::Summary(summary));
+        // Resumable for its grace period after the end, then forgotten.
+        let inner = self.inner.clone();
+        let id = self.run.id.clone();
+        match self.run.detach {
+            Detach::Kill => {
+                inner.runs.lock().expect("engine lock").remove(&id);
+            }
+            Detach::After(grace) => {
+                let shutdown = inner.shutdown.clone();
+                let sessions = inner.sessions.clone();
+                sessions.spawn(async move {
+                    tokio::select! {
+                        _ = tokio::time::sleep(grace) => {}
+                        _ = shutdown.cancelled() => {}
+                    }
+                    inner.runs.lock().expect("engine lock").remove(&id);
+                });
+            }
+        }
     }
 
-    async fn emit_state(&mut self, to: RunState) {
+    fn emit_state(&mut self, to: RunState) {
         if to != RunState::Ready {
             match self.state.go(to) {
                 Ok(state) => self.state = state,
                 Err(e) => {
                     // A bug; the caller still hears the state it is given.
-                    tracing::error!(session = %self.id, error = %e, "bad run state transition");
+                    tracing::error!(session = %self.run.id, error = %e, "bad run state transition");
                 }
             }
         }
         self.emit(Event::State {
             state: to,
             at_unix_ms: unix_ms(),
-        })
-        .await;
+        });
     }
 
-    /// Send an event; a caller that went away is noticed by `interrupted`, not here.
-    async fn emit(&self, event: Event) {
-        let _ = self.events.send(event).await;
+    /// Append an event to the run's log (only output can be refused; see `execute`).
+    fn emit(&self, event: Event) {
+        let _ = self.run.log.push(event);
     }
 }
 
@@ -703,46 +747,13 @@ async fn make_sandbox(
     .await
 }
 
-/// Resolves when the run must end early, and says why.
-async fn interrupted(
-    stop: &CancellationToken,
-    shutdown: &CancellationToken,
-    events: &mpsc::Sender<Event>,
-) -> Interrupt {
+/// Resolves when the run must end early, and says why: a Stop, the server's shutdown, or
+/// nobody attached for the detach grace period.
+async fn interrupted(run: &RunShared, shutdown: &tokio_util::sync::CancellationToken) -> Reason {
     tokio::select! {
-        _ = stop.cancelled() => Interrupt::Stop,
-        _ = shutdown.cancelled() => Interrupt::Shutdown,
-        _ = events.closed() => Interrupt::ClientGone,
-    }
-}
-
-/// Copy a run's outcome into the summary and say why it ended.
-fn fill_summary(summary: &mut Summary, outcome: &Outcome, interrupt: Option<Interrupt>) -> Reason {
-    summary.stage = outcome.stage;
-    summary.exit_code = outcome.exit_code;
-    summary.signal = outcome.signal;
-    summary.wall_ms = outcome.wall_ms;
-    summary.cpu_ms = outcome.cpu_ms;
-    summary.memory_kib = outcome.max_rss_kib;
-    summary.oom_killed = outcome.oom_killed;
-    summary.output_truncated = outcome.output_truncated;
-    match outcome.termination {
-        Termination::Timeout => Reason::Timeout,
-        Termination::OutputLimit => Reason::OutputLimit,
-        Termination::Abandoned => Reason::ClientGone,
-        Termination::Stopped => interrupt.map_or(Reason::Stopped, Interrupt::reason),
-        Termination::Exited => {
-            if outcome.oom_killed {
-                Reason::MemoryLimit
-            } else if let Some(error) = &outcome.error {
-                summary.error = Some(format!("internal error: {error}"));
-                Reason::InternalError
-            } else if outcome.stage == Stage::Compile {
-                Reason::CompileError
-            } else {
-                Reason::Exited
-            }
-        }
+        why = run.stop.stopped() => why,
+        _ = shutdown.cancelled() => Reason::Shutdown,
+        _ = run.abandoned() => Reason::ClientGone,
     }
 }
 
@@ -773,58 +784,5 @@ mod tests {
         );
         assert!(!valid_instance("UPPER"));
         assert!(!valid_instance(&"x".repeat(41)));
-    }
-
-    fn outcome(termination: Termination) -> Outcome {
-        Outcome {
-            termination,
-            stage: Stage::Run,
-            exit_code: Some(0),
-            signal: None,
-            wall_ms: 5,
-            cpu_ms: 4,
-            max_rss_kib: 1000,
-            oom_killed: false,
-            output_truncated: false,
-            error: None,
-            container_id: "c".into(),
-        }
-    }
-
-    fn blank() -> Summary {
-        Summary::new(Stage::Run)
-    }
-
-    #[test]
-    fn outcomes_map_to_reasons() {
-        let mut s = blank();
-        assert_eq!(
-            fill_summary(&mut s, &outcome(Termination::Exited), None),
-            Reason::Exited
-        );
-        assert_eq!(s.memory_kib, 1000);
-        assert_eq!(
-            fill_summary(&mut s, &outcome(Termination::Timeout), None),
-            Reason::Timeout
-        );
-        assert_eq!(
-            fill_summary(
-                &mut s,
-                &outcome(Termination::Stopped),
-                Some(Interrupt::Shutdown)
-            ),
-            Reason::Shutdown
-        );
-        let mut compile = outcome(Termination::Exited);
-        compile.stage = Stage::Compile;
-        compile.exit_code = Some(1);
-        assert_eq!(fill_summary(&mut s, &compile, None), Reason::CompileError);
-        let mut oom = outcome(Termination::Exited);
-        oom.oom_killed = true;
-        assert_eq!(fill_summary(&mut s, &oom, None), Reason::MemoryLimit);
-        let mut broken = outcome(Termination::Exited);
-        broken.error = Some("the sandbox ended without a status (exit code 143)".into());
-        assert_eq!(fill_summary(&mut s, &broken, None), Reason::InternalError);
-        assert!(s.error.as_deref().unwrap().starts_with("internal error: "));
     }
 }

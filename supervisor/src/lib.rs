@@ -7,6 +7,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod run;
+pub mod run_log;
 pub mod sandbox;
 pub mod scheduler;
 pub mod session;

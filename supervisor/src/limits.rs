@@ -1,7 +1,7 @@
 //! Resource limits of one run: the language's defaults, lowered by the request, never above the
 //! server's caps.
 use onpyrunner_images::Language;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// The limits a run gets. All are enforced by the kernel through Docker, except `wall_ms`,
 /// `output_bytes` and `stdin_bytes`, which the supervisor enforces.
@@ -17,15 +17,8 @@ pub struct Limits {
     pub tmpfs_mib: u64,
 }
 
-/// What a request may ask for; `None` keeps the language default.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitRequest {
-    pub wall_ms: Option<u64>,
-    pub memory_mib: Option<u64>,
-    pub cpus: Option<f64>,
-    pub output_bytes: Option<u64>,
-}
+/// What a request may ask for (part of the run model); `None` keeps the language default.
+pub use onpyrunner_protocol::run::LimitRequest;
 
 /// The server's hard caps, above any language default.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,5 +1,5 @@
 //! Counters and latency histograms of the engine, read by `/metrics` and the benchmark.
-use crate::session::RunState;
+use onpyrunner_protocol::RunState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 

@@ -384,7 +384,9 @@ async fn make_one(inner: &Inner, hot: bool) -> Result<Warm, RunError> {
         sandbox.start(&inner.docker).await?;
         // A warm language's container is paused only once its warm process is ready: paused
         // earlier, the warm-up would be frozen and the run would pay for it.
-        sandbox.wait_ready(crate::run::WARM_READY_TIMEOUT).await?;
+        sandbox
+            .wait_ready(&inner.docker, crate::run::WARM_READY_TIMEOUT)
+            .await?;
         if !hot {
             inner.docker.pause_container(sandbox.id()).await?;
         }

@@ -3,20 +3,20 @@
 use crate::docker::{AttachIo, Docker, DockerError};
 use crate::limits::Limits;
 use crate::sandbox::{self, Labels};
+use crate::session::StopSignal;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use onpyrunner_images::{Language, FILES_PLACEHOLDER};
 use onpyrunner_protocol::launch::{self, RunRequest, SourceFile};
 use onpyrunner_protocol::warm::find_ready_marker;
 use onpyrunner_protocol::{
-    AttachChunk, AttachDecoder, AttachError, AttachMode, RunStatus, Stage, StatusScanner,
-    StreamKind,
+    AttachChunk, AttachDecoder, AttachError, AttachMode, OutputChunk, OutputStream, Reason,
+    RunStatus, Stage, StatusScanner, StreamKind, Summary, Usage,
 };
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
-use tokio_util::sync::CancellationToken;
 
 /// Largest total source size of one run.
 pub const MAX_SOURCE_BYTES: usize = 1024 * 1024;
@@ -54,53 +54,6 @@ impl RunSpec {
             limits,
         }
     }
-}
-
-/// Which stream a piece of program output came on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputChunk {
-    pub stream: OutputStream,
-    pub data: Bytes,
-}
-
-/// Why a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Termination {
-    /// The program (or its compile stage) ended by itself.
-    Exited,
-    /// The wall-time limit was reached and the program killed.
-    Timeout,
-    /// The output cap was reached and the program killed.
-    OutputLimit,
-    /// The output receiver went away (the client left) and the program was killed.
-    Abandoned,
-    /// Stopped on request and killed (SIGKILL).
-    Stopped,
-}
-
-/// How a run ended and what it used.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub termination: Termination,
-    /// The stage that ended the run.
-    pub stage: Stage,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// Wall time of the stage as the launcher measured it, or as the supervisor saw it.
-    pub wall_ms: u64,
-    pub cpu_ms: u64,
-    pub max_rss_kib: u64,
-    pub oom_killed: bool,
-    pub output_truncated: bool,
-    /// Set when the sandbox itself failed (launcher error, container died without a status).
-    pub error: Option<String>,
-    pub container_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -295,10 +248,8 @@ enum Ending {
     Status(Result<RunStatus, String>),
     StreamClosed,
     StreamError(AttachError),
-    OutputLimit,
-    Timeout,
-    Abandoned,
-    Stopped,
+    /// Killed from outside: output cap, wall clock, or a stop with its reason.
+    Killed(Reason),
 }
 
 /// A container made for one run: created with its limits and labels, already attached (so no
@@ -311,6 +262,9 @@ pub struct Sandbox {
     awaiting_ready: bool,
     /// Where reading the attach stream stopped, for the run to go on from there.
     resume: Resume,
+    /// CPU the container had used when it got ready (a warm JVM's warm-up), in ns: not the
+    /// run's, when its CPU time has to be read from the cgroup.
+    cpu_before_ns: u64,
     guard: ContainerGuard,
 }
 
@@ -367,6 +321,7 @@ impl Sandbox {
                 read_buf: BytesMut::new(),
                 pending: Vec::new(),
             },
+            cpu_before_ns: 0,
             guard,
         })
     }
@@ -376,7 +331,7 @@ impl Sandbox {
     /// marker never reaches the user. Output after the marker is kept for the run. Anything
     /// before it is warm-up noise, logged and dropped. Does nothing for other languages or a
     /// second time. The container must be started.
-    pub async fn wait_ready(&mut self, timeout: Duration) -> Result<(), RunError> {
+    pub async fn wait_ready(&mut self, docker: &Docker, timeout: Duration) -> Result<(), RunError> {
         if !self.awaiting_ready {
             return Ok(());
         }
@@ -444,6 +399,14 @@ impl Sandbox {
             });
         }
         self.awaiting_ready = false;
+        // Off the run's path (the pool does this while refilling): what the warm-up used.
+        self.cpu_before_ns = match docker.container_stats(&self.id).await {
+            Ok(stats) => stats.cpu_stats.cpu_usage.total_usage,
+            Err(e) => {
+                tracing::debug!(container_id = %self.id, error = %e, "no stats after warm-up");
+                0
+            }
+        };
         Ok(())
     }
 
@@ -464,12 +427,12 @@ impl Sandbox {
     }
 }
 
-/// The caller's side of a run: stdin in (dropping the sender is EOF), output out, and a token
-/// that stops the run (SIGKILL: the program cannot ignore it).
+/// The caller's side of a run: stdin in (dropping the sender is EOF), output out, and a signal
+/// that stops the run (SIGKILL: the program cannot ignore it) and says why.
 pub struct Controls {
     pub stdin: mpsc::Receiver<Bytes>,
     pub output: mpsc::Sender<OutputChunk>,
-    pub stop: CancellationToken,
+    pub stop: StopSignal,
 }
 
 /// Run a program on a fresh container. Output is sent as it arrives; closing `stdin`'s sender
@@ -482,13 +445,13 @@ pub async fn run_fresh(
     spec: &RunSpec,
     stdin: mpsc::Receiver<Bytes>,
     output: mpsc::Sender<OutputChunk>,
-) -> Result<Outcome, RunError> {
+) -> Result<Summary, RunError> {
     validate(spec)?;
     let sandbox = Sandbox::create(docker, image, owner, spec.language, &spec.limits).await?;
     let controls = Controls {
         stdin,
         output,
-        stop: CancellationToken::new(),
+        stop: StopSignal::default(),
     };
     run_in(docker, sandbox, spec, controls).await
 }
@@ -499,7 +462,7 @@ pub async fn run_in(
     sandbox: Sandbox,
     spec: &RunSpec,
     controls: Controls,
-) -> Result<Outcome, RunError> {
+) -> Result<Summary, RunError> {
     let (result, leftover) = run_in_keep(docker, sandbox, spec, controls).await;
     let removed = leftover.remove().await;
     let outcome = result?;
@@ -528,7 +491,7 @@ pub async fn run_in_keep(
     sandbox: Sandbox,
     spec: &RunSpec,
     controls: Controls,
-) -> (Result<Outcome, RunError>, Leftover) {
+) -> (Result<Summary, RunError>, Leftover) {
     let mut sandbox = sandbox;
     let ready = async {
         validate(spec)?;
@@ -538,7 +501,7 @@ pub async fn run_in_keep(
             if !sandbox.started {
                 sandbox.start(docker).await?;
             }
-            sandbox.wait_ready(WARM_READY_TIMEOUT).await?;
+            sandbox.wait_ready(docker, WARM_READY_TIMEOUT).await?;
         }
         let nonce = random_hex(16);
         let frame = launch_request(spec, nonce.clone())
@@ -553,6 +516,7 @@ pub async fn run_in_keep(
         started,
         awaiting_ready: _,
         resume,
+        cpu_before_ns,
         guard,
     } = sandbox;
     let leftover = Leftover { guard };
@@ -561,7 +525,16 @@ pub async fn run_in_keep(
         Err(e) => return (Err(e), leftover),
     };
     let result = drive(
-        docker, &id, io, resume, started, spec, frame, nonce, controls,
+        docker,
+        &id,
+        io,
+        resume,
+        started,
+        cpu_before_ns,
+        spec,
+        frame,
+        nonce,
+        controls,
     )
     .await;
     (result, leftover)
@@ -574,11 +547,12 @@ async fn drive(
     io: AttachIo,
     resume: Resume,
     started: bool,
+    cpu_before_ns: u64,
     spec: &RunSpec,
     frame: Vec<u8>,
     nonce: String,
     controls: Controls,
-) -> Result<Outcome, RunError> {
+) -> Result<Summary, RunError> {
     let Controls {
         mut stdin,
         output,
@@ -642,10 +616,10 @@ async fn drive(
             }
             *budget -= data.len() as u64;
             if !data.is_empty() && output.send(OutputChunk { stream, data }).await.is_err() {
-                return Err(Ending::Abandoned);
+                return Err(Ending::Killed(Reason::ClientGone));
             }
             if *truncated {
-                return Err(Ending::OutputLimit);
+                return Err(Ending::Killed(Reason::OutputLimit));
             }
             Ok(())
         }
@@ -697,64 +671,85 @@ async fn drive(
         result = tokio::time::timeout_at(deadline, reading) => match result {
             Ok(Err(ending)) => ending,
             Ok(Ok(never)) => match never {},
-            Err(_) => Ending::Timeout,
+            Err(_) => Ending::Killed(Reason::Timeout),
         },
-        _ = stop.cancelled() => Ending::Stopped,
+        reason = stop.stopped() => Ending::Killed(reason),
     };
     writer_abort.abort();
     let elapsed_ms = started.elapsed().as_millis() as u64;
-
-    let mut outcome = Outcome {
-        termination: Termination::Exited,
-        stage: Stage::Run,
-        exit_code: None,
-        signal: None,
-        wall_ms: elapsed_ms,
-        cpu_ms: 0,
-        max_rss_kib: 0,
-        oom_killed: false,
-        output_truncated: truncated,
-        error: None,
-        container_id: id.to_string(),
-    };
-    match ending {
+    let mut usage = Usage::new(Stage::Run);
+    usage.wall_ms = elapsed_ms;
+    let mut summary = match ending {
         Ending::Status(Ok(status)) => {
-            outcome.stage = status.stage;
-            outcome.exit_code = status.exit_code;
-            outcome.signal = status.signal;
-            outcome.wall_ms = status.wall_ms;
-            outcome.cpu_ms = status.cpu_ms;
-            outcome.max_rss_kib = status.max_rss_kib;
-            outcome.error = status.error;
+            let RunStatus { usage, error } = status;
             // A SIGKILL we did not send is most likely the kernel's OOM killer: ask Docker.
-            if status.signal == Some(SIGKILL) {
-                outcome.oom_killed = exited_state(docker, id).await?.1;
-            }
+            let oom = usage.signal == Some(SIGKILL) && exited_state(docker, id).await?.1;
+            let reason = if oom {
+                Reason::MemoryLimit
+            } else if error.is_some() {
+                Reason::InternalError
+            } else if usage.stage == Stage::Compile {
+                Reason::CompileError
+            } else {
+                Reason::Exited
+            };
+            let mut summary = Summary::new(reason, usage);
+            summary.oom_killed = oom;
+            summary.error = error.map(|e| format!("internal error: {e}"));
+            summary
         }
-        Ending::Status(Err(bad)) => {
-            outcome.error = Some(format!("unreadable launcher status: {bad}"));
-        }
+        Ending::Status(Err(bad)) => Summary {
+            usage,
+            ..Summary::internal(
+                Stage::Run,
+                format!("internal error: unreadable launcher status: {bad}"),
+            )
+        },
         Ending::StreamClosed | Ending::StreamError(_) => {
             let (code, oom) = exited_state(docker, id).await?;
-            outcome.exit_code = Some(code as i32);
-            outcome.oom_killed = oom;
+            usage.exit_code = Some(code as i32);
             if code > 128 && code < 160 {
-                outcome.signal = Some(code as i32 - 128);
+                usage.signal = Some(code as i32 - 128);
             }
-            if !oom {
-                outcome.error = Some(match ending {
+            if oom {
+                let mut summary = Summary::new(Reason::MemoryLimit, usage);
+                summary.oom_killed = true;
+                summary
+            } else {
+                let error = match ending {
                     Ending::StreamError(e) => format!("attach stream failed: {e}"),
                     _ => format!("the sandbox ended without a status (exit code {code})"),
-                });
+                };
+                Summary {
+                    usage,
+                    ..Summary::internal(Stage::Run, format!("internal error: {error}"))
+                }
             }
         }
-        Ending::Timeout => outcome.termination = Termination::Timeout,
-        Ending::OutputLimit => outcome.termination = Termination::OutputLimit,
-        Ending::Abandoned => outcome.termination = Termination::Abandoned,
-        Ending::Stopped => outcome.termination = Termination::Stopped,
-    }
-    Ok(outcome)
+        Ending::Killed(reason) => {
+            // The launcher could not report: the container's cgroup says what the program
+            // used, read before the container is killed.
+            if let Ok(Ok(stats)) =
+                tokio::time::timeout(STATS_TIMEOUT, docker.container_stats(id)).await
+            {
+                let ns = stats
+                    .cpu_stats
+                    .cpu_usage
+                    .total_usage
+                    .saturating_sub(cpu_before_ns);
+                usage.cpu_ms = ns / 1_000_000;
+                let memory = &stats.memory_stats;
+                usage.memory_kib = memory.max_usage.or(memory.usage).unwrap_or(0) / 1024;
+            }
+            Summary::new(reason, usage)
+        }
+    };
+    summary.output_truncated = truncated;
+    Ok(summary)
 }
+
+/// How long a killed run's cgroup counters are waited for before the summary goes without them.
+const STATS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Linux's SIGKILL.
 const SIGKILL: i32 = 9;

@@ -1,196 +1,17 @@
-//! A run session as its caller sees it: a state machine, a stream of events, stdin and Stop.
+//! A run as its callers hold it: its id, its log, its stdin and its Stop. The run's states,
+//! events and summary are the wire model in `onpyrunner_protocol::run`.
 //!
-//! ```text
-//!            admitted, sandbox ready        program ended / output cap / internal error
-//! READY ---------------------------> RUNNING ------------------------------------------> FINISHED
-//!   |  \                               |  \---- wall clock -------------------------------> TIMEOUT
-//!   |   \-- internal error -> FINISHED  \------ Stop, shutdown, client gone ---------------> STOPPED
-//!   \------ Stop, shutdown, client gone while queued ---------------------------------------> STOPPED
-//! ```
-//!
-//! FINISHED, STOPPED and TIMEOUT are final; every session reaches exactly one of them, and the
-//! last event is always the [`Summary`].
-use crate::run::OutputChunk;
+//! A run outlives any one caller: each [`Session`] is an attachment to it, and the run is
+//! killed (reason `client_gone`) only when nobody has been attached for its detach grace
+//! period ([`Detach`]). A caller that comes back takes the run again with
+//! [`Engine::resume`](crate::engine::Engine::resume) and a position in its log.
+use crate::run_log::{Follower, RunLog};
 use bytes::Bytes;
-use onpyrunner_protocol::Stage;
-use serde::Serialize;
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use onpyrunner_protocol::{Event, Reason};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-
-/// The five states of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RunState {
-    /// Accepted; waiting for a slot (maybe queued) or for its sandbox.
-    Ready,
-    Running,
-    Finished,
-    Stopped,
-    Timeout,
-}
-
-impl RunState {
-    pub const ALL: [RunState; 5] = [
-        RunState::Ready,
-        RunState::Running,
-        RunState::Finished,
-        RunState::Stopped,
-        RunState::Timeout,
-    ];
-
-    /// The allowed transitions, written down once.
-    pub fn go(self, to: RunState) -> Result<RunState, BadStateTransition> {
-        use RunState::*;
-        let allowed = matches!(
-            (self, to),
-            (Ready, Running | Finished | Stopped) | (Running, Finished | Stopped | Timeout)
-        );
-        if allowed {
-            Ok(to)
-        } else {
-            Err(BadStateTransition { from: self, to })
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunState::Finished | RunState::Stopped | RunState::Timeout
-        )
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Ready => "READY",
-            RunState::Running => "RUNNING",
-            RunState::Finished => "FINISHED",
-            RunState::Stopped => "STOPPED",
-            RunState::Timeout => "TIMEOUT",
-        }
-    }
-}
-
-impl std::fmt::Display for RunState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A transition the state machine does not allow.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a run cannot go from {from} to {to}")]
-pub struct BadStateTransition {
-    pub from: RunState,
-    pub to: RunState,
-}
-
-/// Why a run reached its final state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    /// The program ended by itself (any exit code or signal).
-    Exited,
-    /// The compile stage failed; the program never ran.
-    CompileError,
-    /// The kernel's OOM killer ended the program at the memory limit.
-    MemoryLimit,
-    /// The output cap was reached; the program was killed and the output cut.
-    OutputLimit,
-    /// The wall-time limit was reached; the program was killed.
-    Timeout,
-    /// Stop was pressed; the program was killed (SIGKILL).
-    Stopped,
-    /// The supervisor shut down; the program was killed.
-    Shutdown,
-    /// The client went away; the program was killed.
-    ClientGone,
-    /// The sandbox or the Docker daemon failed; `Summary::error` says how.
-    InternalError,
-}
-
-impl Reason {
-    /// The final state a run ending for this reason is in.
-    pub fn state(self) -> RunState {
-        match self {
-            Reason::Exited
-            | Reason::CompileError
-            | Reason::MemoryLimit
-            | Reason::OutputLimit
-            | Reason::InternalError => RunState::Finished,
-            Reason::Timeout => RunState::Timeout,
-            Reason::Stopped | Reason::Shutdown | Reason::ClientGone => RunState::Stopped,
-        }
-    }
-}
-
-/// The last event of every run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Summary {
-    pub state: RunState,
-    pub reason: Reason,
-    /// The stage that ended the run: "compile" or "run".
-    #[serde(serialize_with = "stage_name")]
-    pub stage: Stage,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// Wall time of the stage that ended the run.
-    pub wall_ms: u64,
-    /// CPU time (user + system) of that stage.
-    pub cpu_ms: u64,
-    /// Peak resident memory of that stage's largest process.
-    pub memory_kib: u64,
-    pub oom_killed: bool,
-    pub output_truncated: bool,
-    /// Time spent waiting for a slot.
-    pub queued_ms: u64,
-    /// What went wrong, when `reason` is `internal_error`.
-    pub error: Option<String>,
-}
-
-impl Summary {
-    /// A summary of a run that has not ended yet, in `stage`; filled in as it ends.
-    pub fn new(stage: Stage) -> Self {
-        Summary {
-            state: RunState::Ready,
-            reason: Reason::Exited,
-            stage,
-            exit_code: None,
-            signal: None,
-            wall_ms: 0,
-            cpu_ms: 0,
-            memory_kib: 0,
-            oom_killed: false,
-            output_truncated: false,
-            queued_ms: 0,
-            error: None,
-        }
-    }
-}
-
-fn stage_name<S: serde::Serializer>(stage: &Stage, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match stage {
-        Stage::Compile => "compile",
-        Stage::Run => "run",
-    })
-}
-
-/// What a caller hears from its run, in order: `State(READY)`, maybe `Queued` positions,
-/// `State(RUNNING)`, output, the final `State`, then `Summary`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    State {
-        state: RunState,
-        at_unix_ms: u64,
-    },
-    /// Place in the queue: 1 is next.
-    Queued {
-        position: usize,
-    },
-    /// Program output, bytes exactly as written.
-    Output(OutputChunk),
-    Summary(Summary),
-}
 
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -199,125 +20,244 @@ pub fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Stops a run (SIGKILL, never a signal it can ignore). Cheap to clone; stopping twice or
-/// after the end does nothing.
+/// Ends a run early, and says why: the first reason given wins. Stopping twice or after the end
+/// does nothing. Always SIGKILL, never a signal the program could ignore.
 #[derive(Debug, Clone, Default)]
-pub struct Stopper(pub(crate) CancellationToken);
+pub struct StopSignal {
+    token: CancellationToken,
+    reason: Arc<OnceLock<Reason>>,
+}
 
-impl Stopper {
-    pub fn stop(&self) {
-        self.0.cancel();
+impl StopSignal {
+    pub fn stop(&self, reason: Reason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    pub async fn stopped(&self) -> Reason {
+        self.token.cancelled().await;
+        self.reason()
+    }
+
+    /// Why it was stopped (`Stopped` if it was not).
+    pub fn reason(&self) -> Reason {
+        self.reason.get().copied().unwrap_or(Reason::Stopped)
     }
 }
 
-/// The caller's handle on a run it submitted.
-#[derive(Debug)]
+/// When a run nobody is attached to is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detach {
+    /// At once: the caller's leaving ends it (a sync request, the CLI, tests).
+    Kill,
+    /// After this long without anybody attached (a WebSocket client may come back).
+    After(Duration),
+}
+
+/// What every attachment of one run shares.
+pub(crate) struct RunShared {
+    pub(crate) id: String,
+    pub(crate) log: RunLog,
+    /// The program's stdin; `None` once EOF was sent.
+    stdin: Mutex<Option<mpsc::Sender<Bytes>>>,
+    pub(crate) stop: StopSignal,
+    /// How many sessions are attached.
+    attached: watch::Sender<usize>,
+    pub(crate) detach: Detach,
+}
+
+impl RunShared {
+    pub(crate) fn new(id: String, stdin: mpsc::Sender<Bytes>, detach: Detach) -> Self {
+        RunShared {
+            id,
+            log: RunLog::default(),
+            stdin: Mutex::new(Some(stdin)),
+            stop: StopSignal::default(),
+            attached: watch::channel(0).0,
+            detach,
+        }
+    }
+
+    /// Resolves once nobody has been attached for the detach grace period.
+    pub(crate) async fn abandoned(&self) {
+        let mut attached = self.attached.subscribe();
+        let grace = match self.detach {
+            Detach::Kill => Duration::ZERO,
+            Detach::After(grace) => grace,
+        };
+        loop {
+            if attached.wait_for(|n| *n == 0).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => return,
+                _ = attached.wait_for(|n| *n > 0) => {}
+            }
+        }
+    }
+}
+
+/// Stdin, EOF and Stop of a run, apart from its events: for a caller that reads events in one
+/// task and acts in another. Holding it does not count as being attached.
+#[derive(Clone)]
+pub struct RunControl {
+    run: Arc<RunShared>,
+}
+
+impl RunControl {
+    /// A sender for the program's stdin; `None` after EOF.
+    pub fn stdin(&self) -> Option<mpsc::Sender<Bytes>> {
+        self.run.stdin.lock().expect("run lock").clone()
+    }
+
+    /// Send EOF (once every clone of the stdin sender is dropped too).
+    pub fn close_stdin(&self) {
+        self.run.stdin.lock().expect("run lock").take();
+    }
+
+    /// End the run for `reason`.
+    pub fn stop(&self, reason: Reason) {
+        self.run.stop.stop(reason);
+    }
+
+    /// Whether the run has ended (its summary is in the log).
+    pub fn ended(&self) -> bool {
+        self.run.log.is_closed()
+    }
+}
+
+/// One caller's attachment to a run. Dropping it detaches (see [`Detach`]).
 pub struct Session {
     pub id: String,
-    /// Events until the `Summary`, then closed. Dropping it ends the run as `client_gone`.
-    pub events: mpsc::Receiver<Event>,
-    /// The program's stdin; dropping it (or `close_stdin`) sends EOF.
-    stdin: Option<mpsc::Sender<Bytes>>,
-    stopper: Stopper,
+    /// The run's events from where this session started following, until the summary.
+    pub events: Follower,
+    run: Arc<RunShared>,
 }
 
 impl Session {
-    pub(crate) fn new(
-        id: String,
-        events: mpsc::Receiver<Event>,
-        stdin: mpsc::Sender<Bytes>,
-        stopper: Stopper,
-    ) -> Self {
-        Session {
-            id,
+    /// Attach to `run`, following its log from `pos`; `None` when `pos` is past its end.
+    pub(crate) fn attach(run: Arc<RunShared>, pos: u64) -> Option<Self> {
+        let events = run.log.follow(pos)?;
+        run.attached.send_modify(|n| *n += 1);
+        Some(Session {
+            id: run.id.clone(),
             events,
-            stdin: Some(stdin),
-            stopper,
+            run,
+        })
+    }
+
+    /// Stdin, EOF and Stop, for another task.
+    pub fn control(&self) -> RunControl {
+        RunControl {
+            run: self.run.clone(),
         }
     }
 
     /// A sender for the program's stdin (clone it to write from another task). `None` after
-    /// `close_stdin`.
+    /// EOF.
     pub fn stdin(&self) -> Option<mpsc::Sender<Bytes>> {
-        self.stdin.clone()
+        self.control().stdin()
     }
 
-    /// Send EOF once every clone of the stdin sender is dropped too.
+    /// Send EOF (once every clone of the stdin sender is dropped too).
     pub fn close_stdin(&mut self) {
-        self.stdin = None;
+        self.control().close_stdin();
     }
 
-    pub fn stopper(&self) -> Stopper {
-        self.stopper.clone()
-    }
-
+    /// Stop the run (reason `stopped`).
     pub fn stop(&self) {
-        self.stopper.stop();
+        self.run.stop.stop(Reason::Stopped);
     }
 
-    /// Split into the parts, for callers that read events and write stdin from different
-    /// tasks.
-    pub fn into_parts(
-        self,
-    ) -> (
-        String,
-        mpsc::Receiver<Event>,
-        Option<mpsc::Sender<Bytes>>,
-        Stopper,
-    ) {
-        (self.id, self.events, self.stdin, self.stopper)
+    /// A handle that stops the run from elsewhere.
+    pub fn stopper(&self) -> StopSignal {
+        self.run.stop.clone()
+    }
+
+    /// Whether the run has ended (its summary is in the log).
+    pub fn ended(&self) -> bool {
+        self.run.log.is_closed()
+    }
+
+    /// The run's log, for a second reader.
+    pub fn log(&self) -> &RunLog {
+        &self.run.log
+    }
+
+    /// The next event; `None` after the summary.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("seq", &self.events.seq())
+            .finish()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.run.attached.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::RunState::*;
     use super::*;
 
     #[test]
-    fn only_written_down_transitions_are_allowed() {
-        assert_eq!(Ready.go(Running), Ok(Running));
-        assert_eq!(Ready.go(Stopped), Ok(Stopped));
-        assert_eq!(Running.go(Timeout), Ok(Timeout));
-        assert!(Ready.go(Timeout).is_err(), "no wall clock before running");
-        assert!(Finished.go(Running).is_err(), "final states are final");
-        assert!(Stopped.go(Finished).is_err());
-        assert!(Running.go(Ready).is_err());
-        let err = Timeout.go(Running).unwrap_err();
-        assert_eq!(err.to_string(), "a run cannot go from TIMEOUT to RUNNING");
+    fn the_first_stop_reason_wins() {
+        let stop = StopSignal::default();
+        assert!(!stop.is_stopped());
+        stop.stop(Reason::Shutdown);
+        stop.stop(Reason::Stopped);
+        assert!(stop.is_stopped());
+        assert_eq!(stop.reason(), Reason::Shutdown);
     }
 
-    #[test]
-    fn every_reason_ends_in_a_final_state() {
-        for reason in [
-            Reason::Exited,
-            Reason::CompileError,
-            Reason::MemoryLimit,
-            Reason::OutputLimit,
-            Reason::Timeout,
-            Reason::Stopped,
-            Reason::Shutdown,
-            Reason::ClientGone,
-            Reason::InternalError,
-        ] {
-            assert!(reason.state().is_final(), "{reason:?}");
-            assert!(Running.go(reason.state()).is_ok(), "{reason:?}");
-        }
-        assert_eq!(Reason::Shutdown.state(), Stopped);
-        assert_eq!(Reason::Timeout.state(), Timeout);
-    }
-
-    #[test]
-    fn summary_serializes_states_and_reasons_as_users_read_them() {
-        let summary = Summary {
-            state: Stopped,
-            reason: Reason::ClientGone,
-            signal: Some(9),
-            ..Summary::new(Stage::Run)
+    #[tokio::test(start_paused = true)]
+    async fn a_run_is_abandoned_only_after_the_whole_grace_period_unattached() {
+        let (tx, _rx) = mpsc::channel(1);
+        let run = Arc::new(RunShared::new(
+            "r".into(),
+            tx,
+            Detach::After(Duration::from_secs(60)),
+        ));
+        let first = Session::attach(run.clone(), 0).unwrap();
+        let watcher = {
+            let run = run.clone();
+            tokio::spawn(async move { run.abandoned().await })
         };
-        let json = serde_json::to_value(&summary).unwrap();
-        assert_eq!(json["state"], "STOPPED");
-        assert_eq!(json["reason"], "client_gone");
-        assert_eq!(json["stage"], "run");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(!watcher.is_finished(), "attached: never abandoned");
+        drop(first);
+        tokio::time::sleep(Duration::from_secs(59)).await;
+        assert!(!watcher.is_finished());
+        let back = Session::attach(run.clone(), 0).unwrap();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(!watcher.is_finished(), "came back in time");
+        drop(back);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert!(watcher.is_finished(), "gone for the whole grace period");
+    }
+
+    #[tokio::test]
+    async fn eof_closes_stdin_for_every_attachment() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let run = Arc::new(RunShared::new("r".into(), tx, Detach::Kill));
+        let mut a = Session::attach(run.clone(), 0).unwrap();
+        let b = Session::attach(run, 0).unwrap();
+        assert!(b.stdin().is_some());
+        a.close_stdin();
+        assert!(b.stdin().is_none());
+        assert!(rx.recv().await.is_none(), "EOF");
     }
 }

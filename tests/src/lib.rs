@@ -2,14 +2,15 @@
 //! that no container of the test is left behind.
 use bytes::Bytes;
 use onpyrunner_images::Language;
+use onpyrunner_protocol::{Event, OutputChunk, OutputStream, RunState, Summary};
 use onpyrunner_supervisor::docker::types::ContainerSummary;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::{Caps, Limits};
-use onpyrunner_supervisor::run::{self, Outcome, OutputChunk, OutputStream, RunSpec};
+use onpyrunner_supervisor::run::{self, RunSpec};
+use onpyrunner_supervisor::run_log::Follower;
 use onpyrunner_supervisor::sandbox::{LABEL_MANAGED, LABEL_OWNER};
-use onpyrunner_supervisor::session::{Event, RunState, Summary};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -29,7 +30,7 @@ pub struct Ran {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub chunks: Vec<OutputChunk>,
-    pub outcome: Outcome,
+    pub outcome: Summary,
 }
 
 impl Ran {
@@ -183,7 +184,7 @@ impl Heard {
 }
 
 /// Read a session's events until the summary (within the test timeout).
-pub async fn hear_all(events: &mut mpsc::Receiver<Event>) -> Heard {
+pub async fn hear_all(events: &mut Follower) -> Heard {
     let mut heard = Heard::default();
     tokio::time::timeout(TEST_TIMEOUT, async {
         while let Some(event) = events.recv().await {
@@ -202,7 +203,7 @@ pub async fn hear_all(events: &mut mpsc::Receiver<Event>) -> Heard {
 }
 
 /// Read events until the program's stdout contains `text`.
-pub async fn hear_until(events: &mut mpsc::Receiver<Event>, heard: &mut Heard, text: &str) {
+pub async fn hear_until(events: &mut Follower, heard: &mut Heard, text: &str) {
     tokio::time::timeout(TEST_TIMEOUT, async {
         while !heard.stdout_text().contains(text) {
             let event = events.recv().await.expect("the session goes on");

@@ -5,8 +5,8 @@ use onpyrunner_e2e::{
     assert_instance_clean, engine_config, hear_all, hear_until, spec, until, Harness, Heard,
     TEST_TIMEOUT,
 };
+use onpyrunner_protocol::{Reason, RunState};
 use onpyrunner_supervisor::engine::Engine;
-use onpyrunner_supervisor::session::{Reason, RunState};
 use std::time::Duration;
 
 #[tokio::test]

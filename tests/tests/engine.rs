@@ -5,10 +5,10 @@ use onpyrunner_e2e::{
     assert_instance_clean, engine_config, hear_all, hear_until, instance_containers, spec, until,
     Harness, Heard, TEST_TIMEOUT,
 };
+use onpyrunner_protocol::{Event, Reason, RunState};
 use onpyrunner_supervisor::engine::{Engine, EngineConfig, SubmitError};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
 use onpyrunner_supervisor::run::RunSpec;
-use onpyrunner_supervisor::session::{Event, Reason, RunState};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -72,8 +72,8 @@ async fn a_pooled_run_goes_ready_running_finished_and_the_pool_refills() {
     let summary = heard.summary();
     assert_eq!(summary.state, RunState::Finished);
     assert_eq!(summary.reason, Reason::Exited);
-    assert_eq!(summary.exit_code, Some(0));
-    assert!(summary.memory_kib > 1000, "{summary:?}");
+    assert_eq!(summary.usage.exit_code, Some(0));
+    assert!(summary.usage.memory_kib > 1000, "{summary:?}");
     assert_eq!(pool.stats().hits.load(Ordering::Relaxed), 1);
 
     until("the pool to refill", || pool.ready() == 2).await;
@@ -165,6 +165,20 @@ async fn the_wall_clock_ends_a_run_as_timeout() {
         [RunState::Ready, RunState::Running, RunState::Timeout]
     );
     assert_eq!(heard.summary().reason, Reason::Timeout);
+    // The launcher could not report a killed program: the cgroup's count of 1.5 s of busy
+    // looping is what the summary says, not 0.
+    let usage = &heard.summary().usage;
+    assert!(
+        usage.cpu_ms >= 700,
+        "cpu {} ms after 1.5 s of busy looping",
+        usage.cpu_ms
+    );
+    assert!(
+        usage.cpu_ms <= 4000,
+        "cpu {} ms: more than the run could use",
+        usage.cpu_ms
+    );
+    assert!(usage.memory_kib > 0, "{usage:?}");
     assert!(started.elapsed() < Duration::from_secs(10));
     finish(&h, engine).await;
 }
@@ -243,7 +257,7 @@ async fn a_memory_bomb_is_reported_as_oom() {
     let summary = heard.summary();
     assert!(summary.oom_killed, "{summary:?}");
     assert_eq!(summary.reason, Reason::MemoryLimit);
-    assert_eq!(summary.signal, Some(9));
+    assert_eq!(summary.usage.signal, Some(9));
     finish(&h, engine).await;
 }
 
@@ -269,10 +283,7 @@ async fn queue_positions_are_reported_and_a_full_queue_says_busy_with_retry_afte
     let mut heard_first = Heard::default();
     hear_until(&mut first.events, &mut heard_first, "running").await;
     // The third moves from 2 to 1 when the second leaves the queue.
-    let next = |events: &mut tokio::sync::mpsc::Receiver<Event>| {
-        let event = events.try_recv();
-        event.ok()
-    };
+    let next = |events: &mut onpyrunner_supervisor::run_log::Follower| events.try_recv();
     let mut second_heard = Heard::default();
     until("the second to hear its position", || {
         if let Some(e) = next(&mut second.events) {

@@ -2,11 +2,13 @@
 use bytes::Bytes;
 use onpyrunner_e2e::{language, spec, Harness, TEST_TIMEOUT};
 use onpyrunner_protocol::warm::READY_MARKER;
+use onpyrunner_protocol::{OutputChunk, OutputStream, Summary};
 use onpyrunner_protocol::{SourceFile, Stage};
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::Caps;
 use onpyrunner_supervisor::pool::Pool;
-use onpyrunner_supervisor::run::{self, Controls, Outcome, OutputChunk, OutputStream, RunSpec};
+use onpyrunner_supervisor::run::{self, Controls, RunSpec};
+use onpyrunner_supervisor::session::StopSignal;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 struct PoolRan {
     stdout: String,
     stderr: String,
-    outcome: Outcome,
+    outcome: Summary,
     /// From the claim to the end of the run, as a user waits for it.
     elapsed: Duration,
 }
@@ -63,7 +65,7 @@ async fn run_pooled(pool: &Pool, h: &Harness, spec: &RunSpec, stdin: &[u8]) -> P
     let controls = Controls {
         stdin: stdin_rx,
         output: out_tx,
-        stop: CancellationToken::new(),
+        stop: StopSignal::default(),
     };
     let (outcome, chunks) = tokio::time::timeout(TEST_TIMEOUT, async {
         tokio::join!(
@@ -125,12 +127,12 @@ async fn pooled_java_hello_world_runs_in_the_warm_jvm() {
     let ran = run_pooled(&pool, &h, &spec("java", HELLO), b"").await;
     assert_eq!(ran.stdout, "Hello, world! true\n", "stderr: {}", ran.stderr);
     assert_eq!(ran.stderr, "");
-    assert_eq!(ran.outcome.exit_code, Some(0));
-    assert_eq!(ran.outcome.stage, Stage::Run);
+    assert_eq!(ran.outcome.usage.exit_code, Some(0));
+    assert_eq!(ran.outcome.usage.stage, Stage::Run);
     assert!(ran.outcome.error.is_none(), "{:?}", ran.outcome.error);
     eprintln!(
         "pooled Java hello world: {:?} (run stage: wall {} ms, cpu {} ms)",
-        ran.elapsed, ran.outcome.wall_ms, ran.outcome.cpu_ms
+        ran.elapsed, ran.outcome.usage.wall_ms, ran.outcome.usage.cpu_ms
     );
     finish(&h, pool, cancel).await;
 }
@@ -149,7 +151,7 @@ async fn pooled_java_answers_a_line_typed_after_its_prompt() {
     let controls = Controls {
         stdin: stdin_rx,
         output: out_tx,
-        stop: CancellationToken::new(),
+        stop: StopSignal::default(),
     };
     let dialogue = async move {
         let mut seen = Vec::new();
@@ -169,7 +171,7 @@ async fn pooled_java_answers_a_line_typed_after_its_prompt() {
     .await
     .expect("within the test timeout");
     assert_eq!(String::from_utf8_lossy(&seen), "name? hello ada\n");
-    assert_eq!(outcome.unwrap().exit_code, Some(0));
+    assert_eq!(outcome.unwrap().usage.exit_code, Some(0));
     finish(&h, pool, cancel).await;
 }
 
@@ -179,8 +181,8 @@ async fn pooled_java_compile_error_is_the_compile_stage_with_javacs_message() {
     let (pool, cancel) = java_pool(&h).await;
     let code = "public class Main { public static void main(String[] a) { int x = \"no\"; } }";
     let ran = run_pooled(&pool, &h, &spec("java", code), b"").await;
-    assert_eq!(ran.outcome.stage, Stage::Compile, "{:?}", ran.outcome);
-    assert_eq!(ran.outcome.exit_code, Some(1));
+    assert_eq!(ran.outcome.usage.stage, Stage::Compile, "{:?}", ran.outcome);
+    assert_eq!(ran.outcome.usage.exit_code, Some(1));
     assert!(
         ran.stderr
             .contains("Main.java:1: error: incompatible types"),
@@ -199,8 +201,8 @@ async fn pooled_java_system_exit_code_is_the_exit_code() {
     let (pool, cancel) = java_pool(&h).await;
     let code = "public class Main { public static void main(String[] a) { System.out.println(\"bye\"); System.exit(3); } }";
     let ran = run_pooled(&pool, &h, &spec("java", code), b"").await;
-    assert_eq!(ran.outcome.exit_code, Some(3));
-    assert_eq!(ran.outcome.stage, Stage::Run);
+    assert_eq!(ran.outcome.usage.exit_code, Some(3));
+    assert_eq!(ran.outcome.usage.stage, Stage::Run);
     assert_eq!(ran.stdout, "bye\n");
     finish(&h, pool, cancel).await;
 }
@@ -211,8 +213,8 @@ async fn pooled_java_uncaught_exception_prints_the_stack_trace_and_exits_1() {
     let (pool, cancel) = java_pool(&h).await;
     let code = "public class Main {\n  static void f() { throw new IllegalStateException(\"boom\"); }\n  public static void main(String[] a) { f(); }\n}\n";
     let ran = run_pooled(&pool, &h, &spec("java", code), b"").await;
-    assert_eq!(ran.outcome.exit_code, Some(1));
-    assert_eq!(ran.outcome.stage, Stage::Run);
+    assert_eq!(ran.outcome.usage.exit_code, Some(1));
+    assert_eq!(ran.outcome.usage.stage, Stage::Run);
     assert_eq!(
         ran.stderr,
         "Exception in thread \"main\" java.lang.IllegalStateException: boom\n\tat Main.f(Main.java:2)\n\tat Main.main(Main.java:3)\n",
@@ -226,13 +228,17 @@ async fn pooled_java_run_cpu_time_is_the_programs_not_the_warm_ups() {
     let h = Harness::new("java-warm-cpu").await;
     let (pool, cancel) = java_pool(&h).await;
     let ran = run_pooled(&pool, &h, &spec("java", HELLO), b"").await;
-    assert_eq!(ran.outcome.exit_code, Some(0));
+    assert_eq!(ran.outcome.usage.exit_code, Some(0));
     // The warm-up alone takes seconds of CPU; a hello world takes a few ms.
-    assert!(ran.outcome.cpu_ms < 300, "cpu {} ms", ran.outcome.cpu_ms);
     assert!(
-        ran.outcome.wall_ms < 1000,
+        ran.outcome.usage.cpu_ms < 300,
+        "cpu {} ms",
+        ran.outcome.usage.cpu_ms
+    );
+    assert!(
+        ran.outcome.usage.wall_ms < 1000,
         "wall {} ms",
-        ran.outcome.wall_ms
+        ran.outcome.usage.wall_ms
     );
     // ... and the program's own work is counted.
     // Spins until its own thread used 400 ms of CPU, however busy the machine is.
@@ -240,9 +246,9 @@ async fn pooled_java_run_cpu_time_is_the_programs_not_the_warm_ups() {
     let ran = run_pooled(&pool, &h, &spec("java", spin), b"").await;
     assert_eq!(ran.stdout, "true\n", "{}", ran.stderr);
     assert!(
-        (390..2000).contains(&ran.outcome.cpu_ms),
+        (390..2000).contains(&ran.outcome.usage.cpu_ms),
         "cpu {} ms",
-        ran.outcome.cpu_ms
+        ran.outcome.usage.cpu_ms
     );
     finish(&h, pool, cancel).await;
 }
@@ -272,7 +278,7 @@ async fn fresh_warm_java_run_works_and_never_shows_the_readiness_marker() {
     let ran = h.run(&spec("java", HELLO), b"").await;
     assert_eq!(ran.stdout_text(), "Hello, world! true\n");
     assert_eq!(ran.stderr_text(), "");
-    assert_eq!(ran.outcome.exit_code, Some(0));
+    assert_eq!(ran.outcome.usage.exit_code, Some(0));
     let marker = marker_text();
     for chunk in &ran.chunks {
         assert!(
@@ -282,9 +288,9 @@ async fn fresh_warm_java_run_works_and_never_shows_the_readiness_marker() {
     }
     // The warm-up is not the run's: its wall time is the run stage alone.
     assert!(
-        ran.outcome.wall_ms < 1500,
+        ran.outcome.usage.wall_ms < 1500,
         "wall {} ms",
-        ran.outcome.wall_ms
+        ran.outcome.usage.wall_ms
     );
 }
 

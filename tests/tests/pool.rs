@@ -1,12 +1,12 @@
 //! The prewarmed pool and interactive runs, against the real daemon and images.
 use bytes::Bytes;
 use onpyrunner_e2e::{language, spec, until, Harness, TEST_TIMEOUT};
+use onpyrunner_protocol::{OutputChunk, Reason, Summary};
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::Caps;
 use onpyrunner_supervisor::pool::Pool;
-use onpyrunner_supervisor::run::{
-    self, Controls, Outcome, OutputChunk, RunSpec, Sandbox, Termination,
-};
+use onpyrunner_supervisor::run::{self, Controls, RunSpec, Sandbox};
+use onpyrunner_supervisor::session::StopSignal;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -26,7 +26,7 @@ fn start_pool(h: &Harness, lang: &str, size: usize, cancel: &CancellationToken) 
 }
 
 /// A run on a claimed sandbox, with the caller's controls.
-async fn run_on(h: &Harness, sandbox: Sandbox, spec: &RunSpec, controls: Controls) -> Outcome {
+async fn run_on(h: &Harness, sandbox: Sandbox, spec: &RunSpec, controls: Controls) -> Summary {
     tokio::time::timeout(
         TEST_TIMEOUT,
         run::run_in(&h.docker, sandbox, spec, controls),
@@ -39,12 +39,12 @@ async fn run_on(h: &Harness, sandbox: Sandbox, spec: &RunSpec, controls: Control
 fn controls() -> (
     mpsc::Sender<Bytes>,
     mpsc::Receiver<OutputChunk>,
-    CancellationToken,
+    StopSignal,
     Controls,
 ) {
     let (stdin_tx, stdin) = mpsc::channel(4);
     let (output, out_rx) = mpsc::channel(16);
-    let stop = CancellationToken::new();
+    let stop = StopSignal::default();
     (
         stdin_tx,
         out_rx,
@@ -89,7 +89,7 @@ async fn pool_fills_is_claimed_and_refills_without_reuse() {
     drop(stdin_tx);
     let (outcome, out) = tokio::join!(run_on(&h, sandbox, &s, c), collect(out_rx));
     assert_eq!(out, b"from the pool\n");
-    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(outcome.usage.exit_code, Some(0));
     assert_eq!(pool.stats().hits.load(Ordering::Relaxed), 1);
 
     until("pool to refill", || pool.ready() == 2).await;
@@ -164,7 +164,7 @@ async fn interactive_program_answers_a_line_typed_after_its_prompt() {
         String::from_utf8_lossy(&seen),
         "name? hello ada\nagain? hello\n"
     );
-    assert_eq!(outcome.exit_code, Some(0));
+    assert_eq!(outcome.usage.exit_code, Some(0));
     pool.drain().await;
     h.assert_no_containers_left().await;
 }
@@ -193,7 +193,7 @@ async fn eof_ends_a_program_that_reads_to_the_end() {
     };
     let (outcome, out, ()) = tokio::join!(run_on(&h, sandbox, &s, c), collect(out_rx), feeding);
     assert_eq!(String::from_utf8_lossy(&out), "got 100000\n");
-    assert_eq!(outcome.termination, Termination::Exited);
+    assert_eq!(outcome.reason, Reason::Exited);
     h.assert_no_containers_left().await;
 }
 
@@ -215,12 +215,12 @@ async fn stop_kills_a_program_that_ignores_sigterm_within_a_second() {
             seen.extend_from_slice(&out_rx.recv().await.expect("ready").data);
         }
         let pressed = Instant::now();
-        stop.cancel();
+        stop.stop(Reason::Stopped);
         while out_rx.recv().await.is_some() {}
         pressed
     };
     let (outcome, pressed) = tokio::join!(run_on(&h, sandbox, &s, c), stopping);
-    assert_eq!(outcome.termination, Termination::Stopped);
+    assert_eq!(outcome.reason, Reason::Stopped);
     assert!(
         pressed.elapsed() < Duration::from_secs(1),
         "stop took {:?}",

@@ -1,14 +1,14 @@
 //! End-to-end: real daemon, real images, a fresh container per run.
 use onpyrunner_e2e::{spec, Harness};
 use onpyrunner_protocol::Stage;
-use onpyrunner_supervisor::run::{OutputStream, Termination};
+use onpyrunner_protocol::{OutputStream, Reason};
 
 async fn hello(lang: &str, code: &str, expected: &str) {
     let h = Harness::new(&format!("hello-{lang}")).await;
     let ran = h.run(&spec(lang, code), b"").await;
-    assert_eq!(ran.outcome.termination, Termination::Exited, "{ran:?}");
+    assert_eq!(ran.outcome.reason, Reason::Exited, "{ran:?}");
     assert_eq!(
-        ran.outcome.exit_code,
+        ran.outcome.usage.exit_code,
         Some(0),
         "stderr: {}",
         ran.stderr_text()
@@ -65,7 +65,7 @@ async fn program_echoes_its_stdin() {
     let code = "import sys\nsys.stdout.buffer.write(sys.stdin.buffer.read())";
     let ran = h.run(&spec("python", code), input).await;
     assert_eq!(ran.stdout, input);
-    assert_eq!(ran.outcome.exit_code, Some(0));
+    assert_eq!(ran.outcome.usage.exit_code, Some(0));
 }
 
 #[tokio::test]
@@ -96,11 +96,11 @@ async fn nonzero_exit_code_is_reported() {
             b"",
         )
         .await;
-    assert_eq!(ran.outcome.exit_code, Some(3));
-    assert_eq!(ran.outcome.stage, Stage::Run);
+    assert_eq!(ran.outcome.usage.exit_code, Some(3));
+    assert_eq!(ran.outcome.usage.stage, Stage::Run);
     assert_eq!(ran.stdout_text(), "bye\n");
     let ran = h.run(&spec("node", "process.exitCode = 7"), b"").await;
-    assert_eq!(ran.outcome.exit_code, Some(7));
+    assert_eq!(ran.outcome.usage.exit_code, Some(7));
 }
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn uncaught_exception_shows_traceback_and_exit_code_1() {
     let ran = h
         .run(&spec("python", "raise ValueError('boom')"), b"")
         .await;
-    assert_eq!(ran.outcome.exit_code, Some(1));
+    assert_eq!(ran.outcome.usage.exit_code, Some(1));
     assert!(
         ran.stderr_text().contains("ValueError: boom"),
         "{}",
@@ -122,9 +122,9 @@ async fn java_compile_error_is_a_compile_failure() {
     let h = Harness::new("javac-error").await;
     let code = "public class Main { public static void main(String[] a) { int x = \"no\"; } }";
     let ran = h.run(&spec("java", code), b"").await;
-    assert_eq!(ran.outcome.stage, Stage::Compile, "{ran:?}");
-    assert_ne!(ran.outcome.exit_code, Some(0));
-    assert!(ran.outcome.exit_code.is_some());
+    assert_eq!(ran.outcome.usage.stage, Stage::Compile, "{ran:?}");
+    assert_ne!(ran.outcome.usage.exit_code, Some(0));
+    assert!(ran.outcome.usage.exit_code.is_some());
     assert!(
         ran.stderr_text().contains("incompatible types"),
         "{}",
@@ -151,7 +151,7 @@ async fn infinite_loop_is_killed_at_the_wall_time_limit() {
     s.limits.wall_ms = 1500;
     let started = std::time::Instant::now();
     let ran = h.run(&s, b"").await;
-    assert_eq!(ran.outcome.termination, Termination::Timeout);
+    assert_eq!(ran.outcome.reason, Reason::Timeout);
     assert_eq!(ran.stdout_text(), "spinning\n");
     assert!(started.elapsed() >= std::time::Duration::from_millis(1500));
 }
@@ -184,7 +184,7 @@ print('locked down')
     let ran = h.run(&spec("python", code), b"").await;
     assert_eq!(ran.stderr_text(), "");
     assert_eq!(ran.stdout_text(), "locked down\n");
-    assert_eq!(ran.outcome.exit_code, Some(0));
+    assert_eq!(ran.outcome.usage.exit_code, Some(0));
 }
 
 #[tokio::test]
@@ -197,7 +197,7 @@ sys.stdout.flush()
 sys.exit(5)"#;
     let ran = h.run(&spec("python", code), b"").await;
     assert_eq!(
-        ran.outcome.exit_code,
+        ran.outcome.usage.exit_code,
         Some(5),
         "the forged status was believed"
     );
@@ -217,7 +217,7 @@ async fn memory_bomb_is_reported_as_oom() {
     s.limits.memory_mib = 64;
     let ran = h.run(&s, b"").await;
     assert!(ran.outcome.oom_killed, "{ran:?}");
-    assert_eq!(ran.outcome.signal, Some(9));
+    assert_eq!(ran.outcome.usage.signal, Some(9));
 }
 
 #[tokio::test]

@@ -7,11 +7,12 @@ use crate::jobs::Jobs;
 use crate::ws::{self, WsConfig};
 use bytes::Bytes;
 use onpyrunner_images::{languages, Language};
-use onpyrunner_protocol::SourceFile;
+pub use onpyrunner_protocol::run::{FileBody, RunBody};
+use onpyrunner_protocol::{Event, OutputStream, SourceFile};
 use onpyrunner_supervisor::engine::{Engine, SubmitError};
-use onpyrunner_supervisor::limits::{LimitRequest, Limits};
+use onpyrunner_supervisor::limits::Limits;
 use onpyrunner_supervisor::run::{RunSpec, MAX_SOURCE_BYTES};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -44,25 +45,6 @@ impl AppState {
         self.ws = Arc::new(ws);
         self
     }
-}
-
-/// A run as clients post it (REST and WebSocket alike).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunBody {
-    pub language: String,
-    pub code: Option<String>,
-    pub files: Option<Vec<FileBody>>,
-    pub stdin: Option<String>,
-    pub args: Option<Vec<String>>,
-    pub limits: Option<LimitRequest>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileBody {
-    pub name: String,
-    pub content: String,
 }
 
 /// An error as clients get it.
@@ -410,22 +392,20 @@ fn parse_body(body: &[u8]) -> Result<RunBody, ApiError> {
 async fn post_run(s: AppState, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let (spec, stdin) = run_spec(&body, &s.engine)?;
-    let session = s.engine.submit(spec)?;
-    let (_, mut events, stdin_tx, _stopper) = session.into_parts();
-    if let Some(tx) = stdin_tx {
+    let mut session = s.engine.submit(spec)?;
+    if let Some(tx) = session.stdin() {
         tokio::spawn(async move {
             if !stdin.is_empty() {
                 let _ = tx.send(stdin).await;
             }
         });
     }
-    // Dropping this future (the client left) drops `events`: the run ends as client_gone.
+    session.close_stdin();
+    // Dropping this future (the client left) drops the session: the run ends as client_gone.
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let mut summary = None;
-    use onpyrunner_supervisor::run::OutputStream;
-    use onpyrunner_supervisor::session::Event;
-    while let Some(event) = events.recv().await {
+    while let Some(event) = session.recv().await {
         match event {
             Event::Output(c) if c.stream == OutputStream::Stdout => {
                 stdout.extend_from_slice(&c.data)

@@ -4,12 +4,12 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use onpyrunner_images::{languages, Language};
-use onpyrunner_protocol::{SourceFile, Stage};
+use onpyrunner_protocol::{OutputChunk, OutputStream, Reason, SourceFile, Summary};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images::{self, BuildOptions, Built};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
-use onpyrunner_supervisor::run::{self, OutputStream, RunSpec, Termination};
+use onpyrunner_supervisor::run::{self, RunSpec};
 use onpyrunner_supervisor::sandbox;
 use std::io::Write;
 use std::path::PathBuf;
@@ -130,8 +130,8 @@ pub struct ServeArgs {
         value_name = "URL"
     )]
     pub allowed_origins: Vec<String>,
-    /// Milliseconds between WebSocket pings; a client silent for 3 of them is dropped and its
-    /// run killed
+    /// Milliseconds between WebSocket pings; a client silent for 3 of them is dropped (its
+    /// run waits --resume-grace-ms to be resumed)
     #[arg(
         long,
         env = "ONPYRUNNER_WS_PING_MS",
@@ -139,6 +139,15 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub ws_ping_ms: u64,
+    /// Milliseconds a WebSocket run whose connection was lost goes on, waiting to be resumed,
+    /// before it is killed
+    #[arg(
+        long,
+        env = "ONPYRUNNER_RESUME_GRACE_MS",
+        default_value_t = 60_000,
+        value_name = "MS"
+    )]
+    pub resume_grace_ms: u64,
 }
 
 impl ServeArgs {
@@ -188,6 +197,7 @@ impl ServeArgs {
             ws: crate::ws::WsConfig {
                 allowed_origins: self.allowed_origins.clone(),
                 ping_interval: std::time::Duration::from_millis(self.ws_ping_ms),
+                resume_grace: std::time::Duration::from_millis(self.resume_grace_ms),
             },
         })
     }
@@ -415,7 +425,7 @@ async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
     run::validate(&spec)?;
 
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
-    let (out_tx, mut out_rx) = mpsc::channel::<run::OutputChunk>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<OutputChunk>(64);
     tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 64 * 1024];
@@ -460,55 +470,48 @@ async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
         }
     };
     let _ = printer.await;
-    let code = match outcome.termination {
-        Termination::Timeout => {
+    if std::env::var_os("ONPYRUNNER_VERBOSE").is_some() {
+        eprintln!("onpyrunner: {outcome:?}");
+    }
+    Ok(exit_code(&outcome, &spec))
+}
+
+/// The CLI's exit code for a run: the program's own, 128+N for signal N, `timeout(1)`'s 124 on
+/// the wall clock; each limit and failure also said on stderr.
+fn exit_code(summary: &Summary, spec: &RunSpec) -> i32 {
+    let usage = &summary.usage;
+    match summary.reason {
+        Reason::Timeout => {
             eprintln!(
                 "onpyrunner: time limit of {} ms exceeded",
                 spec.limits.wall_ms
             );
-            EXIT_TIMEOUT
+            return EXIT_TIMEOUT;
         }
-        Termination::OutputLimit => {
+        Reason::OutputLimit => {
             eprintln!(
                 "onpyrunner: output limit of {} bytes exceeded",
                 spec.limits.output_bytes
             );
-            137
+            return 137;
         }
-        Termination::Abandoned | Termination::Stopped => 130,
-        Termination::Exited => {
-            if outcome.oom_killed {
-                eprintln!(
-                    "onpyrunner: memory limit of {} MiB exceeded",
-                    spec.limits.memory_mib
-                );
-            }
-            if let Some(error) = &outcome.error {
-                eprintln!("onpyrunner: sandbox error: {error}");
-            }
-            if outcome.stage == Stage::Compile && outcome.error.is_none() {
-                eprintln!("onpyrunner: compilation failed");
-            }
-            match (outcome.exit_code, outcome.signal) {
-                (_, Some(sig)) => 128 + sig,
-                (Some(code), None) => code,
-                (None, None) => EXIT_SANDBOX_ERROR,
-            }
-        }
-    };
-    if std::env::var_os("ONPYRUNNER_VERBOSE").is_some() {
-        eprintln!(
-            "onpyrunner: {:?} stage={:?} exit={:?} signal={:?} wall={}ms cpu={}ms rss={}KiB",
-            outcome.termination,
-            outcome.stage,
-            outcome.exit_code,
-            outcome.signal,
-            outcome.wall_ms,
-            outcome.cpu_ms,
-            outcome.max_rss_kib
-        );
+        Reason::Stopped | Reason::Shutdown | Reason::ClientGone => return 130,
+        Reason::MemoryLimit => eprintln!(
+            "onpyrunner: memory limit of {} MiB exceeded",
+            spec.limits.memory_mib
+        ),
+        Reason::InternalError => eprintln!(
+            "onpyrunner: sandbox error: {}",
+            summary.error.as_deref().unwrap_or("unknown")
+        ),
+        Reason::CompileError => eprintln!("onpyrunner: compilation failed"),
+        Reason::Exited => {}
     }
-    Ok(code)
+    match (usage.exit_code, usage.signal) {
+        (_, Some(sig)) => 128 + sig,
+        (Some(code), None) => code,
+        (None, None) => EXIT_SANDBOX_ERROR,
+    }
 }
 
 /// Remove every container this process made (after Ctrl-C dropped a run mid-way).

@@ -12,8 +12,7 @@
 //! had. Replaying a finished job, following a live one, and resuming from an SSE
 //! `Last-Event-ID` are the same operation, [`JobLog::read`] from a cursor, so nothing is lost or
 //! repeated between what was stored and what comes next.
-use onpyrunner_supervisor::run::OutputStream;
-use onpyrunner_supervisor::session::{Event, RunState, Summary};
+use onpyrunner_protocol::{Event, OutputStream, RunState, Summary};
 use std::fmt;
 
 /// Entries kept in order; beyond this, output is merged into the last entry.
@@ -346,8 +345,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use onpyrunner_protocol::Stage;
-    use onpyrunner_supervisor::run::OutputChunk;
-    use onpyrunner_supervisor::session::Reason;
+    use onpyrunner_protocol::{OutputChunk, Reason, Usage};
 
     fn out(stream: OutputStream, data: &[u8]) -> Event {
         Event::Output(OutputChunk {
@@ -364,12 +362,9 @@ mod tests {
     }
 
     fn summary() -> Summary {
-        Summary {
-            state: RunState::Finished,
-            reason: Reason::Exited,
-            exit_code: Some(0),
-            ..Summary::new(Stage::Run)
-        }
+        let mut summary = Summary::new(Reason::Exited, Usage::new(Stage::Run));
+        summary.usage.exit_code = Some(0);
+        summary
     }
 
     use OutputStream::{Stderr, Stdout};

@@ -7,7 +7,8 @@
 //! (`subscribe`, for `GET /api/v1/jobs/{id}/events`) both read.
 use crate::job_log::{Cursor, JobLog, Read};
 use bytes::Bytes;
-use onpyrunner_supervisor::session::{Event, RunState, Session, Stopper, Summary};
+use onpyrunner_protocol::{Event, Reason, RunState, Summary};
+use onpyrunner_supervisor::session::{Session, StopSignal};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,7 +33,7 @@ pub struct JobView {
 
 struct Job {
     language: String,
-    stopper: Stopper,
+    stopper: StopSignal,
     data: Mutex<JobData>,
     /// Bumped on every change, so waiters (sync runs) wake up.
     changes: watch::Sender<u64>,
@@ -104,7 +105,11 @@ impl Jobs {
         language: &str,
         stdin: Bytes,
     ) -> Result<String, JobsFull> {
-        let (id, mut events, stdin_tx, stopper) = session.into_parts();
+        let mut session = session;
+        let id = session.id.clone();
+        let stdin_tx = session.stdin();
+        session.close_stdin();
+        let stopper = session.stopper();
         let (changes, _) = watch::channel(0);
         let job = Arc::new(Job {
             language: language.to_string(),
@@ -128,7 +133,7 @@ impl Jobs {
                         table.remove(&oldest);
                     }
                     None => {
-                        job.stopper.stop();
+                        job.stopper.stop(Reason::Stopped);
                         return Err(JobsFull { max: self.max });
                     }
                 }
@@ -144,7 +149,8 @@ impl Jobs {
             });
         }
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+            // The job holds the session until the summary: it never detaches early.
+            while let Some(event) = session.recv().await {
                 let mut data = job.data.lock().expect("job lock");
                 data.log.push(&event);
                 match event {
@@ -188,7 +194,7 @@ impl Jobs {
     pub fn stop(&self, id: &str) -> bool {
         match self.get(id) {
             Some(job) => {
-                job.stopper.stop();
+                job.stopper.stop(Reason::Stopped);
                 true
             }
             None => false,

@@ -3,9 +3,9 @@
 //! histogram's `_bucket{le}` cumulative and ending with `+Inf`, then `_sum` and `_count`).
 //!
 //! Rendering works on a [`Snapshot`] so that it is tested without an engine.
+use onpyrunner_protocol::RunState;
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::metrics::Histogram;
-use onpyrunner_supervisor::session::RunState;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use warp::http::header::CONTENT_TYPE;

@@ -20,7 +20,7 @@
 use crate::api::{no_such_job, ApiError};
 use crate::job_log::{Cursor, LogEvent};
 use crate::jobs::{Jobs, Subscription};
-use onpyrunner_supervisor::run::OutputStream;
+use onpyrunner_protocol::OutputStream;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::convert::Infallible;

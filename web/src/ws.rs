@@ -8,18 +8,19 @@
 //! - a forwarder per run turns its session events into messages. It waits whenever the writer
 //!   does, so a slow client slows the program down instead of growing memory.
 //!
-//! When the reader ends (close frame, lost connection, heartbeat timeout) the forwarder is
-//! aborted; that drops the run's events and the engine ends it as `client_gone`, killing the
-//! program and removing its container.
+//! When the reader ends, the forwarder is aborted, which drops the connection's attachment to
+//! its run. After a close frame the run is killed at once (`client_gone`); after a lost
+//! connection or a heartbeat timeout it goes on unattached for `resume_grace`, and a new
+//! connection may resume it by id and position (docs/protocol.md, "Resuming after a drop").
 use crate::api::{self, ApiError, AppState, RunBody};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use onpyrunner_supervisor::run::OutputStream;
-use onpyrunner_supervisor::session::{Event, Stopper};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use onpyrunner_protocol::ws::{ClientMessage, ErrorBody, ServerMessage};
+use onpyrunner_protocol::{Event, Reason};
+use onpyrunner_supervisor::engine::ResumeError;
+use onpyrunner_supervisor::session::{Detach, RunControl, Session};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,9 +49,6 @@ const OUT_BUFFER: usize = 16;
 /// Intervals without a sign of life (a frame received, or a send that waited for the client and
 /// then went through) after which a connection counts as gone.
 const DEAD_AFTER_INTERVALS: u32 = 3;
-/// First byte of an output frame: which stream.
-pub const STDOUT_TAG: u8 = 1;
-pub const STDERR_TAG: u8 = 2;
 
 /// How the WebSocket endpoint is configured.
 #[derive(Debug, Clone)]
@@ -59,13 +57,19 @@ pub struct WsConfig {
     /// own origin only; `*` means any.
     pub allowed_origins: Vec<String>,
     pub ping_interval: Duration,
+    /// How long a run whose connection was lost goes on waiting to be resumed.
+    pub resume_grace: Duration,
 }
+
+/// The default of [`WsConfig::resume_grace`].
+pub const RESUME_GRACE: Duration = Duration::from_secs(60);
 
 impl Default for WsConfig {
     fn default() -> Self {
         WsConfig {
             allowed_origins: Vec::new(),
             ping_interval: Duration::from_secs(2),
+            resume_grace: RESUME_GRACE,
         }
     }
 }
@@ -154,23 +158,13 @@ fn socket_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_FRAME_BYTES))
 }
 
-/// A client message (text frames).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
-    Run(RunBody),
-    Stdin { data: String },
-    Eof,
-    Stop,
-}
-
-/// The connection's current run, as the reader holds it.
+/// The connection's current run (its own, or one it resumed), as the reader holds it.
 struct CurrentRun {
     id: String,
-    stdin: Option<mpsc::Sender<Bytes>>,
-    stopper: Stopper,
+    control: RunControl,
     /// Set by the forwarder once the summary is queued: the next run may start.
     ended: Arc<AtomicBool>,
+    /// Owns the connection's attachment to the run: aborting it detaches.
     forwarder: JoinHandle<()>,
 }
 
@@ -203,18 +197,21 @@ where
         last_ms: AtomicU64::new(0),
     });
     let gone = CancellationToken::new();
-    // Pings skip the output queue: when it is full the client is slow, not gone, and a ping
-    // stuck behind its output would get no pong in time.
+    // Pings and pongs skip the output queue: when it is full the client is slow, not gone, and
+    // a ping stuck behind its output would get no answer in time.
     let ping_now = Arc::new(tokio::sync::Notify::new());
+    let pong_now = Arc::new(tokio::sync::Notify::new());
     let writer = {
         let live = live.clone();
         let gone = gone.clone();
         let ping_now = ping_now.clone();
+        let pong_now = pong_now.clone();
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
                     biased;
                     _ = ping_now.notified() => Message::Ping(Bytes::new()),
+                    _ = pong_now.notified() => Message::text(ServerMessage::Pong.to_json()),
                     message = out_rx.recv() => match message {
                         Some(message) => message,
                         None => break,
@@ -243,6 +240,7 @@ where
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let dead_after = state.ws.ping_interval * DEAD_AFTER_INTERVALS;
     let mut run: Option<CurrentRun> = None;
+    let mut said_goodbye = false;
     loop {
         let message = tokio::select! {
             message = stream.next() => message,
@@ -259,9 +257,12 @@ where
         let Some(Ok(message)) = message else { break };
         live.touch();
         let reply = match message {
-            Message::Close(_) => break,
+            Message::Close(_) => {
+                said_goodbye = true;
+                break;
+            }
             Message::Binary(data) => write_stdin(&mut run, data),
-            Message::Text(text) => handle_text(text.as_str(), &state, &mut run, &out_tx),
+            Message::Text(text) => handle_text(text.as_str(), &state, &mut run, &out_tx, &pong_now),
             // Ping and pong: the library answers pings itself.
             _ => Ok(()),
         };
@@ -271,8 +272,11 @@ where
             }
         }
     }
-    // The client is gone or closed: its run, if still going, ends as client_gone.
+    // A client that closed is done with its run; one that was lost may come back for it.
     if let Some(run) = run.take() {
+        if said_goodbye {
+            run.control.stop(Reason::ClientGone);
+        }
         run.forwarder.abort();
     }
     drop(out_tx);
@@ -284,6 +288,7 @@ fn handle_text(
     state: &AppState,
     run: &mut Option<CurrentRun>,
     out: &mpsc::Sender<Message>,
+    pong_now: &tokio::sync::Notify,
 ) -> Result<(), ApiError> {
     let message: ClientMessage = serde_json::from_str(text).map_err(|e| {
         let status = if e.is_data() {
@@ -295,13 +300,18 @@ fn handle_text(
     })?;
     match message {
         ClientMessage::Run(body) => start_run(body, state, run, out),
+        ClientMessage::Resume { run: id, seq } => resume_run(&id, seq, state, run, out),
         ClientMessage::Stdin { data } => write_stdin(run, Bytes::from(data.into_bytes())),
         ClientMessage::Eof => {
-            current(run)?.stdin = None;
+            current(run)?.control.close_stdin();
             Ok(())
         }
         ClientMessage::Stop => {
-            current(run)?.stopper.stop();
+            current(run)?.control.stop(Reason::Stopped);
+            Ok(())
+        }
+        ClientMessage::Ping => {
+            pong_now.notify_one();
             Ok(())
         }
     }
@@ -317,44 +327,83 @@ fn current(run: &mut Option<CurrentRun>) -> Result<&mut CurrentRun, ApiError> {
     }
 }
 
-fn start_run(
-    body: RunBody,
-    state: &AppState,
-    run: &mut Option<CurrentRun>,
-    out: &mpsc::Sender<Message>,
-) -> Result<(), ApiError> {
-    if let Ok(r) = current(run) {
-        return Err(ApiError::new(
+/// Refuse a second run while one is going on this connection.
+fn idle(run: &mut Option<CurrentRun>) -> Result<(), ApiError> {
+    match current(run) {
+        Ok(r) => Err(ApiError::new(
             StatusCode::CONFLICT,
             format!(
                 "run {} is still going on this connection; stop it or wait for its summary",
                 r.id
             ),
         )
-        .field("type"));
+        .field("type")),
+        Err(_) => Ok(()),
     }
+}
+
+fn start_run(
+    body: RunBody,
+    state: &AppState,
+    run: &mut Option<CurrentRun>,
+    out: &mpsc::Sender<Message>,
+) -> Result<(), ApiError> {
+    idle(run)?;
     let (spec, stdin) = api::run_spec(&body, &state.engine)?;
-    let session = state.engine.submit(spec)?;
-    let (id, events, stdin_tx, stopper) = session.into_parts();
-    if let (Some(tx), false) = (&stdin_tx, stdin.is_empty()) {
+    let session = state
+        .engine
+        .submit_with(spec, Detach::After(state.ws.resume_grace))?;
+    if let (Some(tx), false) = (session.stdin(), stdin.is_empty()) {
         // The channel is new and empty: the batch input always fits.
         let _ = tx.try_send(stdin);
     }
-    let ended = Arc::new(AtomicBool::new(false));
-    let forwarder = tokio::spawn(forward(id.clone(), events, out.clone(), ended.clone()));
-    *run = Some(CurrentRun {
-        id,
-        stdin: stdin_tx,
-        stopper,
-        ended,
-        forwarder,
-    });
+    *run = Some(follow(session, None, out));
     Ok(())
+}
+
+fn resume_run(
+    id: &str,
+    seq: u64,
+    state: &AppState,
+    run: &mut Option<CurrentRun>,
+    out: &mpsc::Sender<Message>,
+) -> Result<(), ApiError> {
+    idle(run)?;
+    let session = state.engine.resume(id, seq).map_err(|e| match e {
+        ResumeError::PastTheEnd { end, .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                .field("seq")
+                .limit(end)
+        }
+        _ => ApiError::new(StatusCode::NOT_FOUND, e.to_string()).field("run"),
+    })?;
+    let resumed = ServerMessage::Resumed {
+        run: session.id.clone(),
+        seq,
+        state: session.log().state(),
+    };
+    *run = Some(follow(session, Some(resumed), out));
+    Ok(())
+}
+
+/// Hand the session to a forwarder that sends `first`, then the run's events.
+fn follow(
+    session: Session,
+    first: Option<ServerMessage>,
+    out: &mpsc::Sender<Message>,
+) -> CurrentRun {
+    let ended = Arc::new(AtomicBool::new(session.ended() && first.is_none()));
+    CurrentRun {
+        id: session.id.clone(),
+        control: session.control(),
+        ended: ended.clone(),
+        forwarder: tokio::spawn(forward(session, first, out.clone(), ended)),
+    }
 }
 
 fn write_stdin(run: &mut Option<CurrentRun>, data: Bytes) -> Result<(), ApiError> {
     let run = current(run)?;
-    let Some(stdin) = &run.stdin else {
+    let Some(stdin) = run.control.stdin() else {
         return Err(
             ApiError::new(StatusCode::CONFLICT, "stdin is closed (EOF was sent)").field("stdin"),
         );
@@ -378,56 +427,54 @@ fn write_stdin(run: &mut Option<CurrentRun>, data: Bytes) -> Result<(), ApiError
     })
 }
 
-/// Turn one run's events into messages, waiting whenever the client is slow.
+/// Turn one run's events into messages, waiting whenever the client is slow. Holds the
+/// connection's attachment to the run.
 async fn forward(
-    id: String,
-    mut events: mpsc::Receiver<Event>,
+    mut session: Session,
+    first: Option<ServerMessage>,
     out: mpsc::Sender<Message>,
     ended: Arc<AtomicBool>,
 ) {
-    while let Some(event) = events.recv().await {
-        if matches!(event, Event::Summary(_)) {
-            ended.store(true, Ordering::Release);
-        }
-        if out.send(event_message(&id, event)).await.is_err() {
+    if let Some(first) = first {
+        if out.send(Message::text(first.to_json())).await.is_err() {
             return;
         }
     }
+    while let Some((event, seq)) = session.events.next().await {
+        if matches!(event, Event::Summary(_)) {
+            ended.store(true, Ordering::Release);
+        }
+        if out
+            .send(event_message(&session.id, seq, event))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    ended.store(true, Ordering::Release);
 }
 
-/// A session event as the client gets it.
-pub fn event_message(run: &str, event: Event) -> Message {
+/// A run's event as the client gets it: output in a binary frame, the rest as text.
+pub fn event_message(run: &str, seq: u64, event: Event) -> Message {
     match event {
-        Event::Output(chunk) => {
-            let mut frame = BytesMut::with_capacity(chunk.data.len() + 1);
-            frame.put_u8(match chunk.stream {
-                OutputStream::Stdout => STDOUT_TAG,
-                OutputStream::Stderr => STDERR_TAG,
-            });
-            frame.put_slice(&chunk.data);
-            Message::binary(frame.freeze())
-        }
-        Event::State { state, at_unix_ms } => Message::text(
-            json!({"type": "state", "run": run, "state": state, "at_unix_ms": at_unix_ms})
-                .to_string(),
+        Event::Output(chunk) => Message::binary(chunk.frame()),
+        event => Message::text(
+            ServerMessage::of_event(run, seq, event)
+                .expect("only output has no text message")
+                .to_json(),
         ),
-        Event::Queued { position } => {
-            Message::text(json!({"type": "queued", "run": run, "position": position}).to_string())
-        }
-        Event::Summary(summary) => {
-            let mut value = serde_json::to_value(&summary).expect("a summary serializes");
-            value["type"] = "summary".into();
-            value["run"] = run.into();
-            Message::text(value.to_string())
-        }
     }
 }
 
 fn error_message(err: ApiError) -> Message {
-    let mut value: Value = serde_json::to_value(&err).expect("an error serializes");
-    value["type"] = "error".into();
-    value["status"] = err.status.as_u16().into();
-    Message::text(value.to_string())
+    let body = ErrorBody {
+        status: Some(err.status.as_u16()),
+        error: err.error,
+        field: err.field,
+        limit: err.limit,
+    };
+    Message::text(ServerMessage::Error(body).to_json())
 }
 
 #[cfg(test)]
@@ -464,32 +511,12 @@ mod tests {
     }
 
     #[test]
-    fn client_messages_parse_and_unknown_fields_are_refused() {
-        let run: ClientMessage =
-            serde_json::from_str(r#"{"type":"run","language":"python","code":"print(1)"}"#)
-                .unwrap();
-        assert!(matches!(run, ClientMessage::Run(b) if b.language == "python"));
-        let stdin: ClientMessage =
-            serde_json::from_str(r#"{"type":"stdin","data":"x\n"}"#).unwrap();
-        assert!(matches!(stdin, ClientMessage::Stdin { data } if data == "x\n"));
-        assert!(matches!(
-            serde_json::from_str(r#"{"type":"eof"}"#).unwrap(),
-            ClientMessage::Eof
-        ));
-        assert!(serde_json::from_str::<ClientMessage>(
-            r#"{"type":"run","language":"python","code":"x","bogus":1}"#
-        )
-        .is_err());
-        assert!(serde_json::from_str::<ClientMessage>(r#"{"type":"launch"}"#).is_err());
-    }
-
-    #[test]
     fn output_frames_carry_the_stream_then_the_exact_bytes() {
-        let chunk = onpyrunner_supervisor::run::OutputChunk {
-            stream: OutputStream::Stderr,
+        let chunk = onpyrunner_protocol::OutputChunk {
+            stream: onpyrunner_protocol::OutputStream::Stderr,
             data: Bytes::from_static(b"\xff\xfe ok"),
         };
-        let message = event_message("r1", Event::Output(chunk));
+        let message = event_message("r1", 9, Event::Output(chunk));
         assert_eq!(
             message,
             Message::Binary(Bytes::from_static(b"\x02\xff\xfe ok"))

@@ -78,6 +78,10 @@ struct Heard {
     stderr: Vec<u8>,
     summary: Option<Value>,
     errors: Vec<Value>,
+    /// The run's id and the position just after the last thing heard (docs/protocol.md).
+    run: Option<String>,
+    seq: u64,
+    resumed: Vec<Value>,
 }
 
 impl Heard {
@@ -103,20 +107,30 @@ async fn hear_until(ws: &mut Client, heard: &mut Heard, mut done: impl FnMut(&He
                 .expect("the connection stays open")
                 .expect("a message");
             match message {
-                Message::Binary(data) => match data.first() {
-                    Some(1) => heard.stdout.extend_from_slice(&data[1..]),
-                    Some(2) => heard.stderr.extend_from_slice(&data[1..]),
-                    other => panic!("output frame with stream byte {other:?}"),
-                },
+                Message::Binary(data) => {
+                    match data.first() {
+                        Some(1) => heard.stdout.extend_from_slice(&data[1..]),
+                        Some(2) => heard.stderr.extend_from_slice(&data[1..]),
+                        other => panic!("output frame with stream byte {other:?}"),
+                    }
+                    heard.seq += data.len() as u64 - 1;
+                }
                 Message::Text(text) => {
                     let value: Value = serde_json::from_str(&text).unwrap();
+                    if let Some(seq) = value["seq"].as_u64() {
+                        heard.seq = seq;
+                    }
+                    if let Some(run) = value["run"].as_str() {
+                        heard.run = Some(run.to_string());
+                    }
                     match value["type"].as_str().unwrap() {
                         "state" => heard
                             .states
                             .push(value["state"].as_str().unwrap().to_string()),
                         "summary" => heard.summary = Some(value),
                         "error" => heard.errors.push(value),
-                        "queued" => {}
+                        "queued" | "pong" => {}
+                        "resumed" => heard.resumed.push(value),
                         other => panic!("unknown message type {other}"),
                     }
                 }
@@ -317,6 +331,8 @@ async fn origins_off_the_allow_list_are_refused_and_oversized_messages_close_the
 async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_seconds() {
     let server = serve("vanish", |_, ws| {
         ws.ping_interval = Duration::from_millis(300);
+        // Not resumed within it: killed (the grace period is tested on its own below).
+        ws.resume_grace = Duration::from_millis(500);
     })
     .await;
     let docker = server.state.engine.docker().clone();
@@ -358,7 +374,7 @@ async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_
             .state
             .engine
             .metrics()
-            .ended(onpyrunner_supervisor::session::RunState::Stopped),
+            .ended(onpyrunner_protocol::RunState::Stopped),
         1
     );
     drop(ws);
@@ -394,5 +410,148 @@ async fn a_slow_client_slows_the_program_down_instead_of_growing_memory() {
         summary["wall_ms"].as_u64().unwrap() >= 2500,
         "the program did not wait for the client: {summary}"
     );
+    server.finish().await;
+}
+
+/// A program that writes to both streams for a while, then waits for a line of input.
+const CHATTY: &str = "import sys, time\n\
+for i in range(40):\n    print(i, flush=True)\n    print('e', i, file=sys.stderr, flush=True)\n    time.sleep(0.05)\n\
+print('waiting', flush=True)\nprint('got', input())";
+
+fn chatty_expected() -> (String, String) {
+    let mut out: String = (0..40).map(|i| format!("{i}\n")).collect();
+    out.push_str("waiting\ngot back\n");
+    let err = (0..40).map(|i| format!("e {i}\n")).collect();
+    (out, err)
+}
+
+#[tokio::test]
+async fn a_dropped_connection_resumes_by_id_and_seq_with_nothing_lost_or_repeated() {
+    let server = serve("resume", |_, _| {}).await;
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python", "code": CHATTY}),
+    )
+    .await;
+    let mut heard = Heard::default();
+    hear_until(&mut ws, &mut heard, |h| h.stdout_text().contains("5\n")).await;
+    let run = heard.run.clone().expect("the run's id");
+    assert_eq!(run.len(), 32, "128 random bits: {run}");
+    // The connection breaks without a close frame (a phone in a tunnel).
+    drop(ws);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "resume", "run": run, "seq": heard.seq}),
+    )
+    .await;
+    hear_until(&mut ws, &mut heard, |h| {
+        h.stdout_text().contains("waiting\n")
+    })
+    .await;
+    assert_eq!(heard.resumed.len(), 1, "{heard:?}");
+    assert_eq!(heard.resumed[0]["state"], "RUNNING");
+    // Stdin works again on the new connection.
+    send(&mut ws, json!({"type": "stdin", "data": "back\n"})).await;
+    hear_until(&mut ws, &mut heard, |h| h.summary.is_some()).await;
+    let (out, err) = chatty_expected();
+    assert_eq!(heard.stdout_text(), out, "stdout as an undisturbed run's");
+    assert_eq!(
+        String::from_utf8_lossy(&heard.stderr),
+        err,
+        "stderr likewise"
+    );
+    assert_eq!(heard.states, ["READY", "RUNNING", "FINISHED"]);
+    assert_eq!(heard.summary()["exit_code"], 0);
+    assert_eq!(heard.summary()["run"], run.as_str());
+
+    // Resumed again from the start after its end: the whole run once more, exact.
+    let mut again = Heard::default();
+    send(&mut ws, json!({"type": "resume", "run": run, "seq": 0})).await;
+    hear_until(&mut ws, &mut again, |h| h.summary.is_some()).await;
+    assert_eq!(again.stdout_text(), out);
+    assert_eq!(again.seq, heard.seq, "the same log, the same end");
+    // Past the end, and an unknown run, are refused naming the field.
+    send(
+        &mut ws,
+        json!({"type": "resume", "run": run, "seq": heard.seq + 1}),
+    )
+    .await;
+    send(
+        &mut ws,
+        json!({"type": "resume", "run": "0".repeat(32), "seq": 0}),
+    )
+    .await;
+    hear_until(&mut ws, &mut again, |h| h.errors.len() == 2).await;
+    assert_eq!(again.errors[0]["field"], "seq");
+    assert_eq!(again.errors[0]["status"], 422);
+    assert_eq!(again.errors[1]["field"], "run");
+    assert_eq!(again.errors[1]["status"], 404);
+    ws.close(None).await.unwrap();
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_run_whose_client_never_comes_back_is_killed_and_removed_after_the_grace_period() {
+    let grace = Duration::from_secs(2);
+    let server = serve("grace", |_, ws| ws.resume_grace = grace).await;
+    let docker = server.state.engine.docker().clone();
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python",
+               "code": "print('waiting', flush=True)\ninput()"}),
+    )
+    .await;
+    let mut heard = Heard::default();
+    hear_until(&mut ws, &mut heard, |h| h.stdout_text().contains("waiting")).await;
+    let run = heard.run.clone().unwrap();
+    drop(ws);
+    let dropped = Instant::now();
+    let gone = tokio::time::timeout(Duration::from_secs(15), async {
+        while !instance_containers(&docker, &server.instance)
+            .await
+            .is_empty()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the run's container outlived its grace period by 13 s"
+    );
+    assert!(
+        dropped.elapsed() >= grace,
+        "killed before the grace period ended: {:?}",
+        dropped.elapsed()
+    );
+    // It ended as client_gone; resuming it now finds it ended (summary and all), or gone.
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "resume", "run": run, "seq": heard.seq}),
+    )
+    .await;
+    let mut after = Heard::default();
+    hear_until(&mut ws, &mut after, |h| {
+        h.summary.is_some() || !h.errors.is_empty()
+    })
+    .await;
+    if let Some(summary) = &after.summary {
+        assert_eq!(summary["reason"], "client_gone", "{summary}");
+        assert_eq!(summary["state"], "STOPPED");
+    }
+    assert_eq!(
+        server
+            .state
+            .engine
+            .metrics()
+            .ended(onpyrunner_protocol::RunState::Stopped),
+        1
+    );
+    ws.close(None).await.unwrap();
     server.finish().await;
 }

@@ -1,7 +1,7 @@
 //! What the launcher tells the outside world: the status trailer on stdout and stderr, and one-line
 //! messages on stderr.
 use onpyrunner_protocol::status::encode_status;
-use onpyrunner_protocol::{RunStatus, Stage};
+use onpyrunner_protocol::{RunStatus, Stage, Usage};
 
 use crate::error::LaunchError;
 use crate::fdio;
@@ -35,12 +35,7 @@ pub fn write_status(nonce: &str, status: &RunStatus) {
 /// The status reported when the launcher failed in (or before) `stage`.
 pub fn error_status(stage: Stage, error: &LaunchError) -> RunStatus {
     RunStatus {
-        stage,
-        exit_code: None,
-        signal: None,
-        wall_ms: 0,
-        cpu_ms: 0,
-        max_rss_kib: 0,
+        usage: Usage::new(stage),
         error: Some(clip(error.to_string(), MAX_ERROR_LEN)),
     }
 }
@@ -77,9 +72,9 @@ mod tests {
             source: io::ErrorKind::NotFound.into(),
         };
         let status = error_status(Stage::Compile, &err);
-        assert_eq!(status.stage, Stage::Compile);
-        assert_eq!(status.exit_code, None);
-        assert_eq!(status.signal, None);
+        assert_eq!(status.usage.stage, Stage::Compile);
+        assert_eq!(status.usage.exit_code, None);
+        assert_eq!(status.usage.signal, None);
         assert_eq!(
             status.error.as_deref(),
             Some("command not found: \"javac\"")

@@ -3,7 +3,7 @@ use std::io;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use onpyrunner_protocol::{RunStatus, Stage};
+use onpyrunner_protocol::{RunStatus, Stage, Usage};
 
 use crate::error::LaunchError;
 
@@ -28,14 +28,16 @@ impl Finished {
     pub fn status(&self, stage: Stage) -> RunStatus {
         let (exit_code, signal) = exit_code_and_signal(self.wait_status);
         RunStatus {
-            stage,
-            exit_code,
-            signal,
-            wall_ms: u64::try_from(self.wall.as_millis()).unwrap_or(u64::MAX),
-            cpu_ms: usage_cpu_ms(&self.usage).saturating_sub(self.cpu_before_ms),
-            // Linux reports ru_maxrss in KiB. For a warm process it is the peak of the whole
-            // process, warm-up included: the kernel keeps no per-stage peak.
-            max_rss_kib: u64::try_from(self.usage.ru_maxrss).unwrap_or(0),
+            usage: Usage {
+                stage,
+                exit_code,
+                signal,
+                wall_ms: u64::try_from(self.wall.as_millis()).unwrap_or(u64::MAX),
+                cpu_ms: usage_cpu_ms(&self.usage).saturating_sub(self.cpu_before_ms),
+                // Linux reports ru_maxrss in KiB. For a warm process it is the peak of the
+                // whole process, warm-up included: the kernel keeps no per-stage peak.
+                memory_kib: u64::try_from(self.usage.ru_maxrss).unwrap_or(0),
+            },
             error: None,
         }
     }
@@ -116,7 +118,7 @@ pub fn exit_code_and_signal(wait_status: libc::c_int) -> (Option<i32>, Option<i3
 /// The launcher's own exit code for a status: the stage's exit code, or 128 + signal like a
 /// shell, so Docker's exit code tells the same story when the trailer is lost.
 pub fn process_exit_code(status: &RunStatus) -> i32 {
-    match (status.exit_code, status.signal) {
+    match (status.usage.exit_code, status.usage.signal) {
         (Some(code), _) => code,
         (None, Some(signal)) => 128 + signal,
         (None, None) => crate::error::EXIT_LAUNCHER_FAILED,
@@ -197,10 +199,10 @@ mod tests {
             cpu_before_ms: 0,
         }
         .status(Stage::Compile);
-        assert_eq!(status.stage, Stage::Compile);
-        assert_eq!(status.cpu_ms, 1290);
-        assert_eq!(status.wall_ms, 1500);
-        assert_eq!(status.max_rss_kib, 12_345);
+        assert_eq!(status.usage.stage, Stage::Compile);
+        assert_eq!(status.usage.cpu_ms, 1290);
+        assert_eq!(status.usage.wall_ms, 1500);
+        assert_eq!(status.usage.memory_kib, 12_345);
         assert_eq!(status.error, None);
     }
 }

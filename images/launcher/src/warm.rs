@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use onpyrunner_protocol::warm::{self, VERB_COMPILE, VERB_COMPILED, VERB_READY, VERB_RUN};
-use onpyrunner_protocol::{RunStatus, Stage};
+use onpyrunner_protocol::{RunStatus, Stage, Usage};
 
 use crate::fdio;
 use crate::stage::{self, Finished};
@@ -131,14 +131,16 @@ impl WarmProcess {
         // The process is no longer needed: the compile stage ends the run.
         let usage = self.kill();
         Ok(Compiled::Failed(RunStatus {
-            stage: Stage::Compile,
-            exit_code: Some(code),
-            signal: None,
-            wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
-            cpu_ms: usage
-                .map(|u| stage::usage_cpu_ms(&u).saturating_sub(cpu_before))
-                .unwrap_or(0),
-            max_rss_kib: usage.map_or(0, |u| u64::try_from(u.ru_maxrss).unwrap_or(0)),
+            usage: Usage {
+                stage: Stage::Compile,
+                exit_code: Some(code),
+                signal: None,
+                wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+                cpu_ms: usage
+                    .map(|u| stage::usage_cpu_ms(&u).saturating_sub(cpu_before))
+                    .unwrap_or(0),
+                memory_kib: usage.map_or(0, |u| u64::try_from(u.ru_maxrss).unwrap_or(0)),
+            },
             error: None,
         }))
     }
@@ -330,13 +332,13 @@ mod tests {
         assert!(matches!(process.compile(&compile).unwrap(), Compiled::Ok));
         let finished = process.run(&run).unwrap();
         let status = finished.status(Stage::Run);
-        assert_eq!(status.exit_code, Some(3));
-        assert_eq!(status.stage, Stage::Run);
+        assert_eq!(status.usage.exit_code, Some(3));
+        assert_eq!(status.usage.stage, Stage::Run);
         assert!(finished.cpu_before_ms >= warm_up_cpu);
         assert!(
-            status.cpu_ms < warm_up_cpu,
+            status.usage.cpu_ms < warm_up_cpu,
             "run {} ms vs warm-up {warm_up_cpu} ms",
-            status.cpu_ms
+            status.usage.cpu_ms
         );
         let mut expected = vec!["run".to_string()];
         expected.extend(run);
@@ -355,9 +357,9 @@ mod tests {
         let Compiled::Failed(status) = process.compile(&compile).unwrap() else {
             panic!("the compile failed");
         };
-        assert_eq!(status.stage, Stage::Compile);
-        assert_eq!(status.exit_code, Some(1));
-        assert_eq!(status.signal, None);
+        assert_eq!(status.usage.stage, Stage::Compile);
+        assert_eq!(status.usage.exit_code, Some(1));
+        assert_eq!(status.usage.signal, None);
         assert!(status.error.is_none());
         // SAFETY: signal 0 only checks whether the pid exists.
         let alive = unsafe { libc::kill(pid, 0) } == 0;

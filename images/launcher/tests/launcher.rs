@@ -179,7 +179,7 @@ fn program_stdin_is_exactly_the_bytes_after_the_frame() {
     let out = launch(&run_only(&["cat"]), &stdin);
     assert_eq!(out.code, 0, "{}", out.stderr_text());
     assert!(out.user_stdout() == stdin, "stdin was altered on its way");
-    assert_eq!(out.status().exit_code, Some(0));
+    assert_eq!(out.status().usage.exit_code, Some(0));
 }
 
 #[test]
@@ -215,11 +215,11 @@ fn trailer_ends_stdout_and_reports_run_stage_and_exit_code() {
     let (user, status) = out.scan();
     assert_eq!(user, b"hello");
     let status = status.expect("a trailer");
-    assert_eq!(status.stage, Stage::Run);
-    assert_eq!(status.exit_code, Some(0));
-    assert_eq!(status.signal, None);
+    assert_eq!(status.usage.stage, Stage::Run);
+    assert_eq!(status.usage.exit_code, Some(0));
+    assert_eq!(status.usage.signal, None);
     assert_eq!(status.error, None);
-    assert!(status.max_rss_kib > 0, "{status:?}");
+    assert!(status.usage.memory_kib > 0, "{status:?}");
     // The trailer is the last thing on stdout, and it carries the nonce.
     let mut marker = MARKER_PREFIX.to_vec();
     marker.extend_from_slice(NONCE.as_bytes());
@@ -238,9 +238,12 @@ fn status_measures_cpu_time_and_peak_memory() {
     let out = launch(&run_only(&["python3", "-c", program]), b"");
     assert_eq!(out.code, 0, "{}", out.stderr_text());
     let status = out.status();
-    assert!(status.cpu_ms >= 250, "{status:?}");
-    assert!(status.wall_ms >= status.cpu_ms / 2, "{status:?}");
-    assert!(status.max_rss_kib >= 60 * 1024, "{status:?}");
+    assert!(status.usage.cpu_ms >= 250, "{status:?}");
+    assert!(
+        status.usage.wall_ms >= status.usage.cpu_ms / 2,
+        "{status:?}"
+    );
+    assert!(status.usage.memory_kib >= 60 * 1024, "{status:?}");
 }
 
 #[test]
@@ -250,7 +253,11 @@ fn nonzero_exit_code_is_reported_and_becomes_the_launcher_exit_code() {
     assert_eq!(out.user_stdout(), b"partial\n");
     let status = out.status();
     assert_eq!(
-        (status.stage, status.exit_code, status.signal),
+        (
+            status.usage.stage,
+            status.usage.exit_code,
+            status.usage.signal
+        ),
         (Stage::Run, Some(7), None)
     );
 }
@@ -261,7 +268,11 @@ fn signal_death_is_reported_as_signal_and_exits_128_plus_signal() {
     assert_eq!(out.code, 128 + 9);
     let status = out.status();
     assert_eq!(
-        (status.stage, status.exit_code, status.signal),
+        (
+            status.usage.stage,
+            status.usage.exit_code,
+            status.usage.signal
+        ),
         (Stage::Run, None, Some(9))
     );
     assert_eq!(status.error, None);
@@ -283,7 +294,11 @@ fn failed_compile_reports_compile_stage_and_never_starts_the_program() {
     assert_eq!(out.stderr_text(), "bad\ncompiler-stdout\n");
     let status = out.status();
     assert_eq!(
-        (status.stage, status.exit_code, status.signal),
+        (
+            status.usage.stage,
+            status.usage.exit_code,
+            status.usage.signal
+        ),
         (Stage::Compile, Some(3), None)
     );
 }
@@ -310,7 +325,10 @@ fn compile_killed_by_a_signal_is_a_compile_failure() {
     );
     assert_eq!(out.code, 128 + 15);
     let status = out.status();
-    assert_eq!((status.stage, status.signal), (Stage::Compile, Some(15)));
+    assert_eq!(
+        (status.usage.stage, status.usage.signal),
+        (Stage::Compile, Some(15))
+    );
 }
 
 #[test]
@@ -327,7 +345,10 @@ fn successful_compile_is_followed_by_the_run_stage_with_its_own_status() {
     assert_eq!(out.user_stdout(), b"built: input\n");
     assert_eq!(out.stderr_text(), "compiled\n");
     let status = out.status();
-    assert_eq!((status.stage, status.exit_code), (Stage::Run, Some(0)));
+    assert_eq!(
+        (status.usage.stage, status.usage.exit_code),
+        (Stage::Run, Some(0))
+    );
 }
 
 #[test]
@@ -371,7 +392,10 @@ fn existing_file_is_not_overwritten_and_the_error_is_reported() {
     assert_eq!(fs::read(dir.0.join("main.txt")).unwrap(), b"original");
     assert!(!dir.0.join("ran").exists());
     let status = out.status();
-    assert_eq!((status.stage, status.exit_code), (Stage::Run, None));
+    assert_eq!(
+        (status.usage.stage, status.usage.exit_code),
+        (Stage::Run, None)
+    );
     assert!(status.error.unwrap().contains("main.txt"));
     assert!(out.stderr_text().starts_with("onpyrunner-launcher: "));
 }
@@ -415,7 +439,11 @@ fn missing_run_command_reports_an_error_status_and_exits_127() {
     assert_eq!(out.code, 127);
     let status = out.status();
     assert_eq!(
-        (status.stage, status.exit_code, status.signal),
+        (
+            status.usage.stage,
+            status.usage.exit_code,
+            status.usage.signal
+        ),
         (Stage::Run, None, None)
     );
     assert!(status.error.unwrap().contains("onpyrunner-no-such-command"));
@@ -437,7 +465,10 @@ fn missing_compiler_reports_an_error_status_in_the_compile_stage() {
     );
     assert_eq!(out.code, 127);
     let status = out.status();
-    assert_eq!((status.stage, status.exit_code), (Stage::Compile, None));
+    assert_eq!(
+        (status.usage.stage, status.usage.exit_code),
+        (Stage::Compile, None)
+    );
     assert!(status.error.is_some());
 }
 
@@ -447,7 +478,10 @@ fn non_executable_command_exits_126() {
     let out = launch(&run_only(&["./main.txt"]), b"");
     assert_eq!(out.code, 126, "{}", out.stderr_text());
     let status = out.status();
-    assert_eq!((status.stage, status.exit_code), (Stage::Run, None));
+    assert_eq!(
+        (status.usage.stage, status.usage.exit_code),
+        (Stage::Run, None)
+    );
     assert!(out
         .stderr_text()
         .starts_with("onpyrunner-launcher: cannot execute"));
@@ -553,7 +587,7 @@ fn closed_stdout_does_not_kill_the_launcher_and_keeps_the_exit_code() {
     let mut scanner = StatusScanner::new(NONCE);
     let scanned = scanner.push(&output.stderr);
     let status = scanned.status.expect("trailer on stderr").expect("parses");
-    assert_eq!(status.exit_code, Some(4));
+    assert_eq!(status.usage.exit_code, Some(4));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("onpyrunner-launcher: cannot write the status trailer"),

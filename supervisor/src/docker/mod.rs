@@ -299,6 +299,11 @@ impl Docker {
         self.json(request::inspect_container(id)).await
     }
 
+    /// The container's CPU time and memory as its cgroup counts them, now.
+    pub async fn container_stats(&self, id: &str) -> Result<ContainerStats, DockerError> {
+        self.json(request::container_stats(id)).await
+    }
+
     pub async fn kill_container(&self, id: &str, signal: &str) -> Result<(), DockerError> {
         self.no_content(request::kill_container(id, signal)).await
     }

@@ -169,6 +169,16 @@ pub fn inspect_container(id: &str) -> ApiRequest {
     container_op("inspect container", Method::GET, id, "/json")
 }
 
+/// One sample of the container's cgroup counters, without waiting for a second one.
+pub fn container_stats(id: &str) -> ApiRequest {
+    container_op(
+        "container stats",
+        Method::GET,
+        id,
+        "/stats?stream=false&one-shot=true",
+    )
+}
+
 pub fn kill_container(id: &str, signal: &str) -> ApiRequest {
     let action = format!("/kill?signal={}", encode_query_value(signal));
     container_op("kill container", Method::POST, id, &action)
@@ -248,6 +258,14 @@ mod tests {
             "/v1.41/images/create?fromSrc=-&repo=onpyrunner-base-python&tag=abc&changes=WORKDIR%20%2Fwork"
         );
         assert_eq!(req.payload, Payload::TarStream);
+    }
+
+    #[test]
+    fn stats_take_one_sample() {
+        assert_eq!(
+            container_stats("c").path,
+            "/v1.41/containers/c/stats?stream=false&one-shot=true"
+        );
     }
 
     #[test]

@@ -120,6 +120,37 @@ pub struct ContainerState {
     pub error: String,
 }
 
+/// `GET /containers/{id}/stats`, the parts we read (snake_case, unlike the rest of the API).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ContainerStats {
+    #[serde(default)]
+    pub cpu_stats: CpuStats,
+    #[serde(default)]
+    pub memory_stats: MemoryStats,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CpuStats {
+    #[serde(default)]
+    pub cpu_usage: CpuUsage,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CpuUsage {
+    /// Nanoseconds of CPU used by every process of the container so far.
+    #[serde(default)]
+    pub total_usage: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct MemoryStats {
+    #[serde(default)]
+    pub usage: Option<u64>,
+    /// The cgroup's peak (cgroup v1 only; v2 has no peak in this API).
+    #[serde(default)]
+    pub max_usage: Option<u64>,
+}
+
 /// One row of `GET /containers/json`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
