@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod load;
 pub mod metrics;
 pub mod openapi;
+pub mod router;
 pub mod server;
 pub mod sse;
 pub mod ws;

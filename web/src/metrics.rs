@@ -10,7 +10,7 @@ use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use warp::Reply;
 
 /// What Prometheus expects for this format.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -102,18 +102,14 @@ impl Snapshot {
     }
 }
 
-/// The route.
-pub fn route(
-    engine: Engine,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    warp::path!("metrics").and(warp::get()).map(move || {
-        warp::reply::with_header(
-            render(&Snapshot::of(&engine)),
-            CONTENT_TYPE,
-            CONTENT_TYPE_TEXT,
-        )
-        .into_response()
-    })
+/// The answer to `GET /metrics`.
+pub fn reply(engine: &Engine) -> Response {
+    warp::reply::with_header(
+        render(&Snapshot::of(engine)),
+        CONTENT_TYPE,
+        CONTENT_TYPE_TEXT,
+    )
+    .into_response()
 }
 
 /// The exposition text.

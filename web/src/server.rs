@@ -1,6 +1,7 @@
 //! `onpyrunner serve`: the engine behind the HTTP API, until a shutdown signal.
-use crate::api::{self, AppState};
+use crate::api::AppState;
 use crate::jobs::Jobs;
+use crate::router;
 use crate::ws::WsConfig;
 use anyhow::Context;
 use onpyrunner_supervisor::docker::Docker;
@@ -41,7 +42,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     )
     .with_ws(config.ws.clone());
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(api::routes(state))
+    let server = warp::serve(router::routes(state))
         .incoming(listener)
         .graceful(async {
             let _ = serving_stopped.await;
