@@ -1,214 +1,12 @@
 //! The REST API's handlers (`/api/v1/...` and `/healthz`); `crate::router` routes to them.
-use crate::jobs::Jobs;
-use crate::ws::WsConfig;
+use crate::error::{no_such_job, ApiError};
+use crate::request::{parse_body, run_spec};
+use crate::state::AppState;
 use bytes::Bytes;
-use onpyrunner_images::Language;
-use onpyrunner_protocol::SourceFile;
-use onpyrunner_supervisor::engine::{Engine, SubmitError};
-use onpyrunner_supervisor::limits::{LimitRequest, Limits};
-use onpyrunner_supervisor::run::{RunSpec, MAX_SOURCE_BYTES};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Engine,
-    pub jobs: Jobs,
-    pub ws: Arc<WsConfig>,
-}
-
-impl AppState {
-    /// The state with the WebSocket endpoint's default configuration.
-    pub fn new(engine: Engine, jobs: Jobs) -> Self {
-        AppState {
-            engine,
-            jobs,
-            ws: Arc::new(WsConfig::default()),
-        }
-    }
-
-    pub fn with_ws(mut self, ws: WsConfig) -> Self {
-        self.ws = Arc::new(ws);
-        self
-    }
-}
-
-/// A run as clients post it (REST and WebSocket alike).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunBody {
-    pub language: String,
-    pub code: Option<String>,
-    pub files: Option<Vec<FileBody>>,
-    pub stdin: Option<String>,
-    pub args: Option<Vec<String>>,
-    pub limits: Option<LimitRequest>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileBody {
-    pub name: String,
-    pub content: String,
-}
-
-/// An error as clients get it.
-#[derive(Debug, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    pub status: StatusCode,
-    #[serde(skip)]
-    pub retry_after: Option<u64>,
-    pub error: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<String>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            retry_after: None,
-            error: error.into(),
-            field: None,
-            limit: None,
-        }
-    }
-
-    pub fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
-        self
-    }
-
-    pub fn limit(mut self, limit: impl ToString) -> Self {
-        self.limit = Some(limit.to_string());
-        self
-    }
-
-    pub fn into_response(self) -> Response {
-        let status = self.status;
-        let retry_after = self.retry_after;
-        let mut response =
-            warp::reply::with_status(warp::reply::json(&self), status).into_response();
-        if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", secs.to_string().parse().expect("digits"));
-        }
-        response
-    }
-}
-
-impl From<SubmitError> for ApiError {
-    fn from(e: SubmitError) -> Self {
-        let message = e.to_string();
-        match e {
-            SubmitError::Invalid(invalid) => {
-                let mut err =
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(invalid.field);
-                err.limit = invalid.limit;
-                err
-            }
-            SubmitError::Busy(busy) => {
-                let mut err =
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).limit(busy.max_queued);
-                err.retry_after = Some(busy.retry_after_secs());
-                err
-            }
-            SubmitError::LanguageUnavailable { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).field("language")
-            }
-            _ => {
-                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
-                err.retry_after = Some(5);
-                err
-            }
-        }
-    }
-}
-
-/// Turn a posted run into a spec; the error names the field and the limit.
-pub fn run_spec(body: &RunBody, engine: &Engine) -> Result<(RunSpec, Bytes), ApiError> {
-    let language = find_language(&body.language)?;
-    let files = match (&body.code, &body.files) {
-        (Some(code), None) => vec![SourceFile {
-            name: language.source_file.clone(),
-            content: code.clone().into_bytes(),
-        }],
-        (None, Some(files)) if !files.is_empty() => files
-            .iter()
-            .map(|f| SourceFile {
-                name: f.name.clone(),
-                content: f.content.clone().into_bytes(),
-            })
-            .collect(),
-        (Some(_), Some(_)) => {
-            return Err(unprocessable("give either code or files, not both").field("code"))
-        }
-        _ => return Err(unprocessable("code or files is required").field("code")),
-    };
-    let total: usize = files.iter().map(|f| f.content.len()).sum();
-    if total > MAX_SOURCE_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("source of {total} bytes exceeds the limit of {MAX_SOURCE_BYTES} bytes"),
-        )
-        .field(if body.code.is_some() { "code" } else { "files" })
-        .limit(MAX_SOURCE_BYTES));
-    }
-    let caps = &engine.config().caps;
-    let stdin = Bytes::from(body.stdin.clone().unwrap_or_default().into_bytes());
-    if stdin.len() as u64 > caps.stdin_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "stdin of {} bytes exceeds the limit of {} bytes",
-                stdin.len(),
-                caps.stdin_bytes
-            ),
-        )
-        .field("stdin")
-        .limit(caps.stdin_bytes));
-    }
-    let request = body.limits.clone().unwrap_or_default();
-    let limits = Limits::resolve(language, &request, caps).map_err(|e| {
-        unprocessable(e.to_string())
-            .field(format!("limits.{}", e.field))
-            .limit(&e.max)
-    })?;
-    let spec = RunSpec {
-        language,
-        files,
-        args: body.args.clone().unwrap_or_default(),
-        limits,
-    };
-    Ok((spec, stdin))
-}
-
-fn unprocessable(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-}
-
-fn find_language(id: &str) -> Result<&'static Language, ApiError> {
-    onpyrunner_images::find(id).ok_or_else(|| {
-        let ids: Vec<&str> = onpyrunner_images::languages()
-            .iter()
-            .map(|l| l.id.as_str())
-            .collect();
-        unprocessable(format!(
-            "unknown language {id:?}; known: {}",
-            ids.join(", ")
-        ))
-        .field("language")
-    })
-}
 
 /// `GET /healthz`.
 pub fn healthz(s: &AppState) -> Response {
@@ -256,17 +54,6 @@ pub fn languages(s: &AppState) -> Response {
         })
         .collect();
     warp::reply::json(&list).into_response()
-}
-
-fn parse_body(body: &[u8]) -> Result<RunBody, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        ApiError::new(status, format!("invalid request body: {e}"))
-    })
 }
 
 /// `POST /api/v1/runs`: the run, to its end.
@@ -357,13 +144,4 @@ pub fn stop_job(s: &AppState, id: &str) -> Response {
     } else {
         no_such_job(id)
     }
-}
-
-pub(crate) fn no_such_job(id: &str) -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no job {id:?} (unknown, or expired)"),
-    )
-    .field("id")
-    .into_response()
 }

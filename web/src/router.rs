@@ -7,8 +7,9 @@
 //! 404 (no such route or job), 405 with `Allow` (a known route, another method), 411, 413
 //! (body too large), 422 (a field is invalid or out of range), 429 with `Retry-After` (queue or
 //! job table full), 503 (shutting down, daemon down, image missing).
-use crate::api::{self, ApiError, AppState};
-use crate::{assets, metrics, openapi, sse, ws};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{api, assets, metrics, openapi, sse, ws};
 use bytes::Bytes;
 use std::convert::Infallible;
 use warp::filters::BoxedFilter;

@@ -1,8 +1,8 @@
 //! `onpyrunner serve`: the engine behind the HTTP API, until a shutdown signal.
-use crate::api::AppState;
 use crate::jobs::Jobs;
 use crate::router;
-use crate::ws::WsConfig;
+use crate::state::AppState;
+use crate::ws_config::WsConfig;
 use anyhow::Context;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};

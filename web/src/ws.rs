@@ -11,7 +11,9 @@
 //! When the reader ends (close frame, lost connection, heartbeat timeout) the forwarder is
 //! aborted; that drops the run's events and the engine ends it as `client_gone`, killing the
 //! program and removing its container.
-use crate::api::{self, ApiError, AppState, RunBody};
+use crate::error::ApiError;
+use crate::request::{self, RunBody};
+use crate::state::AppState;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
@@ -51,42 +53,6 @@ const DEAD_AFTER_INTERVALS: u32 = 3;
 /// First byte of an output frame: which stream.
 pub const STDOUT_TAG: u8 = 1;
 pub const STDERR_TAG: u8 = 2;
-
-/// How the WebSocket endpoint is configured.
-#[derive(Debug, Clone)]
-pub struct WsConfig {
-    /// Origins a browser may connect from (`scheme://host[:port]`); empty means the server's
-    /// own origin only; `*` means any.
-    pub allowed_origins: Vec<String>,
-    pub ping_interval: Duration,
-}
-
-impl Default for WsConfig {
-    fn default() -> Self {
-        WsConfig {
-            allowed_origins: Vec::new(),
-            ping_interval: Duration::from_secs(2),
-        }
-    }
-}
-
-impl WsConfig {
-    /// Whether a browser at `origin` may connect to a server reached as `host`.
-    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
-        let Some(origin) = origin else {
-            return true; // not a browser: nothing to protect against
-        };
-        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed_origins.is_empty() {
-            let Some(host) = host else { return false };
-            let host = host.to_ascii_lowercase();
-            return origin == format!("http://{host}") || origin == format!("https://{host}");
-        }
-        self.allowed_origins.iter().any(|allowed| {
-            allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(&origin)
-        })
-    }
-}
 
 /// The upgrade: checks the request and the origin, answers 101, then serves the connection
 /// with our own limits. (warp's `ws()` filter cannot set the read buffer's size.)
@@ -333,7 +299,7 @@ fn start_run(
         )
         .field("type"));
     }
-    let (spec, stdin) = api::run_spec(&body, &state.engine)?;
+    let (spec, stdin) = request::run_spec(&body, &state.engine)?;
     let session = state.engine.submit(spec)?;
     let (id, events, stdin_tx, stopper) = session.into_parts();
     if let (Some(tx), false) = (&stdin_tx, stdin.is_empty()) {
@@ -433,35 +399,6 @@ fn error_message(err: ApiError) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_default_allows_only_the_servers_own_origin() {
-        let c = WsConfig::default();
-        assert!(
-            c.origin_allowed(None, Some("127.0.0.1:8080")),
-            "not a browser"
-        );
-        assert!(c.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
-        assert!(c.origin_allowed(Some("HTTP://Example.org"), Some("example.org")));
-        assert!(!c.origin_allowed(Some("http://evil.example"), Some("127.0.0.1:8080")));
-        assert!(!c.origin_allowed(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8080")));
-        assert!(!c.origin_allowed(Some("http://127.0.0.1:8080"), None));
-    }
-
-    #[test]
-    fn a_configured_list_replaces_the_default() {
-        let c = WsConfig {
-            allowed_origins: vec!["https://ide.example.org/".into()],
-            ..WsConfig::default()
-        };
-        assert!(c.origin_allowed(Some("https://ide.example.org"), Some("runner:8080")));
-        assert!(!c.origin_allowed(Some("http://runner:8080"), Some("runner:8080")));
-        let any = WsConfig {
-            allowed_origins: vec!["*".into()],
-            ..WsConfig::default()
-        };
-        assert!(any.origin_allowed(Some("http://anything"), None));
-    }
 
     #[test]
     fn client_messages_parse_and_unknown_fields_are_refused() {

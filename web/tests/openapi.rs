@@ -7,9 +7,9 @@
 //!   anything but "no such route" or 405) is in the document.
 //!
 //! The IDE's static files are not part of the API document and are not probed.
-use onpyrunner::api::AppState;
 use onpyrunner::jobs::Jobs;
 use onpyrunner::router::routes;
+use onpyrunner::state::AppState;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
 use serde_json::{json, Value};
