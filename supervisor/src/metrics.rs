@@ -8,40 +8,27 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// A Prometheus-style cumulative histogram with fixed buckets.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations at most `LATENCY_BUCKETS[i]`, not cumulative (summed when read).
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// A latency histogram over [`LATENCY_BUCKETS`], in seconds: the Prometheus client's own,
+/// observed with a `Duration`. Clones share the same counts.
+#[derive(Debug, Clone)]
+pub struct Histogram(prometheus_client::metrics::histogram::Histogram);
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram(prometheus_client::metrics::histogram::Histogram::new(
+            LATENCY_BUCKETS,
+        ))
+    }
 }
 
 impl Histogram {
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.0.observe(d.as_secs_f64());
     }
 
-    /// (upper bound, cumulative count) per bucket, then the total count and the sum in seconds.
-    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
-        let mut total = 0;
-        let cumulative = LATENCY_BUCKETS
-            .iter()
-            .zip(&self.buckets)
-            .map(|(&bound, n)| {
-                total += n.load(Ordering::Relaxed);
-                (bound, total)
-            })
-            .collect();
-        let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (cumulative, count, sum)
+    /// The histogram as the exposition encodes it (`_bucket{le}`, `_sum`, `_count`).
+    pub fn metric(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.0.clone()
     }
 }
 
@@ -97,12 +84,25 @@ mod tests {
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_millis(20));
         h.observe(Duration::from_secs(100));
-        let (buckets, count, sum) = h.snapshot();
-        assert_eq!(buckets[0], (0.005, 1));
-        assert_eq!(buckets[2], (0.025, 2));
-        assert_eq!(buckets.last().unwrap().1, 2, "100 s is only in +Inf");
-        assert_eq!(count, 3);
-        assert!((sum - 100.023).abs() < 1e-6);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("h_seconds", "h", h.metric());
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        let sample = |series: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(series));
+            let line = line.unwrap_or_else(|| panic!("{series} not in {text}"));
+            line.rsplit_once(' ').unwrap().1.parse().unwrap()
+        };
+        assert_eq!(sample("h_seconds_bucket{le=\"0.005\"}"), 1.0);
+        assert_eq!(sample("h_seconds_bucket{le=\"0.025\"}"), 2.0);
+        assert_eq!(
+            sample("h_seconds_bucket{le=\"30\"}"),
+            2.0,
+            "100 s is only in +Inf"
+        );
+        assert_eq!(sample("h_seconds_bucket{le=\"+Inf\"}"), 3.0);
+        assert_eq!(sample("h_seconds_count"), 3.0);
+        assert!((sample("h_seconds_sum") - 100.023).abs() < 1e-6);
     }
 
     #[test]

@@ -1,338 +1,16 @@
-//! The REST API under `/api/v1`, and `/healthz`.
-//!
-//! Errors are JSON `{error, field?, limit?}` with a fitting status: 400 (malformed body),
-//! 404 (no such job), 413 (body too large), 422 (a field is invalid or out of range), 429 with
-//! `Retry-After` (queue or job table full), 503 (shutting down, daemon down, image missing).
-use crate::jobs::Jobs;
-use crate::ws::{self, WsConfig};
+//! The REST API's handlers (`/api/v1/...` and `/healthz`); `crate::router` routes to them.
+use crate::error::{no_such_job, ApiError};
+use crate::request::{parse_body, run_spec};
+use crate::state::AppState;
 use bytes::Bytes;
-use onpyrunner_images::{languages, Language};
-pub use onpyrunner_protocol::run::{FileBody, RunBody};
-use onpyrunner_protocol::{Event, OutputStream, SourceFile};
-use onpyrunner_supervisor::engine::{Engine, SubmitError};
-use onpyrunner_supervisor::limits::Limits;
-use onpyrunner_supervisor::run::{RunSpec, MAX_SOURCE_BYTES};
-use serde::Serialize;
+use onpyrunner_protocol::{Event, OutputStream};
 use serde_json::json;
-use std::convert::Infallible;
-use std::sync::Arc;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use warp::Reply;
 
-/// Largest request body: the source cap, the stdin cap and room for JSON escaping.
-pub const MAX_BODY_BYTES: u64 = 40 * 1024 * 1024;
-
-/// What the handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Engine,
-    pub jobs: Jobs,
-    pub ws: Arc<WsConfig>,
-}
-
-impl AppState {
-    /// The state with the WebSocket endpoint's default configuration.
-    pub fn new(engine: Engine, jobs: Jobs) -> Self {
-        AppState {
-            engine,
-            jobs,
-            ws: Arc::new(WsConfig::default()),
-        }
-    }
-
-    pub fn with_ws(mut self, ws: WsConfig) -> Self {
-        self.ws = Arc::new(ws);
-        self
-    }
-}
-
-/// An error as clients get it.
-#[derive(Debug, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    pub status: StatusCode,
-    #[serde(skip)]
-    pub retry_after: Option<u64>,
-    pub error: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub limit: Option<String>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            retry_after: None,
-            error: error.into(),
-            field: None,
-            limit: None,
-        }
-    }
-
-    pub fn field(mut self, field: impl Into<String>) -> Self {
-        self.field = Some(field.into());
-        self
-    }
-
-    pub fn limit(mut self, limit: impl ToString) -> Self {
-        self.limit = Some(limit.to_string());
-        self
-    }
-
-    pub fn into_response(self) -> Response {
-        let status = self.status;
-        let retry_after = self.retry_after;
-        let mut response =
-            warp::reply::with_status(warp::reply::json(&self), status).into_response();
-        if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", secs.to_string().parse().expect("digits"));
-        }
-        response
-    }
-}
-
-impl From<SubmitError> for ApiError {
-    fn from(e: SubmitError) -> Self {
-        let message = e.to_string();
-        match e {
-            SubmitError::Invalid(invalid) => {
-                let mut err =
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(invalid.field);
-                err.limit = invalid.limit;
-                err
-            }
-            SubmitError::Busy(busy) => {
-                let mut err =
-                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).limit(busy.max_queued);
-                err.retry_after = Some(busy.retry_after_secs());
-                err
-            }
-            SubmitError::LanguageUnavailable { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).field("language")
-            }
-            _ => {
-                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
-                err.retry_after = Some(5);
-                err
-            }
-        }
-    }
-}
-
-/// Turn a posted run into a spec; the error names the field and the limit.
-pub fn run_spec(body: &RunBody, engine: &Engine) -> Result<(RunSpec, Bytes), ApiError> {
-    let language = find_language(&body.language)?;
-    let files = match (&body.code, &body.files) {
-        (Some(code), None) => vec![SourceFile {
-            name: language.source_file.clone(),
-            content: code.clone().into_bytes(),
-        }],
-        (None, Some(files)) if !files.is_empty() => files
-            .iter()
-            .map(|f| SourceFile {
-                name: f.name.clone(),
-                content: f.content.clone().into_bytes(),
-            })
-            .collect(),
-        (Some(_), Some(_)) => {
-            return Err(unprocessable("give either code or files, not both").field("code"))
-        }
-        _ => return Err(unprocessable("code or files is required").field("code")),
-    };
-    let total: usize = files.iter().map(|f| f.content.len()).sum();
-    if total > MAX_SOURCE_BYTES {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("source of {total} bytes exceeds the limit of {MAX_SOURCE_BYTES} bytes"),
-        )
-        .field(if body.code.is_some() { "code" } else { "files" })
-        .limit(MAX_SOURCE_BYTES));
-    }
-    let caps = &engine.config().caps;
-    let stdin = Bytes::from(body.stdin.clone().unwrap_or_default().into_bytes());
-    if stdin.len() as u64 > caps.stdin_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "stdin of {} bytes exceeds the limit of {} bytes",
-                stdin.len(),
-                caps.stdin_bytes
-            ),
-        )
-        .field("stdin")
-        .limit(caps.stdin_bytes));
-    }
-    let request = body.limits.clone().unwrap_or_default();
-    let limits = Limits::resolve(language, &request, caps).map_err(|e| {
-        unprocessable(e.to_string())
-            .field(format!("limits.{}", e.field))
-            .limit(&e.max)
-    })?;
-    let spec = RunSpec {
-        language,
-        files,
-        args: body.args.clone().unwrap_or_default(),
-        limits,
-    };
-    Ok((spec, stdin))
-}
-
-fn unprocessable(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
-}
-
-fn find_language(id: &str) -> Result<&'static Language, ApiError> {
-    onpyrunner_images::find(id).ok_or_else(|| {
-        let ids: Vec<&str> = languages().iter().map(|l| l.id.as_str()).collect();
-        unprocessable(format!(
-            "unknown language {id:?}; known: {}",
-            ids.join(", ")
-        ))
-        .field("language")
-    })
-}
-
-/// Every route of the service.
-pub fn routes(
-    state: AppState,
-) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let observability = observability_routes(&state);
-    let with_state = warp::any().map(move || state.clone());
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .and(with_state.clone())
-        .map(|s: AppState| healthz(&s));
-    let languages = warp::path!("api" / "v1" / "languages")
-        .and(warp::get())
-        .and(with_state.clone())
-        .map(|s: AppState| languages_reply(&s));
-    let body = warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes());
-    let runs = warp::path!("api" / "v1" / "runs")
-        .and(warp::post())
-        .and(with_state.clone())
-        .and(body)
-        .then(|s: AppState, body: Bytes| async move {
-            post_run(s, body)
-                .await
-                .unwrap_or_else(ApiError::into_response)
-        });
-    let jobs_post = warp::path!("api" / "v1" / "jobs")
-        .and(warp::post())
-        .and(with_state.clone())
-        .and(body)
-        .map(|s: AppState, body: Bytes| {
-            post_job(&s, &body).unwrap_or_else(ApiError::into_response)
-        });
-    let job_get = warp::path!("api" / "v1" / "jobs" / String)
-        .and(warp::get())
-        .and(with_state.clone())
-        .map(|id: String, s: AppState| match s.jobs.view(&id) {
-            Some(view) => warp::reply::json(&view).into_response(),
-            None => no_such_job(&id),
-        });
-    let websocket = warp::path!("api" / "v1" / "ws")
-        .and(warp::get())
-        .and(warp::header::headers_cloned())
-        .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
-        .and(with_state.clone())
-        .map(ws::upgrade);
-    let job_delete = warp::path!("api" / "v1" / "jobs" / String)
-        .and(warp::delete())
-        .and(with_state)
-        .map(|id: String, s: AppState| {
-            if s.jobs.stop(&id) {
-                warp::reply::with_status(
-                    warp::reply::json(&json!({"id": id, "stopping": true})),
-                    StatusCode::ACCEPTED,
-                )
-                .into_response()
-            } else {
-                no_such_job(&id)
-            }
-        });
-    observability
-        .or(healthz)
-        .unify()
-        .or(crate::assets::routes())
-        .unify()
-        .or(languages)
-        .unify()
-        .or(runs)
-        .unify()
-        .or(jobs_post)
-        .unify()
-        .or(job_get)
-        .unify()
-        .or(job_delete)
-        .unify()
-        .or(websocket)
-        .unify()
-        .or(wrong_method())
-        .unify()
-        .recover(recover)
-        .unify()
-}
-
-/// The methods each route answers, for `405` and its `Allow` header.
-pub fn allowed_methods(path: &str) -> Option<&'static str> {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    Some(match segments.as_slice() {
-        [""] => "GET, HEAD",
-        ["assets", rest @ ..] if !rest.is_empty() => "GET, HEAD",
-        ["healthz"] | ["metrics"] => "GET",
-        ["api", "v1", "languages" | "ws" | "openapi.json"] => "GET",
-        ["api", "v1", "runs" | "jobs"] => "POST",
-        ["api", "v1", "jobs", id] if !id.is_empty() => "GET, DELETE",
-        ["api", "v1", "jobs", id, "events"] if !id.is_empty() => "GET",
-        _ => return None,
-    })
-}
-
-/// A known route asked with a method it does not answer: 405 with `Allow`. Anything else is
-/// left to the other rejections (not found, body too large...).
-fn wrong_method(
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    warp::path::full().and(warp::method()).and_then(
-        |path: warp::path::FullPath, method: warp::http::Method| async move {
-            let Some(allow) = allowed_methods(path.as_str()) else {
-                return Err(warp::reject::not_found());
-            };
-            if allow.split(", ").any(|m| m == method.as_str()) {
-                return Err(warp::reject::not_found());
-            }
-            let mut response = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!(
-                    "{method} is not allowed on {}; allowed: {allow}",
-                    path.as_str()
-                ),
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert("allow", warp::http::HeaderValue::from_static(allow));
-            Ok(response)
-        },
-    )
-}
-
-/// `/metrics`, a job's event stream and the OpenAPI document (each in its own module).
-fn observability_routes(
-    s: &AppState,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    crate::metrics::route(s.engine.clone())
-        .or(crate::sse::route(s.jobs.clone(), crate::sse::KEEP_ALIVE))
-        .unify()
-        .or(crate::openapi::route())
-        .unify()
-}
-
-fn healthz(s: &AppState) -> Response {
+/// `GET /healthz`.
+pub fn healthz(s: &AppState) -> Response {
     let engine = &s.engine;
     let ok = engine.daemon_up() && !engine.is_shutting_down();
     let pools: serde_json::Map<String, serde_json::Value> = engine
@@ -361,8 +39,9 @@ fn healthz(s: &AppState) -> Response {
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
-fn languages_reply(s: &AppState) -> Response {
-    let list: Vec<_> = languages()
+/// `GET /api/v1/languages`.
+pub fn languages(s: &AppState) -> Response {
+    let list: Vec<_> = onpyrunner_images::languages()
         .iter()
         .map(|l| {
             json!({
@@ -378,18 +57,8 @@ fn languages_reply(s: &AppState) -> Response {
     warp::reply::json(&list).into_response()
 }
 
-fn parse_body(body: &[u8]) -> Result<RunBody, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        let status = if e.is_data() {
-            StatusCode::UNPROCESSABLE_ENTITY
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        ApiError::new(status, format!("invalid request body: {e}"))
-    })
-}
-
-async fn post_run(s: AppState, body: Bytes) -> Result<Response, ApiError> {
+/// `POST /api/v1/runs`: the run, to its end.
+pub async fn post_run(s: AppState, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
     let (spec, stdin) = run_spec(&body, &s.engine)?;
     let mut session = s.engine.submit(spec)?;
@@ -427,7 +96,8 @@ async fn post_run(s: AppState, body: Bytes) -> Result<Response, ApiError> {
     Ok(warp::reply::json(&reply).into_response())
 }
 
-fn post_job(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+/// `POST /api/v1/jobs`: the run as a job, answered at once.
+pub fn post_job(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let body = parse_body(body)?;
     let (spec, stdin) = run_spec(&body, &s.engine)?;
     if !s.jobs.has_room() {
@@ -454,39 +124,23 @@ fn post_job(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     Ok(warp::reply::with_header(reply, "location", location).into_response())
 }
 
-pub(crate) fn no_such_job(id: &str) -> Response {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        format!("no job {id:?} (unknown, or expired)"),
-    )
-    .field("id")
-    .into_response()
+/// `GET /api/v1/jobs/{id}`.
+pub fn job(s: &AppState, id: &str) -> Response {
+    match s.jobs.view(id) {
+        Some(view) => warp::reply::json(&view).into_response(),
+        None => no_such_job(id),
+    }
 }
 
-async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
-    let err = if rejection.is_not_found() {
-        ApiError::new(StatusCode::NOT_FOUND, "no such route")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
+/// `DELETE /api/v1/jobs/{id}`.
+pub fn stop_job(s: &AppState, id: &str) -> Response {
+    if s.jobs.stop(id) {
+        warp::reply::with_status(
+            warp::reply::json(&json!({"id": id, "stopping": true})),
+            StatusCode::ACCEPTED,
         )
-        .limit(MAX_BODY_BYTES)
-    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        ApiError::new(
-            StatusCode::LENGTH_REQUIRED,
-            "a Content-Length header is required",
-        )
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed on this route",
-        )
+        .into_response()
     } else {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("bad request: {rejection:?}"),
-        )
-    };
-    Ok(err.into_response())
+        no_such_job(id)
+    }
 }

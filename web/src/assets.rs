@@ -13,7 +13,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 use warp::http::{header, HeaderValue, StatusCode};
-use warp::path::Tail;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -210,41 +209,43 @@ pub fn respond(
     response
 }
 
-/// `GET /` (the IDE) and `GET /assets/<path>`; HEAD too. Unknown paths are rejected as not
-/// found, so the API's recovery answers them.
-pub fn routes(
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let method = warp::get().or(warp::head()).unify();
-    let if_none_match = warp::header::optional::<String>("if-none-match");
-    let host = warp::header::optional::<String>("host");
-    let gzip = warp::header::optional::<String>("accept-encoding")
-        .map(|v: Option<String>| accepts_gzip(v.as_deref()));
-    let index = warp::path::end()
-        .and(method)
-        .and(if_none_match)
-        .and(host)
-        .and(gzip)
-        .map(|inm: Option<String>, host: Option<String>, gzip: bool| {
-            let (i, asset) = find("index.html").expect("index.html is embedded");
-            respond(i, asset, inm.as_deref(), host.as_deref(), gzip)
-        });
-    let files = warp::path("assets")
-        .and(warp::path::tail())
-        .and(method)
-        .and(if_none_match)
-        .and(host)
-        .and(gzip)
-        .and_then(
-            |tail: Tail, inm: Option<String>, host: Option<String>, gzip: bool| async move {
-                match find(tail.as_str()) {
-                    Some((i, asset)) => {
-                        Ok(respond(i, asset, inm.as_deref(), host.as_deref(), gzip))
-                    }
-                    None => Err(warp::reject::not_found()),
+/// What an answer depends on besides the path: the validator the client holds, the `Host` it
+/// asked (for the page's policy) and whether it accepts gzip.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    pub if_none_match: Option<String>,
+    pub host: Option<String>,
+    pub gzip: bool,
+}
+
+/// The request's [`Conditions`]. The route table (`crate::router`) matches the path and the
+/// method (GET or HEAD) before this runs.
+pub fn conditions(
+) -> impl Filter<Extract = (Conditions,), Error = Rejection> + Clone + Send + Sync + 'static {
+    warp::header::optional::<String>("if-none-match")
+        .and(warp::header::optional::<String>("host"))
+        .and(warp::header::optional::<String>("accept-encoding"))
+        .map(
+            |if_none_match: Option<String>, host: Option<String>, accept: Option<String>| {
+                Conditions {
+                    if_none_match,
+                    host,
+                    gzip: accepts_gzip(accept.as_deref()),
                 }
             },
-        );
-    index.or(files).unify()
+        )
+}
+
+/// The answer for the embedded file at `path` (relative to `web/assets/`), if there is one.
+pub fn serve(path: &str, c: &Conditions) -> Option<Response> {
+    let (i, asset) = find(path)?;
+    Some(respond(
+        i,
+        asset,
+        c.if_none_match.as_deref(),
+        c.host.as_deref(),
+        c.gzip,
+    ))
 }
 
 #[cfg(test)]

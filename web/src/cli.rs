@@ -194,7 +194,7 @@ impl ServeArgs {
             jobs_max: self.jobs_max,
             jobs_ttl: std::time::Duration::from_secs(self.jobs_ttl),
             jobs_max_bytes: self.jobs_max_mib.saturating_mul(1024 * 1024),
-            ws: crate::ws::WsConfig {
+            ws: crate::ws_config::WsConfig {
                 allowed_origins: self.allowed_origins.clone(),
                 ping_interval: std::time::Duration::from_millis(self.ws_ping_ms),
                 resume_grace: std::time::Duration::from_millis(self.resume_grace_ms),

@@ -4,10 +4,15 @@
 pub mod api;
 pub mod assets;
 pub mod cli;
+pub mod error;
 pub mod job_log;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;
+pub mod request;
+pub mod router;
 pub mod server;
 pub mod sse;
+pub mod state;
 pub mod ws;
+pub mod ws_config;

@@ -1,19 +1,23 @@
 //! `GET /metrics`: the engine's counters in the Prometheus text exposition format, version
-//! 0.0.4 (`# HELP` and `# TYPE` before each family, one family's samples together, a
-//! histogram's `_bucket{le}` cumulative and ending with `+Inf`, then `_sum` and `_count`).
+//! 0.0.4, encoded by the Prometheus project's own client (`prometheus-client`).
 //!
-//! Rendering works on a [`Snapshot`] so that it is tested without an engine.
+//! Rendering works on a [`Snapshot`] so that it is tested without an engine; the registry is
+//! built per scrape from it, since the values live in the engine and its pools.
 use onpyrunner_protocol::RunState;
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::metrics::Histogram;
-use std::fmt::Write;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
-use warp::{Filter, Rejection, Reply};
+use warp::Reply;
 
 /// What Prometheus expects for this format.
-pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE_TEXT: &str = prometheus_text::CONTENT_TYPE;
 
 /// One pool's figures.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,27 +31,8 @@ pub struct PoolSnapshot {
     pub failures: u64,
 }
 
-/// A histogram as read: cumulative buckets (upper bound, count), count, sum in seconds.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HistogramSnapshot {
-    pub buckets: Vec<(f64, u64)>,
-    pub count: u64,
-    pub sum: f64,
-}
-
-impl From<&Histogram> for HistogramSnapshot {
-    fn from(h: &Histogram) -> Self {
-        let (buckets, count, sum) = h.snapshot();
-        HistogramSnapshot {
-            buckets,
-            count,
-            sum,
-        }
-    }
-}
-
 /// Everything `/metrics` shows, read at one moment.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub pools: Vec<PoolSnapshot>,
     /// Runs by final state.
@@ -59,8 +44,8 @@ pub struct Snapshot {
     pub running: usize,
     pub swept: u64,
     pub docker_up: bool,
-    pub first_byte: HistogramSnapshot,
-    pub completion: HistogramSnapshot,
+    pub first_byte: Histogram,
+    pub completion: Histogram,
 }
 
 impl Snapshot {
@@ -96,207 +81,149 @@ impl Snapshot {
             running: engine.queue().running(),
             swept: load(&m.swept),
             docker_up: engine.daemon_up(),
-            first_byte: (&m.first_byte).into(),
-            completion: (&m.completion).into(),
+            first_byte: m.first_byte.clone(),
+            completion: m.completion.clone(),
         }
     }
 }
 
-/// The route.
-pub fn route(
-    engine: Engine,
-) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    warp::path!("metrics").and(warp::get()).map(move || {
-        warp::reply::with_header(
-            render(&Snapshot::of(&engine)),
-            CONTENT_TYPE,
-            CONTENT_TYPE_TEXT,
-        )
-        .into_response()
-    })
+/// The answer to `GET /metrics`.
+pub fn reply(engine: &Engine) -> Response {
+    warp::reply::with_header(
+        render(&Snapshot::of(engine)),
+        CONTENT_TYPE,
+        CONTENT_TYPE_TEXT,
+    )
+    .into_response()
 }
 
 /// The exposition text.
 pub fn render(s: &Snapshot) -> String {
-    let mut out = Exposition::default();
-    let per_pool = |f: fn(&PoolSnapshot) -> u64| -> Vec<(Vec<(&str, String)>, f64)> {
-        s.pools
-            .iter()
-            .map(|p| (vec![("language", p.language.clone())], f(p) as f64))
-            .collect()
-    };
-    out.family(
-        "onpyrunner_pool_ready",
-        "gauge",
-        "Paused containers ready in the language's pool.",
-        per_pool(|p| p.ready as u64),
-    );
-    out.family(
-        "onpyrunner_pool_target",
-        "gauge",
-        "Containers the language's pool keeps ready.",
-        per_pool(|p| p.target as u64),
-    );
-    out.family(
-        "onpyrunner_pool_hits_total",
-        "counter",
-        "Runs that got a container from the pool.",
-        per_pool(|p| p.hits),
-    );
-    out.family(
-        "onpyrunner_pool_misses_total",
-        "counter",
-        "Runs that found the pool empty and made a container at once.",
-        per_pool(|p| p.misses),
-    );
-    out.family(
-        "onpyrunner_pool_created_total",
-        "counter",
-        "Containers the pool made.",
-        per_pool(|p| p.created),
-    );
-    out.family(
-        "onpyrunner_pool_failures_total",
-        "counter",
-        "Containers the pool failed to make.",
-        per_pool(|p| p.failures),
-    );
-    out.family(
-        "onpyrunner_runs_total",
-        "counter",
-        "Runs that reached a final state, by state.",
-        s.ended
-            .iter()
-            .map(|(state, n)| (vec![("state", state.as_str().to_string())], *n as f64))
-            .collect(),
-    );
-    out.single(
-        "onpyrunner_runs_internal_errors_total",
-        "counter",
-        "Runs that ended with an internal error (also counted as FINISHED).",
-        s.internal_errors as f64,
-    );
-    out.single(
-        "onpyrunner_runs_accepted_total",
-        "counter",
-        "Runs accepted (admitted or queued).",
-        s.accepted as f64,
-    );
-    out.single(
-        "onpyrunner_runs_refused_busy_total",
-        "counter",
-        "Runs refused because the queue was full (HTTP 429).",
-        s.refused_busy as f64,
-    );
-    out.single(
-        "onpyrunner_runs_queued",
-        "gauge",
-        "Runs waiting for a slot.",
-        s.queued as f64,
-    );
-    out.single(
-        "onpyrunner_runs_running",
-        "gauge",
-        "Run slots taken.",
-        s.running as f64,
-    );
-    out.single(
-        "onpyrunner_containers_swept_total",
-        "counter",
-        "Containers removed by the sweeps (left by a crash, or neither pooled nor running).",
-        s.swept as f64,
-    );
-    out.single(
-        "onpyrunner_docker_up",
-        "gauge",
-        "1 if the Docker daemon answered the last health check.",
-        if s.docker_up { 1.0 } else { 0.0 },
-    );
-    out.histogram(
-        "onpyrunner_run_first_byte_seconds",
-        "From a run's acceptance to its first byte of output.",
-        &s.first_byte,
-    );
-    out.histogram(
-        "onpyrunner_run_completion_seconds",
-        "From a run's acceptance to its final state.",
-        &s.completion,
-    );
-    out.text
-}
-
-#[derive(Default)]
-struct Exposition {
-    text: String,
-}
-
-impl Exposition {
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, String)], value: f64) {
-        self.text.push_str(name);
-        if !labels.is_empty() {
-            self.text.push('{');
-            for (i, (label, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.text.push(',');
-                }
-                let value = value
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                let _ = write!(self.text, "{label}=\"{value}\"");
+    let mut registry = Registry::default();
+    // `register` adds the full stop, and `_total` to counters.
+    let mut per_pool = |name: &str, help: &str, counter: bool, f: fn(&PoolSnapshot) -> u64| {
+        if counter {
+            let family = Family::<Vec<(&'static str, String)>, Counter>::default();
+            for p in &s.pools {
+                family
+                    .get_or_create(&vec![("language", p.language.clone())])
+                    .inc_by(f(p));
             }
-            self.text.push('}');
+            registry.register(name, help, family);
+        } else {
+            let family = Family::<Vec<(&'static str, String)>, Gauge>::default();
+            for p in &s.pools {
+                family
+                    .get_or_create(&vec![("language", p.language.clone())])
+                    .set(f(p) as i64);
+            }
+            registry.register(name, help, family);
         }
-        let _ = writeln!(self.text, " {}", number(value));
+    };
+    per_pool(
+        "onpyrunner_pool_ready",
+        "Paused containers ready in the language's pool",
+        false,
+        |p| p.ready as u64,
+    );
+    per_pool(
+        "onpyrunner_pool_target",
+        "Containers the language's pool keeps ready",
+        false,
+        |p| p.target as u64,
+    );
+    per_pool(
+        "onpyrunner_pool_hits",
+        "Runs that got a container from the pool",
+        true,
+        |p| p.hits,
+    );
+    per_pool(
+        "onpyrunner_pool_misses",
+        "Runs that found the pool empty and made a container at once",
+        true,
+        |p| p.misses,
+    );
+    per_pool(
+        "onpyrunner_pool_created",
+        "Containers the pool made",
+        true,
+        |p| p.created,
+    );
+    per_pool(
+        "onpyrunner_pool_failures",
+        "Containers the pool failed to make",
+        true,
+        |p| p.failures,
+    );
+    let runs = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    for (state, n) in &s.ended {
+        runs.get_or_create(&vec![("state", state.as_str())])
+            .inc_by(*n);
     }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
-        self.header(name, kind, help);
-        self.sample(name, &[], value);
-    }
-
-    fn family(
-        &mut self,
-        name: &str,
-        kind: &str,
-        help: &str,
-        samples: Vec<(Vec<(&str, String)>, f64)>,
-    ) {
-        self.header(name, kind, help);
-        for (labels, value) in samples {
-            self.sample(name, &labels, value);
-        }
-    }
-
-    fn histogram(&mut self, name: &str, help: &str, h: &HistogramSnapshot) {
-        self.header(name, "histogram", help);
-        let bucket = format!("{name}_bucket");
-        for (bound, count) in &h.buckets {
-            self.sample(&bucket, &[("le", number(*bound))], *count as f64);
-        }
-        // Observations above the last bound are in the count only.
-        self.sample(&bucket, &[("le", "+Inf".into())], h.count as f64);
-        self.sample(&format!("{name}_sum"), &[], h.sum);
-        self.sample(&format!("{name}_count"), &[], h.count as f64);
-    }
-}
-
-/// A sample value as Go's `strconv.FormatFloat(v, 'g', -1, 64)` would mostly write it:
-/// integers without a fraction, `+Inf`, `-Inf`, `NaN`.
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
+    registry.register(
+        "onpyrunner_runs",
+        "Runs that reached a final state, by state",
+        runs,
+    );
+    let counter = |n: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(n);
+        c
+    };
+    let gauge = |n: i64| {
+        let g = Gauge::<i64>::default();
+        g.set(n);
+        g
+    };
+    registry.register(
+        "onpyrunner_runs_internal_errors",
+        "Runs that ended with an internal error (also counted as FINISHED)",
+        counter(s.internal_errors),
+    );
+    registry.register(
+        "onpyrunner_runs_accepted",
+        "Runs accepted (admitted or queued)",
+        counter(s.accepted),
+    );
+    registry.register(
+        "onpyrunner_runs_refused_busy",
+        "Runs refused because the queue was full (HTTP 429)",
+        counter(s.refused_busy),
+    );
+    registry.register(
+        "onpyrunner_runs_queued",
+        "Runs waiting for a slot",
+        gauge(s.queued as i64),
+    );
+    registry.register(
+        "onpyrunner_runs_running",
+        "Run slots taken",
+        gauge(s.running as i64),
+    );
+    registry.register(
+        "onpyrunner_containers_swept",
+        "Containers removed by the sweeps (left by a crash, or neither pooled nor running)",
+        counter(s.swept),
+    );
+    registry.register(
+        "onpyrunner_docker_up",
+        "1 if the Docker daemon answered the last health check",
+        gauge(i64::from(s.docker_up)),
+    );
+    registry.register(
+        "onpyrunner_run_first_byte_seconds",
+        "From a run's acceptance to its first byte of output",
+        s.first_byte.metric(),
+    );
+    registry.register(
+        "onpyrunner_run_completion_seconds",
+        "From a run's acceptance to its final state",
+        s.completion.metric(),
+    );
+    let mut text = String::new();
+    prometheus_text::encode(&mut text, &registry).expect("writing to a String cannot fail");
+    text
 }
 
 #[cfg(test)]
@@ -500,8 +427,8 @@ mod tests {
             running: 2,
             swept: 5,
             docker_up: true,
-            first_byte: (&h).into(),
-            completion: HistogramSnapshot::default(),
+            first_byte: h,
+            completion: Histogram::default(),
         }
     }
 
@@ -549,13 +476,5 @@ mod tests {
         ] {
             assert!(std::panic::catch_unwind(|| check(&bad)).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn numbers_are_written_as_prometheus_reads_them() {
-        assert_eq!(number(1.0), "1");
-        assert_eq!(number(0.005), "0.005");
-        assert_eq!(number(f64::INFINITY), "+Inf");
-        assert_eq!(number(12.5), "12.5");
     }
 }

@@ -1,7 +1,8 @@
 //! `onpyrunner serve`: the engine behind the HTTP API, until a shutdown signal.
-use crate::api::{self, AppState};
 use crate::jobs::Jobs;
-use crate::ws::WsConfig;
+use crate::router;
+use crate::state::AppState;
+use crate::ws_config::WsConfig;
 use anyhow::Context;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
@@ -41,7 +42,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     )
     .with_ws(config.ws.clone());
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(api::routes(state))
+    let server = warp::serve(router::routes(state))
         .incoming(listener)
         .graceful(async {
             let _ = serving_stopped.await;

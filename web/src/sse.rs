@@ -17,7 +17,7 @@
 //! `EventSource` does this by itself), and gets `204 No Content` once it has had the summary,
 //! which tells an `EventSource` to stop reconnecting. Comments (`:`) keep idle connections
 //! alive.
-use crate::api::{no_such_job, ApiError};
+use crate::error::{no_such_job, ApiError};
 use crate::job_log::{Cursor, LogEvent};
 use crate::jobs::{Jobs, Subscription};
 use onpyrunner_protocol::OutputStream;

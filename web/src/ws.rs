@@ -12,7 +12,9 @@
 //! its run. After a close frame the run is killed at once (`client_gone`); after a lost
 //! connection or a heartbeat timeout it goes on unattached for `resume_grace`, and a new
 //! connection may resume it by id and position (docs/protocol.md, "Resuming after a drop").
-use crate::api::{self, ApiError, AppState, RunBody};
+use crate::error::ApiError;
+use crate::request::{self, RunBody};
+use crate::state::AppState;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
@@ -49,48 +51,6 @@ const OUT_BUFFER: usize = 16;
 /// Intervals without a sign of life (a frame received, or a send that waited for the client and
 /// then went through) after which a connection counts as gone.
 const DEAD_AFTER_INTERVALS: u32 = 3;
-
-/// How the WebSocket endpoint is configured.
-#[derive(Debug, Clone)]
-pub struct WsConfig {
-    /// Origins a browser may connect from (`scheme://host[:port]`); empty means the server's
-    /// own origin only; `*` means any.
-    pub allowed_origins: Vec<String>,
-    pub ping_interval: Duration,
-    /// How long a run whose connection was lost goes on waiting to be resumed.
-    pub resume_grace: Duration,
-}
-
-/// The default of [`WsConfig::resume_grace`].
-pub const RESUME_GRACE: Duration = Duration::from_secs(60);
-
-impl Default for WsConfig {
-    fn default() -> Self {
-        WsConfig {
-            allowed_origins: Vec::new(),
-            ping_interval: Duration::from_secs(2),
-            resume_grace: RESUME_GRACE,
-        }
-    }
-}
-
-impl WsConfig {
-    /// Whether a browser at `origin` may connect to a server reached as `host`.
-    pub fn origin_allowed(&self, origin: Option<&str>, host: Option<&str>) -> bool {
-        let Some(origin) = origin else {
-            return true; // not a browser: nothing to protect against
-        };
-        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed_origins.is_empty() {
-            let Some(host) = host else { return false };
-            let host = host.to_ascii_lowercase();
-            return origin == format!("http://{host}") || origin == format!("https://{host}");
-        }
-        self.allowed_origins.iter().any(|allowed| {
-            allowed == "*" || allowed.trim_end_matches('/').eq_ignore_ascii_case(&origin)
-        })
-    }
-}
 
 /// The upgrade: checks the request and the origin, answers 101, then serves the connection
 /// with our own limits. (warp's `ws()` filter cannot set the read buffer's size.)
@@ -349,7 +309,7 @@ fn start_run(
     out: &mpsc::Sender<Message>,
 ) -> Result<(), ApiError> {
     idle(run)?;
-    let (spec, stdin) = api::run_spec(&body, &state.engine)?;
+    let (spec, stdin) = request::run_spec(&body, &state.engine)?;
     let session = state
         .engine
         .submit_with(spec, Detach::After(state.ws.resume_grace))?;
@@ -480,35 +440,6 @@ fn error_message(err: ApiError) -> Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_default_allows_only_the_servers_own_origin() {
-        let c = WsConfig::default();
-        assert!(
-            c.origin_allowed(None, Some("127.0.0.1:8080")),
-            "not a browser"
-        );
-        assert!(c.origin_allowed(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")));
-        assert!(c.origin_allowed(Some("HTTP://Example.org"), Some("example.org")));
-        assert!(!c.origin_allowed(Some("http://evil.example"), Some("127.0.0.1:8080")));
-        assert!(!c.origin_allowed(Some("http://127.0.0.1:9999"), Some("127.0.0.1:8080")));
-        assert!(!c.origin_allowed(Some("http://127.0.0.1:8080"), None));
-    }
-
-    #[test]
-    fn a_configured_list_replaces_the_default() {
-        let c = WsConfig {
-            allowed_origins: vec!["https://ide.example.org/".into()],
-            ..WsConfig::default()
-        };
-        assert!(c.origin_allowed(Some("https://ide.example.org"), Some("runner:8080")));
-        assert!(!c.origin_allowed(Some("http://runner:8080"), Some("runner:8080")));
-        let any = WsConfig {
-            allowed_origins: vec!["*".into()],
-            ..WsConfig::default()
-        };
-        assert!(any.origin_allowed(Some("http://anything"), None));
-    }
 
     #[test]
     fn output_frames_carry_the_stream_then_the_exact_bytes() {

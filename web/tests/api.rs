@@ -1,6 +1,7 @@
 //! The REST API in process (warp's test client) over a real engine, daemon and images.
-use onpyrunner::api::{routes, AppState};
 use onpyrunner::jobs::Jobs;
+use onpyrunner::router::routes;
+use onpyrunner::state::AppState;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
 use serde_json::{json, Value};

@@ -1,6 +1,7 @@
 //! The IDE's embedded files through the service's routes, in process (warp's test client).
-use onpyrunner::api::{routes, AppState};
 use onpyrunner::jobs::Jobs;
+use onpyrunner::router::routes;
+use onpyrunner::state::AppState;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::Engine;
 use std::time::Duration;

@@ -7,8 +7,9 @@
 //!   anything but "no such route" or 405) is in the document.
 //!
 //! The IDE's static files are not part of the API document and are not probed.
-use onpyrunner::api::{routes, AppState};
 use onpyrunner::jobs::Jobs;
+use onpyrunner::router::routes;
+use onpyrunner::state::AppState;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
 use serde_json::{json, Value};
@@ -573,4 +574,44 @@ fn the_validator_catches_what_the_test_relies_on() {
         Some("/api/v1/jobs/{id}/events")
     );
     assert_eq!(template_of(&doc, "/api/v1/nothing"), None);
+}
+
+/// The route table and the document list the same operations, path by path and method by
+/// method; the IDE's page and files are the only routes left out of it, by design.
+#[test]
+fn the_route_table_is_the_documents_list_of_operations() {
+    use onpyrunner::router::ROUTES;
+    let doc: Value = serde_json::from_str(onpyrunner::openapi::DOCUMENT).unwrap();
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let mut in_document = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in methods.iter().filter(|m| item[**m].is_object()) {
+            in_document.insert(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let mut in_table = BTreeSet::new();
+    let mut undocumented = BTreeSet::new();
+    for route in ROUTES {
+        for method in route.methods {
+            let operation = format!("{method} {}", route.path);
+            if route.documented {
+                assert!(in_table.insert(operation.clone()), "twice: {operation}");
+            } else {
+                undocumented.insert(operation);
+            }
+        }
+    }
+    assert_eq!(in_table, in_document);
+    assert_eq!(
+        undocumented,
+        BTreeSet::from([
+            "GET /".to_string(),
+            "HEAD /".to_string(),
+            "GET /assets/{*path}".to_string(),
+            "HEAD /assets/{*path}".to_string(),
+        ]),
+        "only the IDE's files are left out of the document"
+    );
 }

@@ -1,8 +1,9 @@
 //! `/api/v1/ws` over a real listener, with a real WebSocket client, engine, daemon and images.
 use futures_util::{SinkExt, StreamExt};
-use onpyrunner::api::{routes, AppState};
 use onpyrunner::jobs::Jobs;
-use onpyrunner::ws::WsConfig;
+use onpyrunner::router::routes;
+use onpyrunner::state::AppState;
+use onpyrunner::ws_config::WsConfig;
 use onpyrunner_e2e::{assert_instance_clean, engine_config, instance_containers};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};

@@ -1,0 +1,94 @@
+//! Errors as clients get them: JSON `{error, field?, limit?}` with a fitting status (and
+//! `Retry-After` where waiting helps), the same on REST, SSE and WebSocket.
+use onpyrunner_supervisor::engine::SubmitError;
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+/// An error as clients get it.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: StatusCode,
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            retry_after: None,
+            error: error.into(),
+            field: None,
+            limit: None,
+        }
+    }
+
+    pub fn field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn limit(mut self, limit: impl ToString) -> Self {
+        self.limit = Some(limit.to_string());
+        self
+    }
+
+    pub fn into_response(self) -> Response {
+        let status = self.status;
+        let retry_after = self.retry_after;
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&self), status).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", secs.to_string().parse().expect("digits"));
+        }
+        response
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        let message = e.to_string();
+        match e {
+            SubmitError::Invalid(invalid) => {
+                let mut err =
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message).field(invalid.field);
+                err.limit = invalid.limit;
+                err
+            }
+            SubmitError::Busy(busy) => {
+                let mut err =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, message).limit(busy.max_queued);
+                err.retry_after = Some(busy.retry_after_secs());
+                err
+            }
+            SubmitError::LanguageUnavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).field("language")
+            }
+            _ => {
+                let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message);
+                err.retry_after = Some(5);
+                err
+            }
+        }
+    }
+}
+
+/// 404 for a job id the table does not hold.
+pub fn no_such_job(id: &str) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no job {id:?} (unknown, or expired)"),
+    )
+    .field("id")
+    .into_response()
+}

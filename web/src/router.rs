@@ -1,0 +1,369 @@
+//! Every route of the service, in one table: [`ROUTES`]. The filter tree ([`routes`]) and the
+//! `Allow` header of a 405 ([`allowed_methods`]) are both derived from it, and
+//! `web/tests/openapi.rs` holds it against `web/openapi.json`, so a route cannot be added in
+//! one place and forgotten in another.
+//!
+//! Errors are JSON `{error, field?, limit?}` with a fitting status: 400 (malformed body),
+//! 404 (no such route or job), 405 with `Allow` (a known route, another method), 411, 413
+//! (body too large), 422 (a field is invalid or out of range), 429 with `Retry-After` (queue or
+//! job table full), 503 (shutting down, daemon down, image missing).
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::{api, assets, metrics, openapi, sse, ws};
+use bytes::Bytes;
+use std::convert::Infallible;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderValue, Method, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+/// Largest request body: the source cap, the stdin cap and room for JSON escaping.
+pub const MAX_BODY_BYTES: u64 = 40 * 1024 * 1024;
+
+/// One route: a path pattern, the methods it answers and the filter that answers them.
+pub struct Route {
+    /// As OpenAPI writes paths: literal segments, `{name}` for one non-empty segment, and a
+    /// last `{*name}` for everything after the slash that precedes it (possibly nothing).
+    pub path: &'static str,
+    pub methods: &'static [&'static str],
+    /// Whether `web/openapi.json` documents it (the IDE's files are not part of the API).
+    pub documented: bool,
+    /// Builds the answer. It gets the filter that matched this route's path and method and
+    /// extracts the path's parameters, in the pattern's order.
+    filter: fn(Matched, &AppState) -> BoxedFilter<(Response,)>,
+}
+
+/// The filter a route's answer starts from: it extracts the path's parameters.
+type Matched = BoxedFilter<(Vec<String>,)>;
+
+/// The service's routes. A path answers the union of the methods of the rows it matches, in
+/// this order.
+pub static ROUTES: &[Route] = &[
+    Route {
+        path: "/",
+        methods: &["GET", "HEAD"],
+        documented: false,
+        filter: |at, _| {
+            at.and(assets::conditions())
+                .map(|_, c: assets::Conditions| {
+                    assets::serve("index.html", &c).expect("index.html is embedded")
+                })
+                .boxed()
+        },
+    },
+    Route {
+        path: "/assets/{*path}",
+        methods: &["GET", "HEAD"],
+        documented: false,
+        filter: |at, _| {
+            at.and(assets::conditions())
+                .and_then(|p: Vec<String>, c: assets::Conditions| async move {
+                    assets::serve(&p[0], &c).ok_or_else(warp::reject::not_found)
+                })
+                .boxed()
+        },
+    },
+    Route {
+        path: "/healthz",
+        methods: &["GET"],
+        documented: true,
+        filter: |at, s| {
+            let s = s.clone();
+            at.map(move |_| api::healthz(&s)).boxed()
+        },
+    },
+    Route {
+        path: "/metrics",
+        methods: &["GET"],
+        documented: true,
+        filter: |at, s| {
+            let engine = s.engine.clone();
+            at.map(move |_| metrics::reply(&engine)).boxed()
+        },
+    },
+    Route {
+        path: "/api/v1/openapi.json",
+        methods: &["GET"],
+        documented: true,
+        filter: |at, _| at.map(|_| openapi::reply()).boxed(),
+    },
+    Route {
+        path: "/api/v1/languages",
+        methods: &["GET"],
+        documented: true,
+        filter: |at, s| {
+            let s = s.clone();
+            at.map(move |_| api::languages(&s)).boxed()
+        },
+    },
+    Route {
+        path: "/api/v1/runs",
+        methods: &["POST"],
+        documented: true,
+        filter: |at, s| {
+            let s = s.clone();
+            at.and(body())
+                .then(move |_, body: Bytes| {
+                    let s = s.clone();
+                    async move {
+                        api::post_run(s, body)
+                            .await
+                            .unwrap_or_else(ApiError::into_response)
+                    }
+                })
+                .boxed()
+        },
+    },
+    Route {
+        path: "/api/v1/jobs",
+        methods: &["POST"],
+        documented: true,
+        filter: |at, s| {
+            let s = s.clone();
+            at.and(body())
+                .map(move |_, body: Bytes| {
+                    api::post_job(&s, &body).unwrap_or_else(ApiError::into_response)
+                })
+                .boxed()
+        },
+    },
+    Route {
+        path: "/api/v1/jobs/{id}",
+        methods: &["GET"],
+        documented: true,
+        filter: |at, s| {
+            let s = s.clone();
+            at.map(move |p: Vec<String>| api::job(&s, &p[0])).boxed()
+        },
+    },
+    Route {
+        path: "/api/v1/jobs/{id}",
+        methods: &["DELETE"],
+        documented: true,
+        filter: |at, s| {
+            let s = s.clone();
+            at.map(move |p: Vec<String>| api::stop_job(&s, &p[0]))
+                .boxed()
+        },
+    },
+    Route {
+        path: "/api/v1/jobs/{id}/events",
+        methods: &["GET"],
+        documented: true,
+        // `sse::route` matches its path itself (tests mount it alone).
+        filter: |at, s| {
+            at.and(sse::route(s.jobs.clone(), sse::KEEP_ALIVE))
+                .map(|_, r: Response| r)
+                .boxed()
+        },
+    },
+    Route {
+        path: "/api/v1/ws",
+        methods: &["GET"],
+        documented: true,
+        filter: |at, s| {
+            let s = s.clone();
+            at.and(warp::header::headers_cloned())
+                .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
+                .map(move |_, headers, upgrade| ws::upgrade(headers, upgrade, s.clone()))
+                .boxed()
+        },
+    },
+];
+
+impl Route {
+    /// The path's parameters if `path` matches the pattern. Like warp's own path filters,
+    /// segments compare raw (no percent-decoding) and one trailing slash is allowed.
+    pub fn matches(&self, path: &str) -> Option<Vec<String>> {
+        let mut params = Vec::new();
+        let mut rest = path.strip_prefix('/')?;
+        // Whether `rest` starts right after a slash (a segment, even an empty one, follows).
+        let mut after_slash = true;
+        for pattern in self.path.split('/').filter(|p| !p.is_empty()) {
+            if pattern.starts_with("{*") {
+                if !after_slash {
+                    return None;
+                }
+                params.push(rest.to_string());
+                return Some(params);
+            }
+            if !after_slash {
+                return None;
+            }
+            let (segment, tail) = match rest.split_once('/') {
+                Some((segment, tail)) => (segment, Some(tail)),
+                None => (rest, None),
+            };
+            if pattern.starts_with('{') {
+                if segment.is_empty() {
+                    return None;
+                }
+                params.push(segment.to_string());
+            } else if segment != pattern {
+                return None;
+            }
+            (rest, after_slash) = match tail {
+                Some(tail) => (tail, true),
+                None => ("", false),
+            };
+        }
+        rest.is_empty().then_some(params)
+    }
+
+    /// This route's path and method, or a not-found rejection (so the next route is tried).
+    fn matched(&'static self) -> Matched {
+        warp::path::full()
+            .and(warp::method())
+            .and_then(
+                move |path: warp::path::FullPath, method: Method| async move {
+                    match self.matches(path.as_str()) {
+                        Some(params) if self.methods.contains(&method.as_str()) => Ok(params),
+                        _ => Err(warp::reject::not_found()),
+                    }
+                },
+            )
+            .boxed()
+    }
+}
+
+/// The request body, up to [`MAX_BODY_BYTES`].
+fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone + Send + Sync + 'static {
+    warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes())
+}
+
+/// Every route of the service, then 405 for a known path asked with another method, then the
+/// JSON answer to every rejection.
+pub fn routes(
+    state: AppState,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
+    let mut tree: BoxedFilter<(Response,)> = wrong_method().boxed();
+    for route in ROUTES.iter().rev() {
+        tree = (route.filter)(route.matched(), &state)
+            .or(tree)
+            .unify()
+            .boxed();
+    }
+    tree.recover(recover).unify()
+}
+
+/// The methods a path answers (`GET, HEAD`), for `405` and its `Allow` header; `None` for a
+/// path no route matches.
+pub fn allowed_methods(path: &str) -> Option<String> {
+    let mut methods: Vec<&str> = Vec::new();
+    for route in ROUTES.iter().filter(|r| r.matches(path).is_some()) {
+        for method in route.methods {
+            if !methods.contains(method) {
+                methods.push(method);
+            }
+        }
+    }
+    (!methods.is_empty()).then(|| methods.join(", "))
+}
+
+/// A known route asked with a method it does not answer: 405 with `Allow`. Anything else is
+/// left to the other rejections (not found, body too large...).
+fn wrong_method(
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    warp::path::full().and(warp::method()).and_then(
+        |path: warp::path::FullPath, method: Method| async move {
+            let Some(allow) = allowed_methods(path.as_str()) else {
+                return Err(warp::reject::not_found());
+            };
+            if allow.split(", ").any(|m| m == method.as_str()) {
+                return Err(warp::reject::not_found());
+            }
+            let mut response = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!(
+                    "{method} is not allowed on {}; allowed: {allow}",
+                    path.as_str()
+                ),
+            )
+            .into_response();
+            let allow = HeaderValue::from_str(&allow).expect("method names are header-safe");
+            response.headers_mut().insert("allow", allow);
+            Ok(response)
+        },
+    )
+}
+
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let err = if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "no such route")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the limit of {MAX_BODY_BYTES} bytes"),
+        )
+        .limit(MAX_BODY_BYTES)
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "a Content-Length header is required",
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed on this route",
+        )
+    } else {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad request: {rejection:?}"),
+        )
+    };
+    Ok(err.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str) -> &'static Route {
+        ROUTES.iter().find(|r| r.path == path).unwrap()
+    }
+
+    #[test]
+    fn patterns_match_like_warps_path_filters() {
+        let job = route("/api/v1/jobs/{id}");
+        assert_eq!(job.matches("/api/v1/jobs/abc"), Some(vec!["abc".into()]));
+        assert_eq!(job.matches("/api/v1/jobs/abc/"), Some(vec!["abc".into()]));
+        assert_eq!(job.matches("/api/v1/jobs/%41"), Some(vec!["%41".into()]));
+        assert_eq!(job.matches("/api/v1/jobs/"), None);
+        assert_eq!(job.matches("/api/v1/jobs"), None);
+        assert_eq!(job.matches("/api/v1/jobs/abc//"), None);
+        assert_eq!(job.matches("/api/v1/jobs/abc/events"), None);
+        let root = route("/");
+        assert_eq!(root.matches("/"), Some(vec![]));
+        assert_eq!(root.matches("//"), None);
+        assert_eq!(root.matches("/x"), None);
+        let assets = route("/assets/{*path}");
+        assert_eq!(
+            assets.matches("/assets/vendor/x.js"),
+            Some(vec!["vendor/x.js".into()])
+        );
+        assert_eq!(assets.matches("/assets/"), Some(vec!["".into()]));
+        assert_eq!(assets.matches("/assets"), None);
+        assert_eq!(assets.matches("/assetsx/a"), None);
+    }
+
+    #[test]
+    fn allow_is_the_union_of_the_matching_rows() {
+        assert_eq!(allowed_methods("/").as_deref(), Some("GET, HEAD"));
+        assert_eq!(allowed_methods("/assets/a/b").as_deref(), Some("GET, HEAD"));
+        assert_eq!(allowed_methods("/healthz").as_deref(), Some("GET"));
+        assert_eq!(allowed_methods("/api/v1/runs").as_deref(), Some("POST"));
+        assert_eq!(
+            allowed_methods("/api/v1/jobs/x").as_deref(),
+            Some("GET, DELETE")
+        );
+        assert_eq!(
+            allowed_methods("/api/v1/jobs/x/events").as_deref(),
+            Some("GET")
+        );
+        assert_eq!(allowed_methods("/api/v1/nothing"), None);
+        // A trailing slash is the route without it, as warp's filters see it.
+        assert_eq!(allowed_methods("/api/v1/jobs/").as_deref(), Some("POST"));
+        assert_eq!(allowed_methods("/healthz/").as_deref(), Some("GET"));
+    }
+}
