@@ -14,7 +14,7 @@ use crate::section::write_section;
 use crate::{latency, throughput};
 use anyhow::{bail, Context};
 use clap::Args;
-use onpyrunner_images::{languages, Language};
+use onpyrunner_languages::{languages, Language};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images;
@@ -123,7 +123,7 @@ pub async fn run(docker: &Docker, args: BenchArgs, command: String) -> anyhow::R
 
 /// The language with this id; the error lists the known ones.
 fn find_language(id: &str) -> anyhow::Result<&'static Language> {
-    onpyrunner_images::find(id).with_context(|| {
+    onpyrunner_languages::find(id).with_context(|| {
         let ids: Vec<&str> = languages().iter().map(|l| l.id.as_str()).collect();
         format!("unknown language {id:?}; known: {}", ids.join(", "))
     })

@@ -1,5 +1,5 @@
 //! The program every measurement runs: a hello world per language.
-use onpyrunner_images::Language;
+use onpyrunner_languages::Language;
 
 /// What every hello world prints.
 pub const HELLO_OUTPUT: &str = "hello, world\n";

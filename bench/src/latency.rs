@@ -8,7 +8,7 @@ use crate::hello::hello_world;
 use crate::paths::{docker_run, docker_run_args, engine_run, shell_command};
 use crate::plan::{progress, Plan, BREAKDOWN_RUNS};
 use crate::report::{LanguageReport, Path};
-use onpyrunner_images::Language;
+use onpyrunner_languages::Language;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::images;

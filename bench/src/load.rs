@@ -104,7 +104,7 @@ pub async fn run(args: LoadArgs, serve: Serve) -> anyhow::Result<i32> {
     if args.clients == 0 && args.idle == 0 {
         bail!("--clients and --idle are both 0: nothing to do");
     }
-    let language = onpyrunner_images::find(&args.lang)
+    let language = onpyrunner_languages::find(&args.lang)
         .with_context(|| format!("--lang {:?}: unknown language", args.lang))?;
     let started = Instant::now();
     let mut server = Server::start(&serve, args.clients).await?;
@@ -142,7 +142,7 @@ pub async fn run(args: LoadArgs, serve: Serve) -> anyhow::Result<i32> {
 
 async fn measure(
     args: &LoadArgs,
-    language: &'static onpyrunner_images::Language,
+    language: &'static onpyrunner_languages::Language,
     server: &Server,
 ) -> anyhow::Result<Report> {
     let mut report = Report {
@@ -247,7 +247,7 @@ async fn hold_idle(
 }
 
 /// One client: connect, run a hello world, read to the summary.
-async fn hello(server: &Server, language: &onpyrunner_images::Language) -> ClientResult {
+async fn hello(server: &Server, language: &onpyrunner_languages::Language) -> ClientResult {
     let mut result = ClientResult::default();
     let begin = Instant::now();
     let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {

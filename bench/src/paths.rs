@@ -4,7 +4,7 @@
 //! daemon's raw create+start+wait+remove cycle of that shape, the throughput's baseline.
 use crate::hello::HELLO_OUTPUT;
 use crate::plan::RUN_TIMEOUT;
-use onpyrunner_images::Language;
+use onpyrunner_languages::Language;
 use onpyrunner_protocol::{Event, OutputStream, Reason};
 use onpyrunner_supervisor::docker::types::ContainerConfig;
 use onpyrunner_supervisor::docker::Docker;
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn docker_run_has_the_sandbox_shape() {
-        let lang = onpyrunner_images::find("java").unwrap();
+        let lang = onpyrunner_languages::find("java").unwrap();
         let limits = Limits::defaults(lang, &Caps::default());
         let labels = Labels {
             owner: "bench-x-cli".into(),
@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn the_shell_script_runs_the_table_commands() {
-        let python = onpyrunner_images::find("python").unwrap();
+        let python = onpyrunner_languages::find("python").unwrap();
         let script = shell_script(python);
         assert!(script.starts_with(&format!("cat > '{}' && exec ", python.source_file)));
         for word in &python.run {

@@ -68,8 +68,8 @@ pub fn render(r: &Report) -> String {
     let example = r
         .languages
         .first()
-        .and_then(|l| onpyrunner_images::find(&l.id));
-    let throughput = onpyrunner_images::find(THROUGHPUT_LANGUAGE);
+        .and_then(|l| onpyrunner_languages::find(&l.id));
+    let throughput = onpyrunner_languages::find(THROUGHPUT_LANGUAGE);
     let _ = writeln!(o, "## Latency: hello world, one run at a time\n");
     let _ = writeln!(
         o,

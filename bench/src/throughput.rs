@@ -23,7 +23,7 @@ pub async fn measure(
     pooled: &Engine,
     cut: &mut Vec<String>,
 ) -> anyhow::Result<Vec<ThroughputRow>> {
-    let Some(lang) = onpyrunner_images::find(THROUGHPUT_LANGUAGE) else {
+    let Some(lang) = onpyrunner_languages::find(THROUGHPUT_LANGUAGE) else {
         return Ok(vec![]);
     };
     let Some(pool) = pooled.pools().get(&lang.id).cloned() else {

@@ -122,10 +122,6 @@ impl AttachDecoder {
         }
     }
 
-    pub fn mode(&self) -> AttachMode {
-        self.mode
-    }
-
     fn decode_multiplexed(
         &mut self,
         src: &mut BytesMut,

@@ -166,7 +166,7 @@ impl Engine {
             ));
         }
         for id in config.pool_sizes.keys() {
-            if onpyrunner_images::find(id).is_none() {
+            if onpyrunner_languages::find(id).is_none() {
                 return Err(EngineError::Config(format!(
                     "pool size for unknown language {id:?}"
                 )));
@@ -194,7 +194,7 @@ impl Engine {
         let shutdown = CancellationToken::new();
         let mut images = BTreeMap::new();
         let mut pools = BTreeMap::new();
-        for lang in onpyrunner_images::languages() {
+        for lang in onpyrunner_languages::languages() {
             let image = images::image_ref(lang);
             if docker.inspect_image(&image).await?.is_none() {
                 tracing::warn!(language = %lang.id, %image, "image missing: language unavailable (build it with `onpyrunner images`)");

@@ -13,7 +13,7 @@
 //! the hash of `recipe`, which adds the warm fields when there are any. A language without
 //! them has one hash for both, as before the warm fields existed.
 use crate::docker::{stream_body, Docker, DockerError};
-use onpyrunner_images::Language;
+use onpyrunner_languages::Language;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -64,7 +64,7 @@ pub fn recipe(lang: &Language) -> String {
         // JSON keeps argv boundaries unambiguous.
         recipe.push_str(&format!("warm={}\n", json(&lang.warm)));
         for name in &lang.warm_files {
-            let text = onpyrunner_images::warm_file(name).unwrap_or_default();
+            let text = onpyrunner_languages::warm_file(name).unwrap_or_default();
             recipe.push_str(&format!(
                 "warm_file={name}:{}\n",
                 hex(&Sha256::digest(text.as_bytes()))
@@ -220,12 +220,12 @@ fn launcher_context(lang: &Language, launcher: &[u8], digest: &str) -> std::io::
     // launcher changed.
     let mut warm_steps = String::new();
     for name in &lang.warm_files {
-        let text = onpyrunner_images::warm_file(name).ok_or_else(|| {
+        let text = onpyrunner_languages::warm_file(name).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, format!("warm file {name}"))
         })?;
         warm_steps.push_str(&format!(
             "COPY warm/{name} {dir}/{name}\n",
-            dir = onpyrunner_images::WARM_DIR
+            dir = onpyrunner_languages::WARM_DIR
         ));
         files.push((format!("warm/{name}"), text.as_bytes(), 0o644));
     }
@@ -452,7 +452,7 @@ mod tests {
 
     #[test]
     fn image_tags_are_stable_and_change_with_the_packages() {
-        let python = onpyrunner_images::find("python").unwrap();
+        let python = onpyrunner_languages::find("python").unwrap();
         assert_eq!(recipe_hash(python), recipe_hash(python));
         assert_eq!(recipe_hash(python).len(), 16);
         let mut other = python.clone();
@@ -464,7 +464,7 @@ mod tests {
 
     #[test]
     fn package_order_does_not_change_the_hash() {
-        let python = onpyrunner_images::find("python").unwrap();
+        let python = onpyrunner_languages::find("python").unwrap();
         let mut a = python.clone();
         a.packages = vec!["a".into(), "b".into()];
         let mut b = python.clone();
@@ -474,7 +474,7 @@ mod tests {
 
     #[test]
     fn launcher_context_has_a_dockerfile_and_the_launcher() {
-        let python = onpyrunner_images::find("python").unwrap();
+        let python = onpyrunner_languages::find("python").unwrap();
         let tar_bytes = launcher_context(python, b"\x7fELF", "abc").unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let names: Vec<String> = archive
@@ -487,14 +487,14 @@ mod tests {
 
     #[test]
     fn only_a_warm_language_gets_a_new_tag_and_keeps_its_base() {
-        let python = onpyrunner_images::find("python").unwrap();
+        let python = onpyrunner_languages::find("python").unwrap();
         assert_eq!(recipe(python), base_recipe(python));
         assert_eq!(
             base_ref(python).rsplit_once(':').unwrap().1,
             recipe_hash(python),
             "a language without warm fields keeps the tag it had"
         );
-        let java = onpyrunner_images::find("java").unwrap();
+        let java = onpyrunner_languages::find("java").unwrap();
         assert!(recipe(java).starts_with(&base_recipe(java)));
         assert_ne!(
             base_ref(java).rsplit_once(':').unwrap().1,
@@ -512,7 +512,7 @@ mod tests {
 
     #[test]
     fn warm_language_context_copies_its_files_and_runs_its_build_steps_first() {
-        let java = onpyrunner_images::find("java").unwrap();
+        let java = onpyrunner_languages::find("java").unwrap();
         let tar_bytes = launcher_context(java, b"\x7fELF", "abc").unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let mut entries = std::collections::BTreeMap::new();

@@ -1,6 +1,6 @@
 //! Resource limits of one run: the language's defaults, lowered by the request, never above the
 //! server's caps.
-use onpyrunner_images::Language;
+use onpyrunner_languages::Language;
 use serde::Serialize;
 
 /// The limits a run gets. All are enforced by the kernel through Docker, except `wall_ms`,
@@ -126,7 +126,7 @@ mod tests {
     use super::*;
 
     fn python() -> &'static Language {
-        onpyrunner_images::find("python").unwrap()
+        onpyrunner_languages::find("python").unwrap()
     }
 
     #[test]

@@ -20,7 +20,7 @@
 use crate::docker::Docker;
 use crate::limits::{Caps, Limits};
 use crate::run::{RunError, Sandbox};
-use onpyrunner_images::Language;
+use onpyrunner_languages::Language;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 /// States of a pooled container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WarmState {
+pub enum PooledState {
     Creating,
     Starting,
     Paused,
@@ -45,14 +45,14 @@ pub enum WarmState {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("pooled container cannot go from {from:?} to {to:?}")]
 pub struct BadTransition {
-    pub from: WarmState,
-    pub to: WarmState,
+    pub from: PooledState,
+    pub to: PooledState,
 }
 
-impl WarmState {
+impl PooledState {
     /// The allowed transitions, written down once.
-    pub fn go(self, to: WarmState) -> Result<WarmState, BadTransition> {
-        use WarmState::*;
+    pub fn go(self, to: PooledState) -> Result<PooledState, BadTransition> {
+        use PooledState::*;
         let allowed = matches!(
             (self, to),
             (Creating, Starting)
@@ -72,7 +72,7 @@ impl WarmState {
 /// A paused container ready for a run.
 pub struct Warm {
     sandbox: Sandbox,
-    state: WarmState,
+    state: PooledState,
 }
 
 impl Warm {
@@ -149,12 +149,6 @@ impl Pool {
         self.inner.language
     }
 
-    /// The limits every pooled container was created with; a run with other kernel-enforced
-    /// limits needs a fresh container.
-    pub fn limits(&self) -> &Limits {
-        &self.inner.limits
-    }
-
     pub fn target(&self) -> usize {
         self.inner.target
     }
@@ -204,14 +198,14 @@ impl Pool {
                 }
             });
             let unpaused = match warm.state {
-                WarmState::Hot => Ok(()),
+                PooledState::Hot => Ok(()),
                 _ => self.inner.docker.unpause_container(warm.id()).await,
             };
             match unpaused {
                 Ok(()) => {
                     warm.state = warm
                         .state
-                        .go(WarmState::Claimed)
+                        .go(PooledState::Claimed)
                         .expect("paused or hot -> claimed");
                     self.inner.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Some(warm.sandbox);
@@ -269,7 +263,7 @@ impl Pool {
 async fn remove(mut warm: Warm) {
     warm.state = warm
         .state
-        .go(WarmState::Removed)
+        .go(PooledState::Removed)
         .expect("paused or hot -> removed");
     let id = warm.id().to_string();
     if let Err(e) = warm.sandbox.remove().await {
@@ -344,14 +338,14 @@ async fn heat_head(inner: &Inner) {
     let head = {
         let mut ready = inner.ready.lock().expect("pool lock");
         match ready.front() {
-            Some(w) if w.state == WarmState::Paused => ready.pop_front(),
+            Some(w) if w.state == PooledState::Paused => ready.pop_front(),
             _ => None,
         }
     };
     let Some(mut warm) = head else { return };
     match inner.docker.unpause_container(warm.id()).await {
         Ok(()) => {
-            warm.state = warm.state.go(WarmState::Hot).expect("paused -> hot");
+            warm.state = warm.state.go(PooledState::Hot).expect("paused -> hot");
             inner.ready.lock().expect("pool lock").push_front(warm);
         }
         Err(e) => {
@@ -370,7 +364,7 @@ const MAKE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Create, start and pause one container. On failure whatever was created is removed before
 /// returning, not left to a drop that may run on a runtime going away.
 async fn make_one(inner: &Inner, hot: bool) -> Result<Warm, RunError> {
-    let state = WarmState::Creating;
+    let state = PooledState::Creating;
     let mut sandbox = Sandbox::create(
         &inner.docker,
         &inner.image,
@@ -379,7 +373,9 @@ async fn make_one(inner: &Inner, hot: bool) -> Result<Warm, RunError> {
         &inner.limits,
     )
     .await?;
-    let state = state.go(WarmState::Starting).expect("creating -> starting");
+    let state = state
+        .go(PooledState::Starting)
+        .expect("creating -> starting");
     let started = async {
         sandbox.start(&inner.docker).await?;
         // A warm language's container is paused only once its warm process is ready: paused
@@ -398,16 +394,16 @@ async fn make_one(inner: &Inner, hot: bool) -> Result<Warm, RunError> {
         return Err(e);
     }
     let state = if hot {
-        state.go(WarmState::Hot).expect("starting -> hot")
+        state.go(PooledState::Hot).expect("starting -> hot")
     } else {
-        state.go(WarmState::Paused).expect("starting -> paused")
+        state.go(PooledState::Paused).expect("starting -> paused")
     };
     Ok(Warm { sandbox, state })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::WarmState::*;
+    use super::PooledState::*;
 
     #[test]
     fn only_written_down_transitions_are_allowed() {

@@ -6,7 +6,7 @@ use crate::sandbox::{self, Labels};
 use crate::session::StopSignal;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use onpyrunner_images::{Language, FILES_PLACEHOLDER};
+use onpyrunner_languages::{Language, FILES_PLACEHOLDER};
 use onpyrunner_protocol::launch::{self, RunRequest, SourceFile};
 use onpyrunner_protocol::warm::find_ready_marker;
 use onpyrunner_protocol::{
@@ -788,7 +788,7 @@ mod tests {
     use crate::limits::{Caps, Limits};
 
     fn spec(lang: &str) -> RunSpec {
-        let lang = onpyrunner_images::find(lang).unwrap();
+        let lang = onpyrunner_languages::find(lang).unwrap();
         RunSpec::single(lang, "x", Limits::defaults(lang, &Caps::default()))
     }
 

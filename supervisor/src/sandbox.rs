@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn container_is_locked_down() {
-        let lang = onpyrunner_images::find("python").unwrap();
+        let lang = onpyrunner_languages::find("python").unwrap();
         let limits = Limits::defaults(lang, &Caps::default());
         let labels = Labels {
             owner: "o".into(),
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_warm_language_passes_its_warm_command_to_the_launcher() {
-        let java = onpyrunner_images::find("java").unwrap();
+        let java = onpyrunner_languages::find("java").unwrap();
         let limits = Limits::defaults(java, &Caps::default());
         let labels = Labels {
             owner: "o".into(),

@@ -1,7 +1,7 @@
 //! Harness for end-to-end tests: the real daemon, the real images, and a check after every run
 //! that no container of the test is left behind.
 use bytes::Bytes;
-use onpyrunner_images::Language;
+use onpyrunner_languages::Language;
 use onpyrunner_protocol::{Event, OutputChunk, OutputStream, RunState, Summary};
 use onpyrunner_supervisor::docker::types::ContainerSummary;
 use onpyrunner_supervisor::docker::Docker;
@@ -43,7 +43,7 @@ impl Ran {
 }
 
 pub fn language(id: &str) -> &'static Language {
-    onpyrunner_images::find(id).unwrap_or_else(|| panic!("language {id} is in the table"))
+    onpyrunner_languages::find(id).unwrap_or_else(|| panic!("language {id} is in the table"))
 }
 
 pub fn spec(lang: &str, code: &str) -> RunSpec {
@@ -219,7 +219,7 @@ pub async fn hear_until(events: &mut Follower, heard: &mut Heard, text: &str) {
 
 /// An engine config for a test: a unique instance name and small pools.
 pub fn engine_config(test: &str, pool: &[(&str, usize)]) -> EngineConfig {
-    let mut pool_sizes: BTreeMap<String, usize> = onpyrunner_images::languages()
+    let mut pool_sizes: BTreeMap<String, usize> = onpyrunner_languages::languages()
         .iter()
         .map(|l| (l.id.clone(), 0))
         .collect();

@@ -41,7 +41,7 @@ pub fn healthz(s: &AppState) -> Response {
 
 /// `GET /api/v1/languages`.
 pub fn languages(s: &AppState) -> Response {
-    let list: Vec<_> = onpyrunner_images::languages()
+    let list: Vec<_> = onpyrunner_languages::languages()
         .iter()
         .map(|l| {
             json!({

@@ -3,7 +3,7 @@ use crate::server::ServerConfig;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use onpyrunner_images::{languages, Language};
+use onpyrunner_languages::{languages, Language};
 use onpyrunner_protocol::{OutputChunk, OutputStream, Reason, SourceFile, Summary};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
@@ -309,7 +309,7 @@ async fn connect(host: Option<&str>) -> anyhow::Result<Docker> {
 }
 
 fn find_language(id: &str) -> anyhow::Result<&'static Language> {
-    onpyrunner_images::find(id).with_context(|| {
+    onpyrunner_languages::find(id).with_context(|| {
         let ids: Vec<&str> = languages().iter().map(|l| l.id.as_str()).collect();
         format!("unknown language {id:?}; known: {}", ids.join(", "))
     })

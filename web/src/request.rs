@@ -2,7 +2,7 @@
 //! [`RunSpec`]: errors name the field and the limit.
 use crate::error::ApiError;
 use bytes::Bytes;
-use onpyrunner_images::Language;
+use onpyrunner_languages::Language;
 use onpyrunner_protocol::SourceFile;
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::limits::Limits;
@@ -87,8 +87,8 @@ fn unprocessable(message: impl Into<String>) -> ApiError {
 }
 
 fn find_language(id: &str) -> Result<&'static Language, ApiError> {
-    onpyrunner_images::find(id).ok_or_else(|| {
-        let ids: Vec<&str> = onpyrunner_images::languages()
+    onpyrunner_languages::find(id).ok_or_else(|| {
+        let ids: Vec<&str> = onpyrunner_languages::languages()
             .iter()
             .map(|l| l.id.as_str())
             .collect();

@@ -522,7 +522,7 @@ fn documented_bounds_are_the_servers() {
     let doc: Value = serde_json::from_str(onpyrunner::openapi::DOCUMENT).unwrap();
     let schemas = &doc["components"]["schemas"];
     let body = &schemas["RunBody"]["properties"];
-    let ids: Vec<Value> = onpyrunner_images::languages()
+    let ids: Vec<Value> = onpyrunner_languages::languages()
         .iter()
         .map(|l| json!(l.id))
         .collect();

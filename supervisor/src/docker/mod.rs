@@ -166,11 +166,6 @@ impl Docker {
         self.json(request::version()).await
     }
 
-    pub async fn list_images(&self, label: Option<&str>) -> Result<Vec<ImageSummary>, DockerError> {
-        self.json(request::list_images(label)).await
-    }
-
-    /// `Ok(None)` when there is no such image.
     pub async fn inspect_image(&self, name: &str) -> Result<Option<ImageInspect>, DockerError> {
         match self.json(request::inspect_image(name)).await {
             Ok(image) => Ok(Some(image)),

@@ -69,17 +69,6 @@ pub fn version() -> ApiRequest {
     ApiRequest::new("version", Method::GET, "/version".into())
 }
 
-pub fn list_images(label_filter: Option<&str>) -> ApiRequest {
-    let path = match label_filter {
-        Some(label) => format!(
-            "/images/json?filters={}",
-            filters(&[("label", vec![label.into()])])
-        ),
-        None => "/images/json".into(),
-    };
-    ApiRequest::new("list images", Method::GET, path)
-}
-
 pub fn inspect_image(name: &str) -> ApiRequest {
     ApiRequest::new(
         "inspect image",

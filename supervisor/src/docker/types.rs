@@ -165,19 +165,6 @@ pub struct ContainerSummary {
     pub created: i64,
 }
 
-/// One row of `GET /images/json`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageSummary {
-    pub id: String,
-    #[serde(default)]
-    pub repo_tags: Option<Vec<String>>,
-    pub size: i64,
-    pub created: i64,
-    #[serde(default)]
-    pub labels: Option<HashMap<String, String>>,
-}
-
 /// `GET /images/{name}/json`, the parts we read.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
