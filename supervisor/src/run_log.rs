@@ -188,24 +188,81 @@ impl RunLog {
     /// `pos` on, at most [`MAX_READ_BYTES`].
     pub fn read(&self, pos: u64) -> Option<(Event, u64)> {
         let data = self.lock();
-        read_at(&data.entries, pos)
+        read_at(&data.entries, pos, false, data.closed)
     }
 
-    /// Follow the log from `pos` (0 for the start). `None` when `pos` is past the end.
+    /// All output of `stream` so far, in order.
+    pub fn output(&self, stream: OutputStream) -> Vec<u8> {
+        let data = self.lock();
+        let mut out = Vec::new();
+        for entry in &data.entries {
+            if let Item::Output { stream: s, data } = &entry.item {
+                if *s == stream {
+                    out.extend_from_slice(data);
+                }
+            }
+        }
+        out
+    }
+
+    /// The last `Queued` position while the run is still READY.
+    pub fn queue_position(&self) -> Option<usize> {
+        let data = self.lock();
+        if data.state.is_some_and(|s| s != RunState::Ready) {
+            return None;
+        }
+        data.entries.iter().rev().find_map(|e| match &e.item {
+            Item::Event(Event::Queued { position }) => Some(*position),
+            _ => None,
+        })
+    }
+
+    /// The summary, once it is in.
+    pub fn summary(&self) -> Option<onpyrunner_protocol::Summary> {
+        let data = self.lock();
+        match data.entries.last().map(|e| &e.item) {
+            Some(Item::Event(Event::Summary(summary))) => Some(summary.clone()),
+            _ => None,
+        }
+    }
+
+    /// Wait until the summary is in.
+    pub async fn closed(&self) {
+        let mut appended = self.inner.appended.subscribe();
+        loop {
+            appended.borrow_and_update();
+            if self.is_closed() || appended.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Follow the log from `pos` (0 for the start), setting the producer's pace (see
+    /// [`RunLog::room`]). `None` when `pos` is past the end.
     pub fn follow(&self, pos: u64) -> Option<Follower> {
+        let mut follower = self.watch(pos)?;
+        follower.pacing = true;
+        self.lock().followers.insert(follower.id, pos);
+        self.inner.progressed.send_replace(());
+        Some(follower)
+    }
+
+    /// Follow the log from `pos` without setting the producer's pace: a reader of a job, which
+    /// runs at full speed whoever watches it. `None` when `pos` is past the end.
+    pub fn watch(&self, pos: u64) -> Option<Follower> {
         let mut data = self.lock();
         if pos > data.end {
             return None;
         }
         let id = data.next_follower;
         data.next_follower += 1;
-        data.followers.insert(id, pos);
         drop(data);
-        self.inner.progressed.send_replace(());
         Some(Follower {
             log: self.clone(),
             id,
             pos,
+            pacing: false,
+            text: false,
             appended: self.inner.appended.subscribe(),
         })
     }
@@ -237,14 +294,24 @@ impl RunLog {
     }
 }
 
-fn read_at(entries: &[Entry], pos: u64) -> Option<(Event, u64)> {
+/// The event at `pos`. With `text`, output ends on a character boundary wherever the rest of
+/// the character is still to come (later in the same entry, or not written yet), so text
+/// renderings never replace a character split between two writes.
+fn read_at(entries: &[Entry], pos: u64, text: bool, closed: bool) -> Option<(Event, u64)> {
     let index = entries.partition_point(|e| e.end() <= pos);
     let entry = entries.get(index)?;
     match &entry.item {
         Item::Event(event) => Some((event.clone(), entry.end())),
         Item::Output { stream, data } => {
             let from = (pos.saturating_sub(entry.start)) as usize;
-            let to = data.len().min(from + MAX_READ_BYTES);
+            let mut to = data.len().min(from + MAX_READ_BYTES);
+            let more_to_come = to < data.len() || (index + 1 == entries.len() && !closed);
+            if text && more_to_come {
+                to = from + complete_prefix(&data[from..to]);
+                if to == from {
+                    return None; // only the start of a character so far
+                }
+            }
             let chunk = OutputChunk {
                 stream: *stream,
                 data: Bytes::copy_from_slice(&data[from..to]),
@@ -254,12 +321,37 @@ fn read_at(entries: &[Entry], pos: u64) -> Option<(Event, u64)> {
     }
 }
 
+/// The length of the longest prefix of `bytes` that does not end inside a UTF-8 character
+/// still waiting for its continuation bytes. Invalid bytes count as complete (they will be
+/// replaced either way).
+pub fn complete_prefix(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for i in (len.saturating_sub(3)..len).rev() {
+        let b = bytes[i];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead byte
+        }
+        let needed = match b {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => 1,
+        };
+        return if len - i < needed { i } else { len };
+    }
+    len
+}
+
 /// A reader of a run's log from some position on. While it exists the producer keeps within a
 /// window of it (see [`RunLog::room`]).
 pub struct Follower {
     log: RunLog,
     id: u64,
     pos: u64,
+    /// Whether the producer keeps within a window of this follower.
+    pacing: bool,
+    /// Whether output ends on character boundaries (see `read_at`).
+    text: bool,
     appended: watch::Receiver<()>,
 }
 
@@ -270,21 +362,36 @@ impl Follower {
         self.pos
     }
 
+    /// From now on, output ends on UTF-8 character boundaries wherever the rest of a character
+    /// is still to come, for renderings as text (SSE, polling).
+    pub fn as_text(mut self) -> Self {
+        self.text = true;
+        self
+    }
+
+    /// The next event and the position after it, if there is one already.
+    pub fn try_next(&mut self) -> Option<(Event, u64)> {
+        let read = {
+            let data = self.log.lock();
+            read_at(&data.entries, self.pos, self.text, data.closed)
+        };
+        let (event, after) = read?;
+        self.pos = after;
+        if self.pacing {
+            self.log.lock().followers.insert(self.id, after);
+            self.log.inner.progressed.send_replace(());
+        }
+        Some((event, after))
+    }
+
     /// The next event and the position after it; waits for one. `None` after the summary.
     pub async fn next(&mut self) -> Option<(Event, u64)> {
         loop {
             self.appended.borrow_and_update();
-            let (read, closed) = {
-                let data = self.log.lock();
-                (read_at(&data.entries, self.pos), data.closed)
-            };
-            if let Some((event, after)) = read {
-                self.pos = after;
-                self.log.lock().followers.insert(self.id, after);
-                self.log.inner.progressed.send_replace(());
-                return Some((event, after));
+            if let Some(read) = self.try_next() {
+                return Some(read);
             }
-            if closed {
+            if self.log.is_closed() && self.try_next().is_none() {
                 return None;
             }
             if self.appended.changed().await.is_err() {
@@ -295,12 +402,7 @@ impl Follower {
 
     /// The next event if there is one already, without waiting.
     pub fn try_recv(&mut self) -> Option<Event> {
-        let read = read_at(&self.log.lock().entries, self.pos);
-        let (event, after) = read?;
-        self.pos = after;
-        self.log.lock().followers.insert(self.id, after);
-        self.log.inner.progressed.send_replace(());
-        Some(event)
+        self.try_next().map(|(event, _)| event)
     }
 
     /// The next event; `None` after the summary.
@@ -311,8 +413,10 @@ impl Follower {
 
 impl Drop for Follower {
     fn drop(&mut self) {
-        self.log.lock().followers.remove(&self.id);
-        self.log.inner.progressed.send_replace(());
+        if self.pacing {
+            self.log.lock().followers.remove(&self.id);
+            self.log.inner.progressed.send_replace(());
+        }
     }
 }
 
@@ -432,6 +536,70 @@ mod tests {
         log.push(out(OutputStream::Stdout, &[b'x'; 1000])).unwrap();
         drop(f);
         log.room(10).await;
+    }
+
+    #[tokio::test]
+    async fn text_reads_hold_back_a_character_split_between_writes() {
+        let log = RunLog::default();
+        let mut f = log.watch(0).unwrap().as_text();
+        log.push(out(OutputStream::Stdout, b"d\xc3")).unwrap();
+        let (event, seq) = f.try_next().unwrap();
+        assert_eq!(
+            event,
+            out(OutputStream::Stdout, b"d"),
+            "the lone lead byte waits"
+        );
+        assert_eq!(seq, 1);
+        assert!(f.try_next().is_none());
+        log.push(out(OutputStream::Stdout, b"\xa9j\xc3")).unwrap();
+        assert_eq!(
+            f.try_next().unwrap(),
+            (out(OutputStream::Stdout, b"\xc3\xa9j"), 4)
+        );
+        // The end of the run: what is held back is given, to be replaced.
+        log.push(summary()).unwrap();
+        assert_eq!(
+            f.try_next().unwrap(),
+            (out(OutputStream::Stdout, b"\xc3"), 5)
+        );
+        assert_eq!(f.try_next().unwrap(), (summary(), 6));
+        assert_eq!(log.output(OutputStream::Stdout), b"d\xc3\xa9j\xc3");
+        // A watcher never holds the producer back.
+        log.room(0).await;
+    }
+
+    #[test]
+    fn text_pieces_of_a_long_entry_end_on_character_boundaries() {
+        let log = RunLog::default();
+        let text = "é".repeat(MERGE_BYTES / 2);
+        for piece in text.as_bytes().chunks(1000) {
+            log.push(Event::Output(OutputChunk {
+                stream: OutputStream::Stdout,
+                data: Bytes::copy_from_slice(piece),
+            }))
+            .unwrap();
+        }
+        log.push(summary()).unwrap();
+        let mut f = log.watch(0).unwrap().as_text();
+        let mut joined = String::new();
+        while let Some((Event::Output(c), _)) = f.try_next() {
+            joined.push_str(std::str::from_utf8(&c.data).expect("whole characters"));
+        }
+        assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn complete_prefix_stops_before_an_unfinished_character() {
+        assert_eq!(complete_prefix(b"abc"), 3);
+        assert_eq!(complete_prefix(b"ab\xc3"), 2);
+        assert_eq!(complete_prefix(b"ab\xe2\x82"), 2);
+        assert_eq!(complete_prefix(b"ab\xe2\x82\xac"), 5);
+        assert_eq!(complete_prefix(b"\xf0\x9f\x98"), 0);
+        assert_eq!(
+            complete_prefix(b"\xff"),
+            1,
+            "invalid bytes count as complete"
+        );
     }
 
     #[test]

@@ -150,6 +150,14 @@ impl Session {
         })
     }
 
+    /// This session no longer sets the run's pace: the program runs at full speed, its output
+    /// kept within its cap, however this session is read (a job's).
+    pub fn unpaced(mut self) -> Self {
+        let pos = self.events.seq();
+        self.events = self.run.log.watch(pos).expect("the session's own position");
+        self
+    }
+
     /// Stdin, EOF and Stop, for another task.
     pub fn control(&self) -> RunControl {
         RunControl {

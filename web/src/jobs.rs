@@ -1,19 +1,17 @@
-//! Asynchronous jobs: a session whose events are gathered in memory, so that a client can post
-//! a run and poll it. Kept for a TTL after they end, at most `max` at once, and the oldest ended
-//! ones go early when the output kept passes `max_bytes` (the embedded default; a shared store
-//! comes with the Redis queue).
-//!
-//! Each job keeps its events in a [`JobLog`], which polling (`view`) and live streams
-//! (`subscribe`, for `GET /api/v1/jobs/{id}/events`) both read.
-use crate::job_log::{Cursor, JobLog, Read};
+//! Asynchronous jobs: a run whose client posts it and polls it later. A job is the engine's run
+//! itself, held attached (so it is never abandoned) and unpaced (it runs at full speed whoever
+//! reads it); polling (`view`) and live streams (`subscribe`, for
+//! `GET /api/v1/jobs/{id}/events`) are renderings of the run's own log. Kept for a TTL after
+//! they end, at most `max` at once, and the oldest ended ones go early when the output kept
+//! passes `max_bytes` (the embedded default; a shared store comes with the Redis queue).
 use bytes::Bytes;
-use onpyrunner_protocol::{Event, Reason, RunState, Summary};
+use onpyrunner_protocol::{OutputStream, Reason, RunState, Summary};
+use onpyrunner_supervisor::run_log::RunLog;
 use onpyrunner_supervisor::session::{Session, StopSignal};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 /// One job as clients see it.
 #[derive(Debug, Clone, Serialize)]
@@ -33,21 +31,16 @@ pub struct JobView {
 
 struct Job {
     language: String,
-    stopper: StopSignal,
-    data: Mutex<JobData>,
-    /// Bumped on every change, so waiters (sync runs) wake up.
-    changes: watch::Sender<u64>,
+    log: RunLog,
+    stop: StopSignal,
+    /// When the summary came in.
+    ended_at: Arc<Mutex<Option<Instant>>>,
 }
 
-struct JobData {
-    state: RunState,
-    queue_position: Option<usize>,
-    /// Every event in order, and the output.
-    log: JobLog,
-    summary: Option<Summary>,
-    ended_at: Option<Instant>,
-    /// The session's event channel closed: nothing more will be logged.
-    closed: bool,
+impl Job {
+    fn ended_at(&self) -> Option<Instant> {
+        *self.ended_at.lock().expect("job lock")
+    }
 }
 
 /// The table of jobs.
@@ -98,31 +91,22 @@ impl Jobs {
         table.len() < self.max || oldest_ended(&table).is_some()
     }
 
-    /// Keep a submitted session as a job: feed it `stdin` then EOF, and gather its events.
+    /// Keep a submitted session as a job: feed it `stdin` then EOF, and hold it until its end.
     pub fn insert(
         &self,
         session: Session,
         language: &str,
         stdin: Bytes,
     ) -> Result<String, JobsFull> {
-        let mut session = session;
+        let mut session = session.unpaced();
         let id = session.id.clone();
         let stdin_tx = session.stdin();
         session.close_stdin();
-        let stopper = session.stopper();
-        let (changes, _) = watch::channel(0);
         let job = Arc::new(Job {
             language: language.to_string(),
-            stopper,
-            data: Mutex::new(JobData {
-                state: RunState::Ready,
-                queue_position: None,
-                log: JobLog::default(),
-                summary: None,
-                ended_at: None,
-                closed: false,
-            }),
-            changes,
+            log: session.log().clone(),
+            stop: session.stopper(),
+            ended_at: Arc::new(Mutex::new(None)),
         });
         {
             let mut table = self.inner.lock().expect("jobs lock");
@@ -133,7 +117,7 @@ impl Jobs {
                         table.remove(&oldest);
                     }
                     None => {
-                        job.stopper.stop(Reason::Stopped);
+                        job.stop.stop(Reason::Stopped);
                         return Err(JobsFull { max: self.max });
                     }
                 }
@@ -148,45 +132,27 @@ impl Jobs {
                 // Dropping the sender is EOF.
             });
         }
+        let ended_at = job.ended_at.clone();
         tokio::spawn(async move {
-            // The job holds the session until the summary: it never detaches early.
-            while let Some(event) = session.recv().await {
-                let mut data = job.data.lock().expect("job lock");
-                data.log.push(&event);
-                match event {
-                    Event::State { state, .. } => {
-                        data.state = state;
-                        if state != RunState::Ready {
-                            data.queue_position = None;
-                        }
-                        if state.is_final() {
-                            data.ended_at = Some(Instant::now());
-                        }
-                    }
-                    Event::Queued { position } => data.queue_position = Some(position),
-                    Event::Output(_) => {}
-                    Event::Summary(summary) => data.summary = Some(summary),
-                }
-                drop(data);
-                job.changes.send_modify(|n| *n += 1);
-            }
-            job.data.lock().expect("job lock").closed = true;
-            job.changes.send_modify(|n| *n += 1);
+            // Attached until the summary: a job is never abandoned.
+            session.log().closed().await;
+            *ended_at.lock().expect("job lock") = Some(Instant::now());
+            drop(session);
         });
         Ok(id)
     }
 
     pub fn view(&self, id: &str) -> Option<JobView> {
         let job = self.get(id)?;
-        let data = job.data.lock().expect("job lock");
+        let text = |stream| String::from_utf8_lossy(&job.log.output(stream)).into_owned();
         Some(JobView {
             id: id.to_string(),
             language: job.language.clone(),
-            state: data.state,
-            queue_position: data.queue_position,
-            stdout: String::from_utf8_lossy(data.log.stdout()).into_owned(),
-            stderr: String::from_utf8_lossy(data.log.stderr()).into_owned(),
-            summary: data.summary.clone(),
+            state: job.log.state(),
+            queue_position: job.log.queue_position(),
+            stdout: text(OutputStream::Stdout),
+            stderr: text(OutputStream::Stderr),
+            summary: job.log.summary(),
         })
     }
 
@@ -194,7 +160,7 @@ impl Jobs {
     pub fn stop(&self, id: &str) -> bool {
         match self.get(id) {
             Some(job) => {
-                job.stopper.stop(Reason::Stopped);
+                job.stop.stop(Reason::Stopped);
                 true
             }
             None => false,
@@ -204,28 +170,13 @@ impl Jobs {
     /// Wait until the job has its summary.
     pub async fn finished(&self, id: &str) -> Option<JobView> {
         let job = self.get(id)?;
-        let mut changes = job.changes.subscribe();
-        loop {
-            let ended = {
-                let data = job.data.lock().expect("job lock");
-                data.summary.is_some() || data.closed
-            };
-            if ended {
-                return self.view(id);
-            }
-            if changes.changed().await.is_err() {
-                return self.view(id);
-            }
-        }
+        job.log.closed().await;
+        self.view(id)
     }
 
-    /// Follow a job's events from the start or from a cursor. The job stays readable through
-    /// the subscription even if it expires from the table meanwhile.
-    pub fn subscribe(&self, id: &str) -> Option<Subscription> {
-        let job = self.get(id)?;
-        // Subscribed before the first read: a change after that read is never missed.
-        let changes = job.changes.subscribe();
-        Some(Subscription { job, changes })
+    /// The job's run log, to follow (it stays readable even if the job expires meanwhile).
+    pub fn subscribe(&self, id: &str) -> Option<RunLog> {
+        Some(self.get(id)?.log.clone())
     }
 
     fn get(&self, id: &str) -> Option<Arc<Job>> {
@@ -236,23 +187,19 @@ impl Jobs {
     /// `max_bytes`.
     fn expire(&self, table: &mut HashMap<String, Arc<Job>>) {
         let ttl = self.ttl;
-        table.retain(|_, job| {
-            let data = job.data.lock().expect("job lock");
-            data.ended_at.is_none_or(|at| at.elapsed() < ttl)
-        });
-        let mut ended: Vec<(Instant, usize, String)> = Vec::new();
+        table.retain(|_, job| job.ended_at().is_none_or(|at| at.elapsed() < ttl));
+        let mut ended: Vec<(Instant, u64, String)> = Vec::new();
         let mut kept = 0;
         for (id, job) in table.iter() {
-            let data = job.data.lock().expect("job lock");
-            let bytes = data.log.stdout().len() + data.log.stderr().len();
+            let bytes = job.log.output_bytes();
             kept += bytes;
-            if let Some(at) = data.ended_at {
+            if let Some(at) = job.ended_at() {
                 ended.push((at, bytes, id.clone()));
             }
         }
         ended.sort();
         for (_, bytes, id) in ended {
-            if kept <= self.max_bytes {
+            if kept <= self.max_bytes as u64 {
                 break;
             }
             table.remove(&id);
@@ -264,47 +211,7 @@ impl Jobs {
 fn oldest_ended(table: &HashMap<String, Arc<Job>>) -> Option<String> {
     table
         .iter()
-        .filter_map(|(id, job)| {
-            let at = job.data.lock().expect("job lock").ended_at?;
-            Some((at, id))
-        })
+        .filter_map(|(id, job)| Some((job.ended_at()?, id)))
         .min()
         .map(|(_, id)| id.clone())
-}
-
-/// A reader of one job's events (see [`Jobs::subscribe`]).
-pub struct Subscription {
-    job: Arc<Job>,
-    changes: watch::Receiver<u64>,
-}
-
-impl Subscription {
-    /// Whether `cursor` is a position in this job's log (a resumed client sent it back).
-    pub fn contains(&self, cursor: Cursor) -> bool {
-        self.job.data.lock().expect("job lock").log.contains(cursor)
-    }
-
-    /// Up to `max` events after `cursor`, as the log is now.
-    pub fn read_now(&self, cursor: Cursor, max: usize) -> Read {
-        let data = self.job.data.lock().expect("job lock");
-        data.log.read(cursor, data.closed, max)
-    }
-
-    /// Up to `max` events after `cursor`; when there is none, wait for the next change.
-    pub async fn next(&mut self, cursor: Cursor, max: usize) -> Read {
-        loop {
-            let read = self.read_now(cursor, max);
-            if !read.events.is_empty() || read.complete {
-                return read;
-            }
-            // The job's sender lives as long as the job: `changed` fails only if the job
-            // itself is gone, and then `closed` was set before.
-            if self.changes.changed().await.is_err() {
-                let data = self.job.data.lock().expect("job lock");
-                let mut read = data.log.read(cursor, true, max);
-                read.complete = read.events.is_empty();
-                return read;
-            }
-        }
-    }
 }

@@ -5,7 +5,6 @@ pub mod api;
 pub mod assets;
 pub mod cli;
 pub mod error;
-pub mod job_log;
 pub mod jobs;
 pub mod metrics;
 pub mod openapi;

@@ -11,18 +11,18 @@
 //!
 //! Output is text: invalid UTF-8 is replaced by U+FFFD (the WebSocket carries exact bytes), a
 //! character split across writes is held back until complete, and one event carries at most
-//! 64 KiB. A client that connects late first gets everything that happened so far, then live
-//! events, from the same ordered log, so nothing is lost or repeated. Every event has an `id`;
+//! 64 KiB. The events are the run's own log (the engine's, which the WebSocket reads too): a
+//! client that connects late first gets everything that happened so far, then live events, so
+//! nothing is lost or repeated. Every event's `id` is its sequence number, the position after it
+//! in the run's log (docs/protocol.md);
 //! a client that reconnects with `Last-Event-ID` resumes right after that event (an
 //! `EventSource` does this by itself), and gets `204 No Content` once it has had the summary,
 //! which tells an `EventSource` to stop reconnecting. Comments (`:`) keep idle connections
 //! alive.
 use crate::error::{no_such_job, ApiError};
-use crate::job_log::{Cursor, LogEvent};
-use crate::jobs::{Jobs, Subscription};
-use onpyrunner_protocol::OutputStream;
+use crate::jobs::Jobs;
+use onpyrunner_protocol::Event as RunEvent;
 use serde_json::json;
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 use warp::http::StatusCode;
@@ -32,8 +32,6 @@ use warp::{Filter, Rejection, Reply};
 
 /// Silence after which a keep-alive comment is sent.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Events taken from the log at once.
-const BATCH: usize = 64;
 
 /// The route, with keep-alive comments after `keep_alive` of silence.
 pub fn route(
@@ -47,50 +45,37 @@ pub fn route(
 }
 
 fn events(jobs: &Jobs, id: &str, last_event_id: Option<String>, keep_alive: Duration) -> Response {
-    let Some(subscription) = jobs.subscribe(id) else {
+    let Some(log) = jobs.subscribe(id) else {
         return no_such_job(id);
     };
-    let cursor = match last_event_id {
-        None => Cursor::default(),
-        Some(text) => match text.trim().parse::<Cursor>() {
-            Ok(cursor) if subscription.contains(cursor) => cursor,
-            _ => {
-                return ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("Last-Event-ID {text:?} is not the id of an event of job {id:?}"),
-                )
-                .field("Last-Event-ID")
-                .into_response()
-            }
+    let bad = |text: &str| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Last-Event-ID {text:?} is not the id of an event of job {id:?}"),
+        )
+        .field("Last-Event-ID")
+        .into_response()
+    };
+    let seq = match last_event_id {
+        None => 0,
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(seq) => seq,
+            Err(_) => return bad(&text),
         },
     };
-    let read = subscription.read_now(cursor, 1);
-    if read.complete && read.events.is_empty() {
+    // The job's events are its run's log, read as text from the position after the last one
+    // the client had; a position past the end was never an event id of this job.
+    let Some(follower) = log.watch(seq) else {
+        return bad(&seq.to_string());
+    };
+    if log.is_closed() && seq == log.end() {
         // Resumed after the summary: nothing more will come.
         return StatusCode::NO_CONTENT.into_response();
     }
-    let stream = futures_util::stream::unfold(
-        Follow {
-            subscription,
-            cursor,
-            pending: VecDeque::new(),
-            complete: false,
-        },
-        |mut follow| async move {
-            loop {
-                if let Some((event, cursor)) = follow.pending.pop_front() {
-                    follow.cursor = cursor;
-                    return Some((Ok::<_, Infallible>(sse_event(event, cursor)), follow));
-                }
-                if follow.complete {
-                    return None;
-                }
-                let read = follow.subscription.next(follow.cursor, BATCH).await;
-                follow.complete = read.complete;
-                follow.pending.extend(read.events);
-            }
-        },
-    );
+    let stream = futures_util::stream::unfold(follower.as_text(), |mut follower| async move {
+        let (event, seq) = follower.next().await?;
+        Some((Ok::<_, Infallible>(sse_event(event, seq)), follower))
+    });
     let stream = warp::sse::keep_alive()
         .interval(keep_alive)
         .text("keep-alive")
@@ -98,27 +83,17 @@ fn events(jobs: &Jobs, id: &str, last_event_id: Option<String>, keep_alive: Dura
     warp::sse::reply(stream).into_response()
 }
 
-struct Follow {
-    subscription: Subscription,
-    cursor: Cursor,
-    pending: VecDeque<(LogEvent, Cursor)>,
-    complete: bool,
-}
-
-fn sse_event(event: LogEvent, cursor: Cursor) -> Event {
+fn sse_event(event: RunEvent, seq: u64) -> Event {
     let (name, data) = match event {
-        LogEvent::State { state, at_unix_ms } => {
+        RunEvent::State { state, at_unix_ms } => {
             ("state", json!({"state": state, "at_unix_ms": at_unix_ms}))
         }
-        LogEvent::Queued { position } => ("queued", json!({"position": position})),
-        LogEvent::Output { stream, text } => (
-            match stream {
-                OutputStream::Stdout => "stdout",
-                OutputStream::Stderr => "stderr",
-            },
-            json!({"data": text}),
+        RunEvent::Queued { position } => ("queued", json!({"position": position})),
+        RunEvent::Output(chunk) => (
+            chunk.stream.as_str(),
+            json!({"data": String::from_utf8_lossy(&chunk.data)}),
         ),
-        LogEvent::Summary(summary) => (
+        RunEvent::Summary(summary) => (
             "summary",
             serde_json::to_value(&summary).expect("a summary serializes"),
         ),
@@ -126,6 +101,6 @@ fn sse_event(event: LogEvent, cursor: Cursor) -> Event {
     // JSON text has no raw newline, so each event is one `data:` line.
     Event::default()
         .event(name)
-        .id(cursor.to_string())
+        .id(seq.to_string())
         .data(data.to_string())
 }
