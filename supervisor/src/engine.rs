@@ -19,7 +19,7 @@ use crate::run::{self, Controls, RunError, RunSpec, Sandbox};
 use crate::run_log::LogFull;
 use crate::sandbox::{LABEL_CREATED, LABEL_MANAGED, LABEL_OWNER};
 use crate::scheduler::{Busy, LocalQueue, RunQueue, Ticket};
-use crate::session::{unix_ms, Detach, RunShared, Session};
+use crate::session::{unix_ms, Detach, RunShared, RunWriter, Session};
 use onpyrunner_protocol::{Event, Reason, RunState, Stage, Summary, Usage};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -310,21 +310,21 @@ impl Engine {
         inner.metrics.accepted.fetch_add(1, Ordering::Relaxed);
         // The id is what a client resumes with: 128 random bits, so it cannot be guessed.
         let id = run::random_hex(16);
-        let (stdin_tx, stdin_rx) = mpsc::channel(STDIN_BUFFER);
-        let run = Arc::new(RunShared::new(id.clone(), stdin_tx, detach));
-        // Attached before the task starts, so the run is not abandoned before its caller has it.
-        let session = Session::attach(run.clone(), 0).expect("position 0 is in every log");
+        // The caller's session is attached before the task starts, so the run is not abandoned
+        // before its caller has it.
+        let (writer, session) = crate::session::open(id.clone(), detach);
+        let RunWriter { run, stdin } = writer;
         inner
             .runs
             .lock()
             .expect("engine lock")
-            .insert(id.clone(), run.clone());
+            .insert(id, run.clone());
         let task = SessionTask {
             inner: inner.clone(),
             run,
             spec,
             image,
-            stdin: Some(stdin_rx),
+            stdin: Some(stdin),
             accepted: Instant::now(),
             state: RunState::Ready,
         };
@@ -370,6 +370,66 @@ impl Engine {
                 remove_logged(&inner.docker, &c.id, "left at shutdown").await;
             }
         }
+    }
+}
+
+impl crate::runner::Runner for Engine {
+    fn submit_with(&self, spec: RunSpec, detach: Detach) -> Result<Session, SubmitError> {
+        Engine::submit_with(self, spec, detach)
+    }
+
+    fn resume(&self, id: &str, seq: u64) -> Result<Session, ResumeError> {
+        Engine::resume(self, id, seq)
+    }
+
+    fn caps(&self) -> &Caps {
+        &self.inner.config.caps
+    }
+
+    fn available(&self, language: &str) -> bool {
+        Engine::available(self, language)
+    }
+
+    fn status(&self) -> crate::runner::Status {
+        let m = &self.inner.metrics;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        crate::runner::Status {
+            docker_up: self.daemon_up(),
+            shutting_down: self.is_shutting_down(),
+            pools: self
+                .pools()
+                .iter()
+                .map(|(id, pool)| {
+                    let s = pool.stats();
+                    crate::runner::PoolStatus {
+                        language: id.clone(),
+                        ready: pool.ready(),
+                        target: pool.target(),
+                        hits: load(&s.hits),
+                        misses: load(&s.misses),
+                        created: load(&s.created),
+                        failures: load(&s.failures),
+                    }
+                })
+                .collect(),
+            ended: RunState::ALL
+                .into_iter()
+                .filter(|s| s.is_final())
+                .map(|s| (s, m.ended(s)))
+                .collect(),
+            internal_errors: load(&m.internal_errors),
+            accepted: load(&m.accepted),
+            refused_busy: load(&m.refused_busy),
+            queued: self.queue().queued(),
+            running: self.queue().running(),
+            swept: load(&m.swept),
+            first_byte: m.first_byte.clone(),
+            completion: m.completion.clone(),
+        }
+    }
+
+    fn shutdown(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(Engine::shutdown(self))
     }
 }
 

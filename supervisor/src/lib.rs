@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod pool;
 pub mod run;
 pub mod run_log;
+pub mod runner;
 pub mod sandbox;
 pub mod scheduler;
 pub mod session;

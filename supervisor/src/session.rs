@@ -101,6 +101,52 @@ impl RunShared {
     }
 }
 
+/// Open a run that nobody produces yet: the producer's side, and the first caller's session
+/// (attached at position 0). The engine opens every run so; a stand-in runner does the same.
+pub fn open(id: String, detach: Detach) -> (RunWriter, Session) {
+    let (stdin_tx, stdin) = mpsc::channel(crate::engine::STDIN_BUFFER);
+    let run = Arc::new(RunShared::new(id, stdin_tx, detach));
+    let session = Session::attach(run.clone(), 0).expect("position 0 is in every log");
+    (RunWriter { run, stdin }, session)
+}
+
+/// The producing side of a run: it writes the run's log and reads its stdin and Stop.
+pub struct RunWriter {
+    pub(crate) run: Arc<RunShared>,
+    /// The program's stdin, as its callers write it; closed at EOF.
+    pub stdin: mpsc::Receiver<Bytes>,
+}
+
+impl RunWriter {
+    pub fn id(&self) -> &str {
+        &self.run.id
+    }
+
+    /// Append an event to the run's log.
+    pub fn push(&self, event: Event) -> Result<(), crate::run_log::LogFull> {
+        self.run.log.push(event)
+    }
+
+    pub fn log(&self) -> &RunLog {
+        &self.run.log
+    }
+
+    /// The run's Stop, with its reason.
+    pub fn stop_signal(&self) -> &StopSignal {
+        &self.run.stop
+    }
+
+    /// Resolves once nobody has been attached for the detach grace period.
+    pub async fn abandoned(&self) {
+        self.run.abandoned().await
+    }
+
+    /// A new attachment from position `seq`; `None` past the end of the log.
+    pub fn attach(&self, seq: u64) -> Option<Session> {
+        Session::attach(self.run.clone(), seq)
+    }
+}
+
 /// Stdin, EOF and Stop of a run, apart from its events: for a caller that reads events in one
 /// task and acts in another. Holding it does not count as being attached.
 #[derive(Clone)]
@@ -127,6 +173,11 @@ impl RunControl {
     /// Whether the run has ended (its summary is in the log).
     pub fn ended(&self) -> bool {
         self.run.log.is_closed()
+    }
+
+    /// How many sessions are attached to the run.
+    pub fn attached(&self) -> usize {
+        *self.run.attached.borrow()
     }
 }
 

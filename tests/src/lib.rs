@@ -1,5 +1,7 @@
 //! Harness for end-to-end tests: the real daemon, the real images, and a check after every run
 //! that no container of the test is left behind.
+pub mod stand_in;
+
 use bytes::Bytes;
 use onpyrunner_languages::Language;
 use onpyrunner_protocol::{Event, OutputChunk, OutputStream, RunState, Summary};

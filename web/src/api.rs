@@ -11,24 +11,24 @@ use warp::Reply;
 
 /// `GET /healthz`.
 pub fn healthz(s: &AppState) -> Response {
-    let engine = &s.engine;
-    let ok = engine.daemon_up() && !engine.is_shutting_down();
-    let pools: serde_json::Map<String, serde_json::Value> = engine
-        .pools()
+    let status = s.engine.status();
+    let ok = status.docker_up && !status.shutting_down;
+    let pools: serde_json::Map<String, serde_json::Value> = status
+        .pools
         .iter()
-        .map(|(id, p)| {
+        .map(|p| {
             (
-                id.clone(),
-                json!({"ready": p.ready(), "target": p.target()}),
+                p.language.clone(),
+                json!({"ready": p.ready, "target": p.target}),
             )
         })
         .collect();
     let body = json!({
         "status": if ok { "ok" } else { "unavailable" },
-        "docker": engine.daemon_up(),
-        "shutting_down": engine.is_shutting_down(),
-        "running": engine.queue().running(),
-        "queued": engine.queue().queued(),
+        "docker": status.docker_up,
+        "shutting_down": status.shutting_down,
+        "running": status.running,
+        "queued": status.queued,
         "pools": pools,
     });
     let status = if ok {
@@ -60,7 +60,7 @@ pub fn languages(s: &AppState) -> Response {
 /// `POST /api/v1/runs`: the run, to its end.
 pub async fn post_run(s: AppState, body: Bytes) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
-    let (spec, stdin) = run_spec(&body, &s.engine)?;
+    let (spec, stdin) = run_spec(&body, s.engine.as_ref())?;
     let mut session = s.engine.submit(spec)?;
     if let Some(tx) = session.stdin() {
         tokio::spawn(async move {
@@ -99,7 +99,7 @@ pub async fn post_run(s: AppState, body: Bytes) -> Result<Response, ApiError> {
 /// `POST /api/v1/jobs`: the run as a job, answered at once.
 pub fn post_job(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
     let body = parse_body(body)?;
-    let (spec, stdin) = run_spec(&body, &s.engine)?;
+    let (spec, stdin) = run_spec(&body, s.engine.as_ref())?;
     if !s.jobs.has_room() {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -3,15 +3,12 @@
 //!
 //! Rendering works on a [`Snapshot`] so that it is tested without an engine; the registry is
 //! built per scrape from it, since the values live in the engine and its pools.
-use onpyrunner_protocol::RunState;
-use onpyrunner_supervisor::engine::Engine;
-use onpyrunner_supervisor::metrics::Histogram;
+use onpyrunner_supervisor::runner::{PoolStatus as PoolSnapshot, Runner, Status as Snapshot};
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::sync::atomic::Ordering;
 use warp::http::header::CONTENT_TYPE;
 use warp::reply::Response;
 use warp::Reply;
@@ -19,82 +16,10 @@ use warp::Reply;
 /// What Prometheus expects for this format.
 pub const CONTENT_TYPE_TEXT: &str = prometheus_text::CONTENT_TYPE;
 
-/// One pool's figures.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PoolSnapshot {
-    pub language: String,
-    pub ready: usize,
-    pub target: usize,
-    pub hits: u64,
-    pub misses: u64,
-    pub created: u64,
-    pub failures: u64,
-}
-
-/// Everything `/metrics` shows, read at one moment.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub pools: Vec<PoolSnapshot>,
-    /// Runs by final state.
-    pub ended: Vec<(RunState, u64)>,
-    pub internal_errors: u64,
-    pub accepted: u64,
-    pub refused_busy: u64,
-    pub queued: usize,
-    pub running: usize,
-    pub swept: u64,
-    pub docker_up: bool,
-    pub first_byte: Histogram,
-    pub completion: Histogram,
-}
-
-impl Snapshot {
-    pub fn of(engine: &Engine) -> Self {
-        let m = engine.metrics();
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        Snapshot {
-            pools: engine
-                .pools()
-                .iter()
-                .map(|(id, pool)| {
-                    let s = pool.stats();
-                    PoolSnapshot {
-                        language: id.clone(),
-                        ready: pool.ready(),
-                        target: pool.target(),
-                        hits: load(&s.hits),
-                        misses: load(&s.misses),
-                        created: load(&s.created),
-                        failures: load(&s.failures),
-                    }
-                })
-                .collect(),
-            ended: RunState::ALL
-                .into_iter()
-                .filter(|s| s.is_final())
-                .map(|s| (s, m.ended(s)))
-                .collect(),
-            internal_errors: load(&m.internal_errors),
-            accepted: load(&m.accepted),
-            refused_busy: load(&m.refused_busy),
-            queued: engine.queue().queued(),
-            running: engine.queue().running(),
-            swept: load(&m.swept),
-            docker_up: engine.daemon_up(),
-            first_byte: m.first_byte.clone(),
-            completion: m.completion.clone(),
-        }
-    }
-}
-
 /// The answer to `GET /metrics`.
-pub fn reply(engine: &Engine) -> Response {
-    warp::reply::with_header(
-        render(&Snapshot::of(engine)),
-        CONTENT_TYPE,
-        CONTENT_TYPE_TEXT,
-    )
-    .into_response()
+pub fn reply(engine: &dyn Runner) -> Response {
+    warp::reply::with_header(render(&engine.status()), CONTENT_TYPE, CONTENT_TYPE_TEXT)
+        .into_response()
 }
 
 /// The exposition text.
@@ -229,6 +154,8 @@ pub fn render(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use onpyrunner_protocol::RunState;
+    use onpyrunner_supervisor::metrics::Histogram;
     use std::collections::{BTreeMap, BTreeSet};
     use std::time::Duration;
 
@@ -427,6 +354,7 @@ mod tests {
             running: 2,
             swept: 5,
             docker_up: true,
+            shutting_down: false,
             first_byte: h,
             completion: Histogram::default(),
         }

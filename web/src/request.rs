@@ -4,9 +4,9 @@ use crate::error::ApiError;
 use bytes::Bytes;
 use onpyrunner_languages::Language;
 use onpyrunner_protocol::SourceFile;
-use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::limits::Limits;
 use onpyrunner_supervisor::run::{RunSpec, MAX_SOURCE_BYTES};
+use onpyrunner_supervisor::runner::Runner;
 use warp::http::StatusCode;
 
 /// A run as clients post it: part of the run model.
@@ -25,7 +25,7 @@ pub fn parse_body(body: &[u8]) -> Result<RunBody, ApiError> {
 }
 
 /// Turn a posted run into a spec; the error names the field and the limit.
-pub fn run_spec(body: &RunBody, engine: &Engine) -> Result<(RunSpec, Bytes), ApiError> {
+pub fn run_spec(body: &RunBody, engine: &dyn Runner) -> Result<(RunSpec, Bytes), ApiError> {
     let language = find_language(&body.language)?;
     let files = match (&body.code, &body.files) {
         (Some(code), None) => vec![SourceFile {
@@ -53,7 +53,7 @@ pub fn run_spec(body: &RunBody, engine: &Engine) -> Result<(RunSpec, Bytes), Api
         .field(if body.code.is_some() { "code" } else { "files" })
         .limit(MAX_SOURCE_BYTES));
     }
-    let caps = &engine.config().caps;
+    let caps = engine.caps();
     let stdin = Bytes::from(body.stdin.clone().unwrap_or_default().into_bytes());
     if stdin.len() as u64 > caps.stdin_bytes {
         return Err(ApiError::new(

@@ -78,7 +78,7 @@ pub static ROUTES: &[Route] = &[
         documented: true,
         filter: |at, s| {
             let engine = s.engine.clone();
-            at.map(move |_| metrics::reply(&engine)).boxed()
+            at.map(move |_| metrics::reply(engine.as_ref())).boxed()
         },
     },
     Route {

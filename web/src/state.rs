@@ -1,23 +1,23 @@
-//! What the handlers share: the engine, the job table and the WebSocket endpoint's
-//! configuration.
+//! What the handlers share: where runs go (the engine, behind the [`Runner`] interface so
+//! that tests can stand in for it), the job table and the WebSocket endpoint's configuration.
 use crate::jobs::Jobs;
 use crate::ws_config::WsConfig;
-use onpyrunner_supervisor::engine::Engine;
+use onpyrunner_supervisor::runner::Runner;
 use std::sync::Arc;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: Engine,
+    pub engine: Arc<dyn Runner>,
     pub jobs: Jobs,
     pub ws: Arc<WsConfig>,
 }
 
 impl AppState {
     /// The state with the WebSocket endpoint's default configuration.
-    pub fn new(engine: Engine, jobs: Jobs) -> Self {
+    pub fn new(engine: impl Runner, jobs: Jobs) -> Self {
         AppState {
-            engine,
+            engine: Arc::new(engine),
             jobs,
             ws: Arc::new(WsConfig::default()),
         }

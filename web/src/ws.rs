@@ -232,9 +232,10 @@ where
             }
         }
     }
-    // A client that closed is done with its run; one that was lost may come back for it.
+    // A client that closed is done with its run; one that was lost may come back for it. An
+    // old connection's late close frame does not kill a run another connection resumed.
     if let Some(run) = run.take() {
-        if said_goodbye {
+        if said_goodbye && run.control.attached() <= 1 {
             run.control.stop(Reason::ClientGone);
         }
         run.forwarder.abort();
@@ -309,7 +310,7 @@ fn start_run(
     out: &mpsc::Sender<Message>,
 ) -> Result<(), ApiError> {
     idle(run)?;
-    let (spec, stdin) = request::run_spec(&body, &state.engine)?;
+    let (spec, stdin) = request::run_spec(&body, state.engine.as_ref())?;
     let session = state
         .engine
         .submit_with(spec, Detach::After(state.ws.resume_grace))?;

@@ -199,13 +199,7 @@ async fn bad_requests_get_a_status_that_fits_and_name_the_field_and_limit() {
     assert_eq!(status, 429, "{err}");
     assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(err["limit"], "0");
-    assert_eq!(
-        s.engine
-            .metrics()
-            .refused_busy
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(s.engine.status().refused_busy, 1);
     s.engine.shutdown().await;
 }
 
@@ -244,7 +238,11 @@ async fn ended_jobs_give_way_oldest_first_when_their_output_passes_the_byte_budg
 
 #[tokio::test]
 async fn a_known_route_asked_with_another_method_answers_405_with_allow() {
-    let s = state("allow", |_| {}).await;
+    // Routing needs no daemon.
+    let s = AppState::new(
+        onpyrunner_e2e::stand_in::StandIn::new(),
+        Jobs::new(100, Duration::from_secs(60)),
+    );
     for (method, path, allow) in [
         ("GET", "/api/v1/runs", "POST"),
         ("PUT", "/api/v1/jobs/abc", "GET, DELETE"),

@@ -1,18 +1,14 @@
-//! The IDE's embedded files through the service's routes, in process (warp's test client).
+//! The IDE's embedded files through the service's routes, in process (warp's test client),
+//! without a Docker daemon.
 use onpyrunner::jobs::Jobs;
 use onpyrunner::router::routes;
 use onpyrunner::state::AppState;
-use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::engine::Engine;
+use onpyrunner_e2e::stand_in::StandIn;
 use std::time::Duration;
 
-async fn state(test: &str) -> AppState {
-    let docker = Docker::from_host(None).unwrap();
-    let config = onpyrunner_e2e::engine_config(&format!("assets-{test}"), &[]);
-    let engine = Engine::start(docker, config)
-        .await
-        .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
-    AppState::new(engine, Jobs::new(10, Duration::from_secs(60)))
+/// The IDE's files need no daemon: a stand-in runner behind the routes.
+async fn state(_test: &str) -> AppState {
+    AppState::new(StandIn::new(), Jobs::new(10, Duration::from_secs(60)))
 }
 
 async fn get(s: &AppState, path: &str, etag: Option<&str>) -> warp::http::Response<bytes::Bytes> {

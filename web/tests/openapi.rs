@@ -358,7 +358,7 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
     // One job holds the only slot and one waits in the one-place queue: the next runs are
     // refused with 429. (A run's slot is free only once its container is gone: wait for that.)
     let started = std::time::Instant::now();
-    while s.engine.queue().running() + s.engine.queue().queued() > 0 {
+    while s.engine.status().running + s.engine.status().queued > 0 {
         assert!(started.elapsed() < TIMEOUT, "the slot was never released");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

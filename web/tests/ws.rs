@@ -65,9 +65,13 @@ impl Server {
         self.connect_with(None).await.expect("the upgrade succeeds")
     }
 
+    fn docker(&self) -> Docker {
+        Docker::from_host(None).unwrap()
+    }
+
     async fn finish(self) {
         self.state.engine.shutdown().await;
-        assert_instance_clean(self.state.engine.docker(), &self.instance).await;
+        assert_instance_clean(&self.docker(), &self.instance).await;
     }
 }
 
@@ -316,15 +320,7 @@ async fn origins_off_the_allow_list_are_refused_and_oversized_messages_close_the
     if let Some(code) = closed {
         assert_eq!(code, 1009, "message too big");
     }
-    assert_eq!(
-        server
-            .state
-            .engine
-            .metrics()
-            .accepted
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(server.state.engine.status().accepted, 0);
     server.finish().await;
 }
 
@@ -336,7 +332,7 @@ async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_
         ws.resume_grace = Duration::from_millis(500);
     })
     .await;
-    let docker = server.state.engine.docker().clone();
+    let docker = server.docker();
     let mut ws = server.connect().await;
     send(
         &mut ws,
@@ -374,7 +370,7 @@ async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_
         server
             .state
             .engine
-            .metrics()
+            .status()
             .ended(onpyrunner_protocol::RunState::Stopped),
         1
     );
@@ -498,7 +494,7 @@ async fn a_dropped_connection_resumes_by_id_and_seq_with_nothing_lost_or_repeate
 async fn a_run_whose_client_never_comes_back_is_killed_and_removed_after_the_grace_period() {
     let grace = Duration::from_secs(2);
     let server = serve("grace", |_, ws| ws.resume_grace = grace).await;
-    let docker = server.state.engine.docker().clone();
+    let docker = server.docker();
     let mut ws = server.connect().await;
     send(
         &mut ws,
@@ -549,7 +545,7 @@ async fn a_run_whose_client_never_comes_back_is_killed_and_removed_after_the_gra
         server
             .state
             .engine
-            .metrics()
+            .status()
             .ended(onpyrunner_protocol::RunState::Stopped),
         1
     );
