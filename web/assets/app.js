@@ -182,7 +182,10 @@
   // ----------------------------------------------------------------- state
   let languages = [];
   let language = null; // the selected entry of `languages`
-  // The current run, from sending it to its summary: {id, eofSent, eofOnStart}. Null between runs.
+  // The current run, from sending it to its summary. Null between runs.
+  //   id: the server's run id (null until its first message), seq: the log position just after
+  //   the last thing heard of it (docs/protocol.md, "Sequence numbers"), resuming: a `resume` is
+  //   on its way, outbox: stdin/eof/stop typed while the connection was down, sent once resumed.
   let run = null;
   let pendingRun = null; // a run message waiting for the connection to open
   let lineBuffer = ''; // cooked-mode line being typed, not yet sent
@@ -195,9 +198,26 @@
   }
 
   // --------------------------------------------------------------- WebSocket
+  // A connection that went silent (a phone that lost signal keeps its TCP connection open) is
+  // only noticed by listening: we ping every PING_MS and give up after SILENT_MS of hearing
+  // nothing at all, then reconnect and resume the run (docs/protocol.md, "Heartbeat from the
+  // client").
+  const PING_MS = 2000;
+  const SILENT_MS = 6000;
+  const CHECK_MS = 500; // how often silence is checked: it is noticed within SILENT_MS + CHECK_MS
+  const CONNECT_TIMEOUT_MS = 8000;
   let ws = null;
   let backoffMs = 250;
   let reconnectTimer = null;
+  let heartbeatTimer = null;
+  let lastHeard = 0; // when the current socket last delivered anything
+  let lastTick = 0; // when the heartbeat last ran (a late tick means the page was frozen)
+  let lastPing = 0;
+  let lostBanner = false; // the error box says the connection is lost (ours to hide)
+  // Sockets given up on while their run went on. Closing one would send a close frame, and a
+  // close frame that gets through late (the network comes back) kills the run on the server; so
+  // they are only left unheard, and closed once that run has its summary.
+  let abandoned = [];
 
   function wsUrl() {
     return (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + '/api/v1/ws';
@@ -221,11 +241,25 @@
     }
     sock.binaryType = 'arraybuffer';
     ws = sock;
+    // A handshake that hangs (no network, but the request was taken) is given up on; closing a
+    // socket that is still connecting sends nothing.
+    const connectTimer = setTimeout(() => {
+      if (ws === sock && sock.readyState === WebSocket.CONNECTING) {
+        sock.close();
+        lost(sock);
+      }
+    }, CONNECT_TIMEOUT_MS);
     sock.onopen = () => {
+      clearTimeout(connectTimer);
       if (ws !== sock) return;
       backoffMs = 250;
       setConn('open');
-      if (pendingRun) {
+      startHeartbeat();
+      if (lostBanner) { lostBanner = false; hideError(); }
+      if (run && run.id !== null) {
+        run.resuming = true;
+        send({ type: 'resume', run: run.id, seq: run.seq });
+      } else if (pendingRun) {
         const msg = pendingRun;
         pendingRun = null;
         sendRun(msg);
@@ -234,20 +268,73 @@
     };
     sock.onmessage = (ev) => {
       if (ws !== sock) return;
+      lastHeard = Date.now();
       if (typeof ev.data === 'string') onText(ev.data);
       else onOutput(new Uint8Array(ev.data));
     };
     sock.onclose = (ev) => {
+      clearTimeout(connectTimer);
+      abandoned = abandoned.filter((s) => s !== sock);
       if (ws !== sock) return;
-      ws = null;
-      setConn('closed');
       if (ev.code === 1009) {
         showError('The server refused a message larger than its limit (2 MiB) and closed the connection; reconnecting…');
       }
-      if (run) connectionLost(ev.code);
-      scheduleReconnect();
+      lost(sock, ev.code);
     };
     sock.onerror = () => { /* a close event follows */ };
+  }
+
+  function startHeartbeat() {
+    clearInterval(heartbeatTimer);
+    lastHeard = lastTick = lastPing = Date.now();
+    heartbeatTimer = setInterval(heartbeat, CHECK_MS);
+  }
+
+  function heartbeat() {
+    const now = Date.now();
+    // A tick far too late: the page was frozen (a phone's background tab), not the network
+    // silent. Whatever arrived meanwhile may not have been delivered yet: ask again first.
+    if (now - lastTick > 2 * PING_MS) lastHeard = Math.max(lastHeard, now - SILENT_MS + PING_MS + 1000);
+    lastTick = now;
+    if (!connected()) return;
+    if (now - lastHeard > SILENT_MS) {
+      const sock = ws;
+      if (run) abandoned.push(sock);
+      else sock.close(); // no run on it: a close frame harms nothing
+      lost(sock);
+      return;
+    }
+    if (now - lastPing >= PING_MS) {
+      lastPing = now;
+      send({ type: 'ping' });
+    }
+  }
+
+  // `sock` is gone (closed, or silent for too long): stop listening to it, say so, and
+  // reconnect; the run, if it had one, waits on the server to be resumed.
+  function lost(sock, code) {
+    if (ws !== sock) return;
+    ws = null;
+    clearInterval(heartbeatTimer);
+    heartbeatTimer = null;
+    setConn('closed');
+    if (run) {
+      run.resuming = false;
+      if (run.id === null && !pendingRun) {
+        // Sent, but not a word back: there is no id to resume it by.
+        endRun();
+        setBadge('ready', 'READY');
+        termNotice('connection lost before the run started; press Run to try again');
+      } else if (run.id !== null) {
+        setBadge('reconnecting', 'RECONNECTING');
+        summaryBox.textContent = 'Connection lost: the run goes on on the server; reconnecting…';
+      }
+    }
+    if (run && code !== 1009) {
+      showError('Lost the connection to the server; reconnecting…');
+      lostBanner = true;
+    }
+    scheduleReconnect();
   }
 
   function scheduleReconnect() {
@@ -271,6 +358,13 @@
     return true;
   }
 
+  // stdin, eof and stop of the current run: kept while the connection is down or the run is
+  // being resumed, and sent in order once it is back.
+  function sendToRun(obj) {
+    if (!run) return;
+    if (run.resuming || !send(obj)) run.outbox.push(obj);
+  }
+
   // -------------------------------------------------------- server messages
   function onText(text) {
     let msg;
@@ -279,16 +373,33 @@
       case 'state': onState(msg); break;
       case 'queued': onQueued(msg); break;
       case 'summary': onSummary(msg); break;
+      case 'resumed': onResumed(msg); break;
       case 'error': onServerError(msg); break;
       default: break;
     }
   }
 
   // Messages of a run other than ours (one that ended on our side already) are dropped.
+  // Those of ours move the run's position on.
   function ours(msg) {
     if (!run) return false;
     if (run.id === null && msg.run !== undefined) run.id = msg.run;
-    return msg.run === undefined || msg.run === run.id;
+    if (msg.run !== undefined && msg.run !== run.id) return false;
+    if (typeof msg.seq === 'number') run.seq = msg.seq;
+    return true;
+  }
+
+  // Taken back after a drop: what follows is exactly what came after run.seq.
+  function onResumed(msg) {
+    if (!run || msg.run !== run.id) return;
+    run.resuming = false;
+    const s = String(msg.state || '').toUpperCase();
+    setBadge(s.toLowerCase(), s);
+    summaryBox.textContent = '';
+    const outbox = run.outbox;
+    run.outbox = [];
+    for (const m of outbox) sendToRun(m);
+    updateButtons();
   }
 
   function onState(msg) {
@@ -298,7 +409,7 @@
     if (run.eofOnStart && !run.eofSent) {
       // The batch input went with the run; end it so the program does not wait for more.
       run.eofSent = true;
-      send({ type: 'eof' });
+      sendToRun({ type: 'eof' });
     }
     updateButtons();
   }
@@ -312,6 +423,7 @@
     if (!run || bytes.length === 0) return;
     const stream = bytes[0];
     const data = bytes.subarray(1);
+    run.seq += data.length;
     if (data.length === 0) return;
     if (stream !== outStream) {
       term.write(stream === 2 ? STDERR_COLOR : DEFAULT_COLOR);
@@ -324,6 +436,9 @@
   function onSummary(msg) {
     if (!ours(msg)) return;
     endRun();
+    // The run is over: a close frame on a socket given up on can no longer kill it.
+    for (const sock of abandoned) sock.close();
+    abandoned = [];
     const state = String(msg.state || 'FINISHED').toUpperCase();
     const failed = state === 'FINISHED' && (msg.reason !== 'exited' || (msg.exit_code !== 0 && msg.exit_code !== null) || msg.signal != null);
     setBadge(state.toLowerCase(), state, failed);
@@ -341,6 +456,12 @@
       setBadge('error', 'ERROR');
       showError(text);
       termNotice('not started: ' + text);
+    } else if (run && run.resuming) {
+      // Not taken back (404: gone, killed after the grace period or the server restarted).
+      endRun();
+      setBadge('ready', 'READY');
+      showError('The run could not be resumed: ' + text);
+      termNotice('connection lost and the run could not be resumed: ' + text);
     } else {
       showError(text);
     }
@@ -352,14 +473,6 @@
     if (outStream !== 1) term.write(DEFAULT_COLOR);
     outStream = 1;
     updateButtons();
-  }
-
-  function connectionLost(code) {
-    endRun();
-    setBadge('stopped', 'STOPPED');
-    summaryBox.textContent = 'Connection lost: the run was stopped.';
-    termNotice('connection lost: the run was stopped');
-    if (code !== 1009) showError('Lost the connection to the server; reconnecting…');
   }
 
   // ------------------------------------------------------------- summaries
@@ -435,7 +548,7 @@
     const msg = { type: 'run', language: language.id, code: editor.getValue() };
     const batch = !inputBox.hidden && stdinInput.value !== '';
     if (batch) msg.stdin = stdinInput.value;
-    run = { id: null, eofSent: false, eofOnStart: batch };
+    run = { id: null, seq: 0, resuming: false, outbox: [], eofSent: false, eofOnStart: batch };
     lineBuffer = '';
     term.reset();
     atLineStart = true;
@@ -457,17 +570,17 @@
       termNotice('stopped before it started');
       return;
     }
-    if (run) send({ type: 'stop' });
+    if (run) sendToRun({ type: 'stop' });
   }
 
   function sendEof() {
     if (!run || run.eofSent) return;
     if (lineBuffer) {
-      send({ type: 'stdin', data: lineBuffer });
+      sendToRun({ type: 'stdin', data: lineBuffer });
       lineBuffer = '';
     }
     run.eofSent = true;
-    send({ type: 'eof' });
+    sendToRun({ type: 'eof' });
     updateButtons();
   }
 
@@ -524,7 +637,7 @@
         }
         i++;
       } else if (ch === '\x04') { // Ctrl-D
-        if (lines) { send({ type: 'stdin', data: lines }); lines = ''; }
+        if (lines) { sendToRun({ type: 'stdin', data: lines }); lines = ''; }
         sendEof();
         return;
       } else if (ch === '\x03') { // Ctrl-C
@@ -550,7 +663,7 @@
         i = j;
       }
     }
-    if (lines) send({ type: 'stdin', data: lines });
+    if (lines) sendToRun({ type: 'stdin', data: lines });
   }
   term.onData(onTerminalData);
 
@@ -755,6 +868,8 @@
     },
     get running() { return !!run; },
     get connected() { return connected(); },
+    // The current run's id and log position (what a resume would send).
+    get run() { return run && { id: run.id, seq: run.seq }; },
     // Drops the connection as a network would (tests of the reconnection).
     dropConnection() { if (ws) ws.close(); },
   };

@@ -5,6 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import net from 'node:net';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.ONPYRUNNER_URL;
@@ -280,5 +281,108 @@ test('a Java compile error is told apart from the program failing', async (t) =>
   assert.equal(await page.textContent('[data-testid="summary-reason"]'), 'compile error');
   await waitForTerminal(page, 'incompatible types');
   assert.ok(await page.$eval('#state', (b) => b.classList.contains('failed')));
+  assertNoProblems(problems);
+});
+
+// A TCP proxy in front of the server whose traffic can be held, both ways, with every socket
+// kept open: what a phone that lost signal looks like to both ends (nothing closes, nothing
+// arrives). Connections made while it is held wait, as the phone's would.
+async function holdableProxy(t, target) {
+  const { hostname, port } = new URL(target);
+  const pairs = new Set();
+  let held = false;
+  let waiting = [];
+  function link(client) {
+    const upstream = net.connect(Number(port), hostname);
+    const pair = [client, upstream];
+    pairs.add(pair);
+    const forward = (from, to) => {
+      from.on('data', (chunk) => {
+        if (!to.write(chunk)) from.pause();
+      });
+      to.on('drain', () => { if (!held) from.resume(); });
+      from.on('end', () => to.end());
+    };
+    forward(client, upstream);
+    forward(upstream, client);
+    const drop = () => { client.destroy(); upstream.destroy(); pairs.delete(pair); };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+  }
+  const server = net.createServer((client) => {
+    if (held) { client.pause(); waiting.push(client); } else link(client);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    server.close();
+    for (const s of [...waiting, ...[...pairs].flat()]) s.destroy();
+  });
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    hold() {
+      held = true;
+      for (const s of [...pairs].flat()) s.pause();
+    },
+    release() {
+      held = false;
+      for (const s of [...pairs].flat()) s.resume();
+      const clients = waiting;
+      waiting = [];
+      for (const c of clients) { link(c); c.resume(); }
+    },
+  };
+}
+
+test('a run outlives a silent connection: the page says it is reconnecting, resumes, and no output is lost or repeated', async (t) => {
+  const proxy = await holdableProxy(t, BASE);
+  const context = await browser.newContext(PHONE);
+  t.after(() => context.close());
+  const page = await context.newPage();
+  page.setDefaultTimeout(30_000);
+  const problems = [];
+  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
+  await page.goto(proxy.url + '/');
+  await page.waitForFunction(() => window.onpyrunnerIDE && window.onpyrunnerIDE.connected
+    && !document.getElementById('run').disabled);
+
+  // The whole run has to fit in the default 10 s wall-time limit, silence included.
+  await setCode(page, 'import time\nfor i in range(60):\n    print(f"line {i:02d}", flush=True)\n    time.sleep(0.05)\n'
+    + 'name = input("name? ")\nprint(f"got {name}")\n');
+  await page.tap('#run');
+  await waitForTerminal(page, 'line 05');
+
+  // The network goes silent: the page hears nothing (no close, no error) and must notice by
+  // itself, after 6 s of silence.
+  proxy.hold();
+  const heldAt = Date.now();
+  const linesWhenHeld = (await terminalText(page)).split('\n').filter((l) => /^line \d\d$/.test(l)).length;
+  await waitForBadge(page, 'RECONNECTING', 9_000);
+  const detectedMs = Date.now() - heldAt;
+  assert.ok(detectedMs >= 3_000, `noticed after ${detectedMs} ms: not before it was silent for a while`);
+  assert.notEqual(await page.getAttribute('#conn', 'data-conn'), 'open');
+  assert.match(await page.textContent('#error'), /lost the connection/i);
+  assert.equal(await page.evaluate(() => window.onpyrunnerIDE.running), true, 'the run is not given up');
+  await screenshot(page, 'phone-reconnecting');
+  proxy.release();
+
+  // Back: resumed where it left off, the rest of the output arrives, stdin works again.
+  await waitForBadge(page, 'RUNNING', 20_000);
+  await waitForTerminal(page, 'name? ');
+  await page.waitForFunction(() => document.getElementById('error').hidden);
+  await page.tap('#terminal');
+  await page.keyboard.type('Ada');
+  await page.keyboard.press('Enter');
+  await waitForTerminal(page, 'got Ada');
+  await waitForBadge(page, 'FINISHED');
+  assert.equal(await page.textContent('[data-testid="summary-exit"]'), 'exit 0');
+
+  const lines = (await terminalText(page)).split('\n');
+  const numbered = lines.filter((l) => /^line \d\d$/.test(l));
+  const expected = Array.from({ length: 60 }, (_, i) => `line ${String(i).padStart(2, '0')}`);
+  assert.deepEqual(numbered, expected, 'every line exactly once, in order');
+  assert.ok(linesWhenHeld < 60, `output went on after the reconnection (${linesWhenHeld} lines before)`);
+  const start = lines.indexOf('line 00');
+  assert.deepEqual(lines.slice(start, start + 61), [...expected, 'name? Ada'], 'nothing else among the output');
+  await screenshot(page, 'phone-resumed-finished');
   assertNoProblems(problems);
 });
