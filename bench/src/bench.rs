@@ -15,11 +15,11 @@ use crate::{latency, throughput};
 use anyhow::{bail, Context};
 use clap::Args;
 use onpyrunner_languages::{languages, Language};
+use onpyrunner_supervisor::container::LABEL_OWNER;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::run;
-use onpyrunner_supervisor::sandbox::LABEL_OWNER;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

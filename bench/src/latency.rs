@@ -9,12 +9,12 @@ use crate::paths::{docker_run, docker_run_args, engine_run, shell_command};
 use crate::plan::{progress, Plan, BREAKDOWN_RUNS};
 use crate::report::{LanguageReport, Path};
 use onpyrunner_languages::Language;
+use onpyrunner_supervisor::container::{self, Labels, LABEL_OWNER};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::{Caps, Limits};
 use onpyrunner_supervisor::run::{self, RunSpec};
-use onpyrunner_supervisor::sandbox::{self, Labels, LABEL_OWNER};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::time::timeout;
@@ -36,7 +36,7 @@ pub async fn measure(
     );
     let cli_owner = plan.owner("cli");
     let docker_args = docker_run_args(
-        &sandbox::container_config(
+        &container::container_config(
             &images::image_ref(lang),
             &spec.limits,
             &Labels {

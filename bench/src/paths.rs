@@ -6,12 +6,12 @@ use crate::hello::HELLO_OUTPUT;
 use crate::plan::RUN_TIMEOUT;
 use onpyrunner_languages::Language;
 use onpyrunner_protocol::{Event, OutputStream, Reason};
+use onpyrunner_supervisor::container::{self, Labels};
 use onpyrunner_supervisor::docker::types::ContainerConfig;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::limits::Limits;
 use onpyrunner_supervisor::run::{self, RunSpec};
-use onpyrunner_supervisor::sandbox::{self, Labels};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -223,7 +223,7 @@ pub async fn raw_cycle(
         run: run::random_hex(8),
         created_unix: run::unix_now(),
     };
-    let mut config = sandbox::container_config(image, limits, &labels, &[]);
+    let mut config = container::container_config(image, limits, &labels, &[]);
     config.cmd = raw_command(lang);
     let id = docker
         .create_container(None, &config)
@@ -257,7 +257,7 @@ mod tests {
             run: "r".into(),
             created_unix: 1,
         };
-        let config = sandbox::container_config("img:tag", &limits, &labels, &[]);
+        let config = container::container_config("img:tag", &limits, &labels, &[]);
         let args = docker_run_args(&config, &shell_command(lang));
         let text = args.join(" ");
         for want in [

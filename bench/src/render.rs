@@ -78,7 +78,7 @@ pub fn render(r: &Report) -> String {
          run by run. **pool**: the engine with the language's pool, full before each run (every \
          run a pool hit). **fresh container**: the same engine code with no pool (every run \
          creates, attaches, starts and removes its container). **docker run**: `docker run --rm \
-         -i` with the same limits and lock-down (`sandbox::container_config` turned into CLI \
+         -i` with the same limits and lock-down (`container::container_config` turned into CLI \
          flags), the table's commands on a file fed through stdin (`sh -c '{}'`).\n",
         r.runs,
         example.map_or("cat > FILE && exec RUN".into(), |l| shell_script(l)
@@ -188,7 +188,7 @@ pub fn render(r: &Report) -> String {
          {} running, queue 1024), each caller submitting its next run when the last one ends, \
          {} s per level; next to it, the daemon's raw lifecycle capacity measured right after \
          with the same number of callers: create+start+wait+remove cycles per second of a \
-         container of the same shape (`sandbox::container_config`, the {} image, \
+         container of the same shape (`container::container_config`, the {} image, \
          `{}`) through our raw client.\n",
         throughput.map_or("?", |l| l.name.as_str()),
         throughput.map_or(0, |l| l.pool_size),

@@ -10,6 +10,7 @@
 //!   period; after the daemon comes back from a restart the pools are flushed and refilled.
 //! - `shutdown` stops admitting, ends every queued or running session as STOPPED (reason
 //!   `shutdown`), drains the pools and removes anything left of this owner, within a bound.
+use crate::container::{LABEL_CREATED, LABEL_MANAGED, LABEL_OWNER};
 use crate::docker::{Docker, DockerError};
 use crate::images;
 use crate::limits::Caps;
@@ -17,8 +18,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::run::{self, Controls, RunError, RunSpec, Sandbox};
 use crate::run_log::LogFull;
-use crate::sandbox::{LABEL_CREATED, LABEL_MANAGED, LABEL_OWNER};
-use crate::scheduler::{Busy, LocalQueue, RunQueue, Ticket};
+use crate::scheduler::{LocalQueue, RunQueue, Ticket};
 use crate::session::{unix_ms, Detach, RunShared, RunWriter, Session};
 use onpyrunner_protocol::{Event, Reason, RunState, Stage, Summary, Usage};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -35,8 +35,8 @@ pub const EVENT_BUFFER: usize = 32;
 /// Output bytes the log may hold beyond its slowest follower before the program is slowed
 /// down (backpressure).
 pub const FOLLOW_WINDOW: u64 = 256 * 1024;
-/// Stdin chunks buffered per session before the writer waits.
-pub const STDIN_BUFFER: usize = 16;
+pub use crate::runner::{ResumeError, SubmitError};
+pub use crate::session::STDIN_BUFFER;
 /// A container that is neither pooled nor running is removed once it is older than this (the
 /// longest a pooled container may take to be made, with room to spare).
 pub const SWEEP_GRACE: Duration = Duration::from_secs(150);
@@ -83,35 +83,6 @@ pub enum EngineError {
     Docker(#[from] DockerError),
     #[error("configuration: {0}")]
     Config(String),
-}
-
-/// Why a run was not accepted. Nothing was started.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SubmitError {
-    /// The request is invalid: the field, and the limit it passed.
-    #[error("{0}")]
-    Invalid(run::Invalid),
-    #[error(transparent)]
-    Busy(#[from] Busy),
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("the Docker daemon is not answering; try again shortly")]
-    DaemonDown,
-    #[error(
-        "language {language:?} is not available on this server (its image {image} is missing)"
-    )]
-    LanguageUnavailable { language: String, image: String },
-}
-
-/// Why a run could not be resumed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ResumeError {
-    #[error("no such run (unknown, killed after its grace period, or ended too long ago)")]
-    NoSuchRun,
-    #[error("seq {seq} is past the end of the run's log ({end})")]
-    PastTheEnd { seq: u64, end: u64 },
 }
 
 /// A cheap-to-clone handle on the engine.

@@ -1,7 +1,10 @@
 //! The engine: a Docker Engine API client, the image builder, sandboxed runs, the prewarmed
 //! pools, the scheduler and run sessions.
+pub mod container;
 pub mod docker;
 pub mod engine;
+pub mod error;
+pub mod ids;
 pub mod images;
 pub mod limits;
 pub mod metrics;

@@ -1,17 +1,19 @@
 //! One run on a fresh container: create, attach, start, send the framed source and stdin,
 //! stream the output, and remove the container on every path.
 use crate::docker::{AttachIo, Docker, DockerError};
+pub use crate::error::RunError;
+pub use crate::ids::{random_hex, unix_now};
 use crate::limits::Limits;
-use crate::sandbox::{self, Labels};
+use crate::sandbox::{with_room, Resume};
+pub use crate::sandbox::{Leftover, Sandbox};
 use crate::session::StopSignal;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use onpyrunner_languages::{Language, FILES_PLACEHOLDER};
 use onpyrunner_protocol::launch::{self, RunRequest, SourceFile};
-use onpyrunner_protocol::warm::find_ready_marker;
 use onpyrunner_protocol::{
-    AttachChunk, AttachDecoder, AttachError, AttachMode, OutputChunk, OutputStream, Reason,
-    RunStatus, Stage, StatusScanner, StreamKind, Summary, Usage,
+    AttachError, OutputChunk, OutputStream, Reason, RunStatus, Stage, StatusScanner, StreamKind,
+    Summary, Usage,
 };
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -27,8 +29,6 @@ pub const MAX_ARG_BYTES: usize = 4096;
 /// How long a warm language's container may take from start to its readiness marker (a JVM
 /// warming up javac on one CPU takes 2-3 s; more on a loaded machine).
 pub const WARM_READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Most stdout bytes read while looking for the readiness marker; only JVM noise comes before it.
-const MAX_BEFORE_READY: usize = 64 * 1024;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -54,29 +54,6 @@ impl RunSpec {
             limits,
         }
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RunError {
-    #[error(transparent)]
-    Docker(#[from] DockerError),
-    #[error("invalid run: {0}")]
-    Invalid(String),
-    #[error("no image for language {language:?} ({image}); build it with `onpyrunner images`")]
-    ImageMissing { language: String, image: String },
-    #[error("attach stream broke: {0}")]
-    Attach(#[from] AttachError),
-    #[error("{what} took longer than {after:?}")]
-    TooSlow { what: &'static str, after: Duration },
-    #[error("container {container_id} did not get ready: {reason}")]
-    NotReady {
-        container_id: String,
-        reason: String,
-    },
-    /// A bug on our side (a task that panicked).
-    #[error("{0}")]
-    Internal(String),
 }
 
 /// A run refused before anything started: the field, what is wrong with it, and the limit it
@@ -185,263 +162,12 @@ pub fn launch_request(spec: &RunSpec, nonce: String) -> RunRequest {
     }
 }
 
-/// Random lowercase hex from the kernel's generator. `getrandom(2)` needs no file descriptor,
-/// so this works when the process has none left (opening /dev/urandom then failed and took the
-/// pool refiller down). Should the kernel still refuse, the bytes are a SHA-256 of the clock,
-/// the process id and a counter: unique within and across processes, though guessable, so a
-/// warning says so instead of a panic.
-pub fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if let Err(error) = getrandom::fill(&mut buf) {
-        use sha2::{Digest, Sha256};
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        tracing::warn!(%error, "no random bytes from the kernel; hashing clock, pid, counter");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        for chunk in buf.chunks_mut(32) {
-            let mut hash = Sha256::new();
-            hash.update(nanos.to_le_bytes());
-            hash.update(std::process::id().to_le_bytes());
-            hash.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-            chunk.copy_from_slice(&hash.finalize()[..chunk.len()]);
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Bytes read from the attach stream at a time.
-const READ_BUFFER: usize = 64 * 1024;
-
-/// A read buffer holding `rest` with room for a full read. `BytesMut` grows a shared buffer only
-/// to the capacity it was first made with: from an empty one, every read would take 8 bytes.
-fn with_room(rest: BytesMut) -> BytesMut {
-    let mut buffer = BytesMut::with_capacity(READ_BUFFER.max(rest.len()));
-    buffer.extend_from_slice(&rest);
-    buffer
-}
-
-/// Removes the container when dropped unless `removed()` was called: the run future may be
-/// cancelled at any await, and the container must go on every path.
-struct ContainerGuard {
-    docker: Docker,
-    id: Option<String>,
-}
-
-impl ContainerGuard {
-    async fn remove(mut self) -> Result<(), DockerError> {
-        match self.id.take() {
-            Some(id) => self.docker.remove_container(&id).await,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for ContainerGuard {
-    fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            let docker = self.docker.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    if let Err(e) = docker.remove_container(&id).await {
-                        tracing::warn!(container_id = %id, error = %e, "removing abandoned container failed");
-                    }
-                });
-            }
-        }
-    }
-}
-
 enum Ending {
     Status(Result<RunStatus, String>),
     StreamClosed,
     StreamError(AttachError),
     /// Killed from outside: output cap, wall clock, or a stop with its reason.
     Killed(Reason),
-}
-
-/// A container made for one run: created with its limits and labels, already attached (so no
-/// output can be missed), and possibly started (a pooled container is started and paused).
-pub struct Sandbox {
-    id: String,
-    io: AttachIo,
-    started: bool,
-    /// A warm language whose readiness marker was not read yet (see `wait_ready`).
-    awaiting_ready: bool,
-    /// Where reading the attach stream stopped, for the run to go on from there.
-    resume: Resume,
-    /// CPU the container had used when it got ready (a warm JVM's warm-up), in ns: not the
-    /// run's, when its CPU time has to be read from the cgroup.
-    cpu_before_ns: u64,
-    guard: ContainerGuard,
-}
-
-/// The attach decoder's state after `wait_ready`: it may be inside a frame, have bytes
-/// buffered, or have decoded output past the marker. None of it may be lost.
-struct Resume {
-    decoder: AttachDecoder,
-    read_buf: BytesMut,
-    pending: Vec<AttachChunk>,
-}
-
-impl Sandbox {
-    /// Create and attach a container for `language` with `limits`; not started yet.
-    pub async fn create(
-        docker: &Docker,
-        image: &str,
-        owner: &str,
-        language: &Language,
-        limits: &Limits,
-    ) -> Result<Sandbox, RunError> {
-        let run_id = random_hex(8);
-        let labels = Labels {
-            owner: owner.to_string(),
-            language: language.id.clone(),
-            run: run_id.clone(),
-            created_unix: unix_now(),
-        };
-        let config = sandbox::container_config(image, limits, &labels, &language.warm);
-        let name = format!("onpyrunner-{}-{run_id}", language.id);
-        let id = match docker.create_container(Some(&name), &config).await {
-            Ok(id) => id,
-            Err(e) if e.is_not_found() => {
-                return Err(RunError::ImageMissing {
-                    language: language.id.clone(),
-                    image: image.to_string(),
-                })
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let guard = ContainerGuard {
-            docker: docker.clone(),
-            id: Some(id.clone()),
-        };
-        // Attach before start: the attach survives a later pause, and a paused container
-        // refuses new attaches (409).
-        let io = docker.attach_container(&id).await?;
-        Ok(Sandbox {
-            id,
-            io,
-            started: false,
-            awaiting_ready: language.is_warm(),
-            resume: Resume {
-                decoder: AttachDecoder::new(AttachMode::Multiplexed),
-                read_buf: BytesMut::new(),
-                pending: Vec::new(),
-            },
-            cpu_before_ns: 0,
-            guard,
-        })
-    }
-
-    /// For a warm language, read the attach stream up to the launcher's readiness marker: the
-    /// warm process is then warmed up and blocked (so a pause freezes no warm-up work), and the
-    /// marker never reaches the user. Output after the marker is kept for the run. Anything
-    /// before it is warm-up noise, logged and dropped. Does nothing for other languages or a
-    /// second time. The container must be started.
-    pub async fn wait_ready(&mut self, docker: &Docker, timeout: Duration) -> Result<(), RunError> {
-        if !self.awaiting_ready {
-            return Ok(());
-        }
-        let not_ready = |reason: String| RunError::NotReady {
-            container_id: self.id.clone(),
-            reason,
-        };
-        let decoder = std::mem::replace(
-            &mut self.resume.decoder,
-            AttachDecoder::new(AttachMode::Multiplexed),
-        );
-        let mut frames = FramedRead::new(&mut self.io, decoder);
-        *frames.read_buffer_mut() = with_room(std::mem::take(&mut self.resume.read_buf));
-        let mut stdout = Vec::new();
-        let reading = async {
-            loop {
-                let chunk = match frames.next().await {
-                    Some(Ok(chunk)) => chunk,
-                    Some(Err(e)) => return Err(RunError::Attach(e)),
-                    None => return Err(not_ready("the container ended first".into())),
-                };
-                match chunk.stream {
-                    StreamKind::Stdout => {
-                        stdout.extend_from_slice(&chunk.data);
-                        if let Some(end) = find_ready_marker(&stdout) {
-                            return Ok(stdout.split_off(end));
-                        }
-                        if stdout.len() > MAX_BEFORE_READY {
-                            return Err(not_ready(format!(
-                                "{} bytes on stdout and no readiness marker",
-                                stdout.len()
-                            )));
-                        }
-                    }
-                    StreamKind::Stderr => tracing::warn!(
-                        container_id = %self.id,
-                        output = %String::from_utf8_lossy(&chunk.data),
-                        "stderr before the readiness marker"
-                    ),
-                    StreamKind::System => {
-                        let message = String::from_utf8_lossy(&chunk.data).into_owned();
-                        return Err(RunError::Attach(AttachError::Io(message)));
-                    }
-                    StreamKind::Stdin => {}
-                }
-            }
-        };
-        let found = tokio::time::timeout(timeout, reading).await;
-        let parts = frames.into_parts();
-        self.resume.decoder = parts.codec;
-        self.resume.read_buf = parts.read_buf;
-        let after = match found {
-            Ok(found) => found?,
-            Err(_) => return Err(not_ready(format!("no readiness marker within {timeout:?}"))),
-        };
-        if let Some(noise) = stdout.strip_suffix(onpyrunner_protocol::warm::READY_MARKER) {
-            if !noise.is_empty() {
-                tracing::warn!(container_id = %self.id, output = %String::from_utf8_lossy(noise), "stdout before the readiness marker");
-            }
-        }
-        if !after.is_empty() {
-            self.resume.pending.push(AttachChunk {
-                stream: StreamKind::Stdout,
-                data: Bytes::from(after),
-            });
-        }
-        self.awaiting_ready = false;
-        // Off the run's path (the pool does this while refilling): what the warm-up used.
-        self.cpu_before_ns = match docker.container_stats(&self.id).await {
-            Ok(stats) => stats.cpu_stats.cpu_usage.total_usage,
-            Err(e) => {
-                tracing::debug!(container_id = %self.id, error = %e, "no stats after warm-up");
-                0
-            }
-        };
-        Ok(())
-    }
-
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// Start the launcher; it blocks reading the frame from stdin.
-    pub async fn start(&mut self, docker: &Docker) -> Result<(), DockerError> {
-        docker.start_container(&self.id).await?;
-        self.started = true;
-        Ok(())
-    }
-
-    /// Force-remove the container now.
-    pub async fn remove(self) -> Result<(), DockerError> {
-        self.guard.remove().await
-    }
 }
 
 /// The caller's side of a run: stdin in (dropping the sender is EOF), output out, and a signal
@@ -485,20 +211,6 @@ pub async fn run_in(
     let outcome = result?;
     removed?;
     Ok(outcome)
-}
-
-/// The container of a run that has ended, still to be removed: the caller can report the
-/// outcome first (removal takes 50 to 100 ms) and remove it right after. Dropped without
-/// `remove`, it is removed in the background.
-#[must_use = "the container must be removed"]
-pub struct Leftover {
-    guard: ContainerGuard,
-}
-
-impl Leftover {
-    pub async fn remove(self) -> Result<(), DockerError> {
-        self.guard.remove().await
-    }
 }
 
 /// `run_in`, but the container is handed back for the caller to remove after it has reported

@@ -1,14 +1,44 @@
 //! What a front end needs of the place runs go: the [`Runner`] trait. The engine is one; a test
 //! stands in with another (so routing, validation and errors are tested without Docker), and an
 //! API node that only queues runs for other machines will be a third.
-use crate::engine::{ResumeError, SubmitError};
 use crate::limits::Caps;
 use crate::metrics::Histogram;
+use crate::run;
 use crate::run::RunSpec;
+use crate::scheduler::Busy;
 use crate::session::{Detach, Session};
 use onpyrunner_protocol::RunState;
 use std::future::Future;
 use std::pin::Pin;
+
+/// Why a run was not accepted. Nothing was started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// The request is invalid: the field, and the limit it passed.
+    #[error("{0}")]
+    Invalid(run::Invalid),
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the Docker daemon is not answering; try again shortly")]
+    DaemonDown,
+    #[error(
+        "language {language:?} is not available on this server (its image {image} is missing)"
+    )]
+    LanguageUnavailable { language: String, image: String },
+}
+
+/// Why a run could not be resumed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeError {
+    #[error("no such run (unknown, killed after its grace period, or ended too long ago)")]
+    NoSuchRun,
+    #[error("seq {seq} is past the end of the run's log ({end})")]
+    PastTheEnd { seq: u64, end: u64 },
+}
 
 /// Where runs are submitted, resumed and counted.
 pub trait Runner: Send + Sync + 'static {

@@ -1,193 +1,250 @@
-//! The one place that shapes a run's container: locked down, labelled, limited.
-use crate::docker::types::{ContainerConfig, HostConfig, LogConfig, Ulimit};
+//! The live handle on one run's container: created with its limits and labels (the shape is
+//! [`container`](crate::container)'s), attached before it starts so no output is missed, maybe
+//! started and paused by the pool, and removed on every path (a guard removes it if the handle
+//! is dropped).
+use crate::container::{self, Labels};
+use crate::docker::{AttachIo, Docker, DockerError};
+use crate::error::RunError;
+use crate::ids::{random_hex, unix_now};
 use crate::limits::Limits;
-use std::collections::HashMap;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use onpyrunner_languages::Language;
+use onpyrunner_protocol::warm::find_ready_marker;
+use onpyrunner_protocol::{AttachChunk, AttachDecoder, AttachError, AttachMode, StreamKind};
+use std::time::Duration;
+use tokio_util::codec::FramedRead;
 
-/// Label every container of ours carries; the sweep finds them by it.
-pub const LABEL_MANAGED: &str = "onpyrunner.managed";
-/// The supervisor instance that created the container.
-pub const LABEL_OWNER: &str = "onpyrunner.owner";
-pub const LABEL_LANGUAGE: &str = "onpyrunner.language";
-pub const LABEL_RUN: &str = "onpyrunner.run";
-/// Unix seconds at creation, for the age sweep.
-pub const LABEL_CREATED: &str = "onpyrunner.created";
+/// Most stdout bytes read while looking for the readiness marker; only JVM noise comes before it.
+const MAX_BEFORE_READY: usize = 64 * 1024;
 
-/// Unprivileged user and group the program runs as (an entry the image build adds).
-pub const RUN_USER: &str = "1000:1000";
-/// The launcher: the container's main process (under Docker's init).
-pub const LAUNCHER_PATH: &str = "/usr/local/bin/onpyrunner-launcher";
-/// The program's work directory, a tmpfs.
-pub const WORK_DIR: &str = "/work";
+/// Bytes read from the attach stream at a time.
+const READ_BUFFER: usize = 64 * 1024;
 
-const MIB: i64 = 1024 * 1024;
-
-/// The only environment a program sees.
-pub fn environment() -> Vec<String> {
-    [
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME=/work",
-        "TMPDIR=/tmp",
-        "LANG=C.UTF-8",
-        "LC_ALL=C.UTF-8",
-    ]
-    .map(String::from)
-    .to_vec()
+/// A read buffer holding `rest` with room for a full read. `BytesMut` grows a shared buffer only
+/// to the capacity it was first made with: from an empty one, every read would take 8 bytes.
+pub(crate) fn with_room(rest: BytesMut) -> BytesMut {
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER.max(rest.len()));
+    buffer.extend_from_slice(&rest);
+    buffer
 }
 
-/// Who made a container and for what.
-#[derive(Debug, Clone)]
-pub struct Labels {
-    pub owner: String,
-    pub language: String,
-    pub run: String,
-    pub created_unix: u64,
+/// Removes the container when dropped unless `removed()` was called: the run future may be
+/// cancelled at any await, and the container must go on every path.
+pub(crate) struct ContainerGuard {
+    docker: Docker,
+    id: Option<String>,
 }
 
-impl Labels {
-    pub fn to_map(&self) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_MANAGED.to_string(), "1".to_string()),
-            (LABEL_OWNER.to_string(), self.owner.clone()),
-            (LABEL_LANGUAGE.to_string(), self.language.clone()),
-            (LABEL_RUN.to_string(), self.run.clone()),
-            (LABEL_CREATED.to_string(), self.created_unix.to_string()),
-        ])
+impl ContainerGuard {
+    pub(crate) async fn remove(mut self) -> Result<(), DockerError> {
+        match self.id.take() {
+            Some(id) => self.docker.remove_container(&id).await,
+            None => Ok(()),
+        }
     }
 }
 
-/// The container for one run: no network, read-only root, non-root, no capabilities,
-/// no new privileges, capped memory (no swap), CPU, pids, open files, file size and tmpfs,
-/// private IPC, an init as PID 1, no logs kept, no binds, no devices.
-///
-/// `warm` is the language's warm command (empty for none): the launcher gets it as
-/// `--warm ARGV...` and starts it at container start (`onpyrunner_protocol::warm`). It comes
-/// from the table only; the source still travels on stdin.
-pub fn container_config(
-    image: &str,
-    limits: &Limits,
-    labels: &Labels,
-    warm: &[String],
-) -> ContainerConfig {
-    let mut cmd = vec![LAUNCHER_PATH.to_string()];
-    if !warm.is_empty() {
-        cmd.push(onpyrunner_protocol::warm::WARM_FLAG.to_string());
-        cmd.extend_from_slice(warm);
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let docker = self.docker.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    if let Err(e) = docker.remove_container(&id).await {
+                        tracing::warn!(container_id = %id, error = %e, "removing abandoned container failed");
+                    }
+                });
+            }
+        }
     }
-    let memory = limits.memory_mib as i64 * MIB;
-    let file_size = limits.file_size_mib as i64 * MIB;
-    let tmpfs_work = format!(
-        "rw,exec,nosuid,nodev,size={}m,nr_inodes=4096,uid=1000,gid=1000,mode=0700",
-        limits.tmpfs_mib
-    );
-    let tmpfs_tmp = format!(
-        "rw,noexec,nosuid,nodev,size={}m,nr_inodes=4096,mode=1777",
-        limits.tmpfs_mib
-    );
-    ContainerConfig {
-        image: image.to_string(),
-        cmd,
-        entrypoint: Some(vec![]),
-        env: environment(),
-        user: RUN_USER.to_string(),
-        working_dir: WORK_DIR.to_string(),
-        labels: labels.to_map(),
-        attach_stdin: true,
-        attach_stdout: true,
-        attach_stderr: true,
-        open_stdin: true,
-        // Closing our side of the attach stream closes the program's stdin (EOF).
-        stdin_once: true,
-        tty: false,
-        network_disabled: true,
-        host_config: HostConfig {
-            network_mode: "none".into(),
-            readonly_rootfs: true,
-            tmpfs: HashMap::from([(WORK_DIR.into(), tmpfs_work), ("/tmp".into(), tmpfs_tmp)]),
-            cap_drop: vec!["ALL".into()],
-            security_opt: vec!["no-new-privileges".into()],
-            pids_limit: limits.pids,
-            memory,
-            memory_swap: memory,
-            nano_cpus: (limits.cpus * 1e9) as i64,
-            ulimits: vec![
-                Ulimit {
-                    name: "nofile".into(),
-                    soft: 1024,
-                    hard: 1024,
-                },
-                Ulimit {
-                    name: "fsize".into(),
-                    soft: file_size,
-                    hard: file_size,
-                },
-                Ulimit {
-                    name: "core".into(),
-                    soft: 0,
-                    hard: 0,
-                },
-            ],
-            ipc_mode: "private".into(),
-            init: true,
-            log_config: LogConfig {
-                kind: "none".into(),
-                config: HashMap::new(),
+}
+
+/// A container made for one run: created with its limits and labels, already attached (so no
+/// output can be missed), and possibly started (a pooled container is started and paused).
+pub struct Sandbox {
+    pub(crate) id: String,
+    pub(crate) io: AttachIo,
+    pub(crate) started: bool,
+    /// A warm language whose readiness marker was not read yet (see `wait_ready`).
+    pub(crate) awaiting_ready: bool,
+    /// Where reading the attach stream stopped, for the run to go on from there.
+    pub(crate) resume: Resume,
+    /// CPU the container had used when it got ready (a warm JVM's warm-up), in ns: not the
+    /// run's, when its CPU time has to be read from the cgroup.
+    pub(crate) cpu_before_ns: u64,
+    pub(crate) guard: ContainerGuard,
+}
+
+/// The attach decoder's state after `wait_ready`: it may be inside a frame, have bytes
+/// buffered, or have decoded output past the marker. None of it may be lost.
+pub(crate) struct Resume {
+    pub(crate) decoder: AttachDecoder,
+    pub(crate) read_buf: BytesMut,
+    pub(crate) pending: Vec<AttachChunk>,
+}
+
+impl Sandbox {
+    /// Create and attach a container for `language` with `limits`; not started yet.
+    pub async fn create(
+        docker: &Docker,
+        image: &str,
+        owner: &str,
+        language: &Language,
+        limits: &Limits,
+    ) -> Result<Sandbox, RunError> {
+        let run_id = random_hex(8);
+        let labels = Labels {
+            owner: owner.to_string(),
+            language: language.id.clone(),
+            run: run_id.clone(),
+            created_unix: unix_now(),
+        };
+        let config = container::container_config(image, limits, &labels, &language.warm);
+        let name = format!("onpyrunner-{}-{run_id}", language.id);
+        let id = match docker.create_container(Some(&name), &config).await {
+            Ok(id) => id,
+            Err(e) if e.is_not_found() => {
+                return Err(RunError::ImageMissing {
+                    language: language.id.clone(),
+                    image: image.to_string(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let guard = ContainerGuard {
+            docker: docker.clone(),
+            id: Some(id.clone()),
+        };
+        // Attach before start: the attach survives a later pause, and a paused container
+        // refuses new attaches (409).
+        let io = docker.attach_container(&id).await?;
+        Ok(Sandbox {
+            id,
+            io,
+            started: false,
+            awaiting_ready: language.is_warm(),
+            resume: Resume {
+                decoder: AttachDecoder::new(AttachMode::Multiplexed),
+                read_buf: BytesMut::new(),
+                pending: Vec::new(),
             },
-            auto_remove: false,
-        },
+            cpu_before_ns: 0,
+            guard,
+        })
+    }
+
+    /// For a warm language, read the attach stream up to the launcher's readiness marker: the
+    /// warm process is then warmed up and blocked (so a pause freezes no warm-up work), and the
+    /// marker never reaches the user. Output after the marker is kept for the run. Anything
+    /// before it is warm-up noise, logged and dropped. Does nothing for other languages or a
+    /// second time. The container must be started.
+    pub async fn wait_ready(&mut self, docker: &Docker, timeout: Duration) -> Result<(), RunError> {
+        if !self.awaiting_ready {
+            return Ok(());
+        }
+        let not_ready = |reason: String| RunError::NotReady {
+            container_id: self.id.clone(),
+            reason,
+        };
+        let decoder = std::mem::replace(
+            &mut self.resume.decoder,
+            AttachDecoder::new(AttachMode::Multiplexed),
+        );
+        let mut frames = FramedRead::new(&mut self.io, decoder);
+        *frames.read_buffer_mut() = with_room(std::mem::take(&mut self.resume.read_buf));
+        let mut stdout = Vec::new();
+        let reading = async {
+            loop {
+                let chunk = match frames.next().await {
+                    Some(Ok(chunk)) => chunk,
+                    Some(Err(e)) => return Err(RunError::Attach(e)),
+                    None => return Err(not_ready("the container ended first".into())),
+                };
+                match chunk.stream {
+                    StreamKind::Stdout => {
+                        stdout.extend_from_slice(&chunk.data);
+                        if let Some(end) = find_ready_marker(&stdout) {
+                            return Ok(stdout.split_off(end));
+                        }
+                        if stdout.len() > MAX_BEFORE_READY {
+                            return Err(not_ready(format!(
+                                "{} bytes on stdout and no readiness marker",
+                                stdout.len()
+                            )));
+                        }
+                    }
+                    StreamKind::Stderr => tracing::warn!(
+                        container_id = %self.id,
+                        output = %String::from_utf8_lossy(&chunk.data),
+                        "stderr before the readiness marker"
+                    ),
+                    StreamKind::System => {
+                        let message = String::from_utf8_lossy(&chunk.data).into_owned();
+                        return Err(RunError::Attach(AttachError::Io(message)));
+                    }
+                    StreamKind::Stdin => {}
+                }
+            }
+        };
+        let found = tokio::time::timeout(timeout, reading).await;
+        let parts = frames.into_parts();
+        self.resume.decoder = parts.codec;
+        self.resume.read_buf = parts.read_buf;
+        let after = match found {
+            Ok(found) => found?,
+            Err(_) => return Err(not_ready(format!("no readiness marker within {timeout:?}"))),
+        };
+        if let Some(noise) = stdout.strip_suffix(onpyrunner_protocol::warm::READY_MARKER) {
+            if !noise.is_empty() {
+                tracing::warn!(container_id = %self.id, output = %String::from_utf8_lossy(noise), "stdout before the readiness marker");
+            }
+        }
+        if !after.is_empty() {
+            self.resume.pending.push(AttachChunk {
+                stream: StreamKind::Stdout,
+                data: Bytes::from(after),
+            });
+        }
+        self.awaiting_ready = false;
+        // Off the run's path (the pool does this while refilling): what the warm-up used.
+        self.cpu_before_ns = match docker.container_stats(&self.id).await {
+            Ok(stats) => stats.cpu_stats.cpu_usage.total_usage,
+            Err(e) => {
+                tracing::debug!(container_id = %self.id, error = %e, "no stats after warm-up");
+                0
+            }
+        };
+        Ok(())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Start the launcher; it blocks reading the frame from stdin.
+    pub async fn start(&mut self, docker: &Docker) -> Result<(), DockerError> {
+        docker.start_container(&self.id).await?;
+        self.started = true;
+        Ok(())
+    }
+
+    /// Force-remove the container now.
+    pub async fn remove(self) -> Result<(), DockerError> {
+        self.guard.remove().await
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::limits::{Caps, Limits};
+/// The container of a run that has ended, still to be removed: the caller can report the
+/// outcome first (removal takes 50 to 100 ms) and remove it right after. Dropped without
+/// `remove`, it is removed in the background.
+#[must_use = "the container must be removed"]
+pub struct Leftover {
+    pub(crate) guard: ContainerGuard,
+}
 
-    #[test]
-    fn container_is_locked_down() {
-        let lang = onpyrunner_languages::find("python").unwrap();
-        let limits = Limits::defaults(lang, &Caps::default());
-        let labels = Labels {
-            owner: "o".into(),
-            language: "python".into(),
-            run: "r".into(),
-            created_unix: 1,
-        };
-        let c = container_config("img", &limits, &labels, &lang.warm);
-        assert_eq!(c.cmd, [LAUNCHER_PATH]);
-        let h = &c.host_config;
-        assert_eq!(h.network_mode, "none");
-        assert!(c.network_disabled);
-        assert!(h.readonly_rootfs);
-        assert_eq!(h.cap_drop, ["ALL"]);
-        assert_eq!(h.security_opt, ["no-new-privileges"]);
-        assert_eq!(h.memory, h.memory_swap, "no swap beyond the memory limit");
-        assert_eq!(h.memory, 256 * MIB);
-        assert_eq!(h.nano_cpus, 1_000_000_000);
-        assert!(h.pids_limit > 0);
-        assert!(h.init);
-        assert_eq!(h.ipc_mode, "private");
-        assert_eq!(h.log_config.kind, "none");
-        assert_ne!(c.user, "");
-        assert!(!c.user.starts_with("0:") && c.user != "root");
-        assert!(h.tmpfs["/work"].contains("size=64m"));
-        assert!(h.ulimits.iter().any(|u| u.name == "core" && u.hard == 0));
-        assert_eq!(c.labels[LABEL_MANAGED], "1");
-        assert_eq!(c.labels[LABEL_OWNER], "o");
-        assert!(c.env.iter().all(|e| !e.contains("DOCKER")));
-    }
-
-    #[test]
-    fn a_warm_language_passes_its_warm_command_to_the_launcher() {
-        let java = onpyrunner_languages::find("java").unwrap();
-        let limits = Limits::defaults(java, &Caps::default());
-        let labels = Labels {
-            owner: "o".into(),
-            language: "java".into(),
-            run: "r".into(),
-            created_unix: 1,
-        };
-        let c = container_config("img", &limits, &labels, &java.warm);
-        assert_eq!(c.cmd[..2], [LAUNCHER_PATH, "--warm"]);
-        assert_eq!(c.cmd[2..], java.warm[..]);
+impl Leftover {
+    pub async fn remove(self) -> Result<(), DockerError> {
+        self.guard.remove().await
     }
 }

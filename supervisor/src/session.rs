@@ -13,6 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// Stdin chunks buffered per run before the writer waits.
+pub const STDIN_BUFFER: usize = 16;
+
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -104,7 +107,7 @@ impl RunShared {
 /// Open a run that nobody produces yet: the producer's side, and the first caller's session
 /// (attached at position 0). The engine opens every run so; a stand-in runner does the same.
 pub fn open(id: String, detach: Detach) -> (RunWriter, Session) {
-    let (stdin_tx, stdin) = mpsc::channel(crate::engine::STDIN_BUFFER);
+    let (stdin_tx, stdin) = mpsc::channel(STDIN_BUFFER);
     let run = Arc::new(RunShared::new(id, stdin_tx, detach));
     let session = Session::attach(run.clone(), 0).expect("position 0 is in every log");
     (RunWriter { run, stdin }, session)

@@ -5,12 +5,12 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use onpyrunner_languages::{languages, Language};
 use onpyrunner_protocol::{OutputChunk, OutputStream, Reason, SourceFile, Summary};
+use onpyrunner_supervisor::container;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images::{self, BuildOptions, Built};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
 use onpyrunner_supervisor::run::{self, RunSpec};
-use onpyrunner_supervisor::sandbox;
 use std::io::Write;
 use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
@@ -516,7 +516,7 @@ fn exit_code(summary: &Summary, spec: &RunSpec) -> i32 {
 
 /// Remove every container this process made (after Ctrl-C dropped a run mid-way).
 async fn remove_owned(docker: &Docker, owner: &str) {
-    let label = format!("{}={owner}", sandbox::LABEL_OWNER);
+    let label = format!("{}={owner}", container::LABEL_OWNER);
     if let Ok(list) = docker.list_containers(&[label]).await {
         for c in list {
             let _ = docker.remove_container(&c.id).await;
