@@ -98,6 +98,17 @@ impl Heard {
     }
 }
 
+/// Whether every container of the instance is gone within `secs` seconds.
+async fn no_containers_within(docker: &Docker, instance: &str, secs: u64) -> bool {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        while !instance_containers(docker, instance).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
 async fn send(ws: &mut Client, message: Value) {
     ws.send(Message::text(message.to_string())).await.unwrap();
 }
@@ -348,17 +359,9 @@ async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_
     );
     // The client stops reading and answering pings but keeps its TCP connection open.
     let vanished = Instant::now();
-    let container_gone = tokio::time::timeout(Duration::from_secs(10), async {
-        while !instance_containers(&docker, &server.instance)
-            .await
-            .is_empty()
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let container_gone = no_containers_within(&docker, &server.instance, 10).await;
     assert!(
-        container_gone.is_ok(),
+        container_gone,
         "the run's container is still there after 10 s"
     );
     let took = vanished.elapsed();
@@ -507,17 +510,9 @@ async fn a_run_whose_client_never_comes_back_is_killed_and_removed_after_the_gra
     let run = heard.run.clone().unwrap();
     drop(ws);
     let dropped = Instant::now();
-    let gone = tokio::time::timeout(Duration::from_secs(15), async {
-        while !instance_containers(&docker, &server.instance)
-            .await
-            .is_empty()
-        {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
+    let gone = no_containers_within(&docker, &server.instance, 15).await;
     assert!(
-        gone.is_ok(),
+        gone,
         "the run's container outlived its grace period by 13 s"
     );
     assert!(
