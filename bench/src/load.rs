@@ -18,7 +18,9 @@ use crate::stats::Quantiles;
 use anyhow::{bail, Context};
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
+use onpyrunner_protocol::run::RunBody;
+use onpyrunner_protocol::ws::{ClientMessage, ServerMessage};
+use onpyrunner_protocol::{OutputChunk, OutputStream};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -252,30 +254,31 @@ async fn hello(server: &Server, language: &onpyrunner_languages::Language) -> Cl
     let begin = Instant::now();
     let outcome = tokio::time::timeout(CLIENT_TIMEOUT, async {
         let mut ws = server.connect().await?;
-        let run = json!({"type": "run", "language": language.id, "code": hello_world(language)});
-        ws.send(Message::text(run.to_string())).await?;
+        let run = ClientMessage::Run(RunBody::code(&language.id, hello_world(language)));
+        ws.send(Message::text(serde_json::to_string(&run)?)).await?;
         while let Some(message) = ws.next().await {
             match message? {
-                Message::Binary(data) => {
+                Message::Binary(frame) => {
                     result.first_byte.get_or_insert_with(|| begin.elapsed());
-                    if data.first() == Some(&1) {
-                        result.stdout.extend_from_slice(&data[1..]);
-                    }
-                }
-                Message::Text(text) => {
-                    let value: Value = serde_json::from_str(&text)?;
-                    match value["type"].as_str() {
-                        Some("summary") => {
-                            result.done = Some(begin.elapsed());
-                            result.state = value["state"].as_str().map(str::to_string);
-                            let _ = ws.close(None).await;
-                            return Ok(());
+                    match OutputChunk::from_frame(&frame) {
+                        Some(chunk) if chunk.stream == OutputStream::Stdout => {
+                            result.stdout.extend_from_slice(&chunk.data)
                         }
-                        Some("queued") => result.queued = true,
-                        Some("error") => bail!("error: {}", value["error"]),
-                        _ => {}
+                        Some(_) => {}
+                        None => bail!("an output frame with no stream tag"),
                     }
                 }
+                Message::Text(text) => match serde_json::from_str::<ServerMessage>(&text)? {
+                    ServerMessage::Summary { summary, .. } => {
+                        result.done = Some(begin.elapsed());
+                        result.state = Some(summary.state.to_string());
+                        let _ = ws.close(None).await;
+                        return Ok(());
+                    }
+                    ServerMessage::Queued { .. } => result.queued = true,
+                    ServerMessage::Error(err) => bail!("error: {}", err.error),
+                    _ => {}
+                },
                 _ => {}
             }
         }

@@ -410,22 +410,9 @@ async fn drive(
     usage.wall_ms = elapsed_ms;
     let mut summary = match ending {
         Ending::Status(Ok(status)) => {
-            let RunStatus { usage, error } = status;
             // A SIGKILL we did not send is most likely the kernel's OOM killer: ask Docker.
-            let oom = usage.signal == Some(SIGKILL) && exited_state(docker, id).await?.1;
-            let reason = if oom {
-                Reason::MemoryLimit
-            } else if error.is_some() {
-                Reason::InternalError
-            } else if usage.stage == Stage::Compile {
-                Reason::CompileError
-            } else {
-                Reason::Exited
-            };
-            let mut summary = Summary::new(reason, usage);
-            summary.oom_killed = oom;
-            summary.error = error.map(|e| format!("internal error: {e}"));
-            summary
+            let oom = status.usage.signal == Some(SIGKILL) && exited_state(docker, id).await?.1;
+            reported(status, oom)
         }
         Ending::Status(Err(bad)) => Summary {
             usage,
@@ -477,6 +464,25 @@ async fn drive(
     Ok(summary)
 }
 
+/// The summary of a program that ended by itself, as the launcher reported it (`oom`: the
+/// kernel's OOM killer sent the SIGKILL it died of).
+fn reported(status: RunStatus, oom: bool) -> Summary {
+    let RunStatus { usage, error } = status;
+    let reason = if oom {
+        Reason::MemoryLimit
+    } else if error.is_some() {
+        Reason::InternalError
+    } else if usage.stage == Stage::Compile {
+        Reason::CompileError
+    } else {
+        Reason::Exited
+    };
+    let mut summary = Summary::new(reason, usage);
+    summary.oom_killed = oom;
+    summary.error = error.map(|e| format!("internal error: {e}"));
+    summary
+}
+
 /// How long a killed run's cgroup counters are waited for before the summary goes without them.
 const STATS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -498,6 +504,7 @@ async fn exited_state(docker: &Docker, id: &str) -> Result<(i64, bool), DockerEr
 mod tests {
     use super::*;
     use crate::limits::{Caps, Limits};
+    use onpyrunner_protocol::RunState;
 
     fn spec(lang: &str) -> RunSpec {
         let lang = onpyrunner_languages::find(lang).unwrap();
@@ -560,6 +567,39 @@ mod tests {
         let mut s = spec("python");
         s.args = vec!["x".into(); MAX_ARGS + 1];
         assert!(validate(&s).unwrap_err().to_string().contains("args"));
+    }
+
+    #[test]
+    fn launcher_reports_map_to_reasons() {
+        let status = |stage, exit_code, error: Option<&str>| RunStatus {
+            usage: Usage {
+                exit_code,
+                wall_ms: 5,
+                cpu_ms: 4,
+                memory_kib: 1000,
+                ..Usage::new(stage)
+            },
+            error: error.map(str::to_string),
+        };
+        let ok = reported(status(Stage::Run, Some(0), None), false);
+        assert_eq!((ok.reason, ok.state), (Reason::Exited, RunState::Finished));
+        assert_eq!(ok.usage.memory_kib, 1000);
+        let failed = reported(status(Stage::Run, Some(3), None), false);
+        assert_eq!(
+            failed.reason,
+            Reason::Exited,
+            "a non-zero exit is still the program's"
+        );
+        let compile = reported(status(Stage::Compile, Some(1), None), false);
+        assert_eq!(compile.reason, Reason::CompileError);
+        let mut killed = status(Stage::Run, None, None);
+        killed.usage.signal = Some(SIGKILL);
+        let oom = reported(killed, true);
+        assert_eq!(oom.reason, Reason::MemoryLimit);
+        assert!(oom.oom_killed);
+        let broken = reported(status(Stage::Run, None, Some("bad frame")), false);
+        assert_eq!(broken.reason, Reason::InternalError);
+        assert_eq!(broken.error.as_deref(), Some("internal error: bad frame"));
     }
 
     #[test]
