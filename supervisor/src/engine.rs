@@ -711,6 +711,7 @@ impl SessionTask {
             .observe(self.accepted.elapsed());
         self.emit_state(state);
         self.emit(Event::Summary(summary));
+        self.run.ended();
         // Resumable for its grace period after the end, then forgotten.
         let inner = self.inner.clone();
         let id = self.run.id.clone();

@@ -157,6 +157,13 @@ impl RunLog {
         Ok(())
     }
 
+    /// Give back the room the log grew into beyond what it holds.
+    pub fn shrink(&self) {
+        let mut data = self.lock();
+        data.entries.shrink_to_fit();
+        data.followers.shrink_to_fit();
+    }
+
     /// The position after the last event.
     pub fn end(&self) -> u64 {
         self.lock().end

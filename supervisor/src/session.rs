@@ -85,6 +85,13 @@ impl RunShared {
         }
     }
 
+    /// The run has ended: what only a running run needs goes (its stdin channel), and the log
+    /// is trimmed to its size, since the run may be kept a while for a client to come back.
+    pub(crate) fn ended(&self) {
+        self.stdin.lock().expect("run lock").take();
+        self.log.shrink();
+    }
+
     /// Resolves once nobody has been attached for the detach grace period.
     pub(crate) async fn abandoned(&self) {
         let mut attached = self.attached.subscribe();
