@@ -4,9 +4,11 @@
 //!   starts a session task that reports events until its [`Summary`].
 //! - A session claims a paused container from its language's pool (a miss makes a fresh one),
 //!   runs, and always removes the container.
-//! - Cleanup survives crashes: every container carries the owner label `<instance>.<pid>-<rand>`.
-//!   At start-up every container of the same instance is removed (a previous incarnation left
-//!   it); a periodic sweep removes what is neither pooled nor running and older than a grace
+//! - Cleanup survives crashes: every container carries the owner label `<instance>.<pid>-<rand>`
+//!   and the engine holds that owner's lock while it lives ([`owner`](crate::owner)). At
+//!   start-up and in the periodic sweep, containers of the same instance whose owner is gone
+//!   are removed (a crashed incarnation left them), never those of a live neighbour; the sweep
+//!   also removes its own containers that are neither pooled nor running and older than a grace
 //!   period; after the daemon comes back from a restart the pools are flushed and refilled.
 //! - `shutdown` stops admitting, ends every queued or running session as STOPPED (reason
 //!   `shutdown`), drains the pools and removes anything left of this owner, within a bound.
@@ -15,6 +17,7 @@ use crate::docker::{Docker, DockerError};
 use crate::images;
 use crate::limits::Caps;
 use crate::metrics::Metrics;
+use crate::owner::{self, OwnerLock};
 use crate::pool::Pool;
 use crate::run::{self, Controls, RunError, RunSpec, Sandbox};
 use crate::run_log::LogFull;
@@ -110,6 +113,8 @@ struct Inner {
     daemon_up: AtomicBool,
     metrics: Metrics,
     maintenance: Mutex<Option<JoinHandle<()>>>,
+    /// Proof of life for the sweeps of other supervisors on this daemon.
+    _owner_lock: OwnerLock,
 }
 
 /// Whether an instance name is usable in labels and container names.
@@ -150,16 +155,32 @@ impl Engine {
             std::process::id(),
             run::random_hex(4)
         );
+        // Held for the engine's life: neighbours on this daemon see that we live.
+        let owner_lock = OwnerLock::acquire(&owner).map_err(|e| {
+            EngineError::Config(format!(
+                "cannot take the owner lock in {}: {e}",
+                owner::lock_dir().display()
+            ))
+        })?;
         let prefix = format!("{}.", config.instance);
         let mut swept = 0;
+        let mut neighbours = HashSet::new();
         for c in list_managed(&docker).await? {
-            if c.owner.starts_with(&prefix) {
-                remove_logged(&docker, &c.id, "left by an earlier run of this instance").await;
-                swept += 1;
+            if !c.owner.starts_with(&prefix) {
+                continue;
             }
+            if owner::is_alive(&c.owner) {
+                neighbours.insert(c.owner.clone());
+                continue;
+            }
+            remove_logged(&docker, &c.id, "left by an earlier run of this instance").await;
+            swept += 1;
         }
         if swept > 0 {
             tracing::info!(swept, instance = %config.instance, "start-up sweep removed leftovers");
+        }
+        if !neighbours.is_empty() {
+            tracing::warn!(instance = %config.instance, others = ?neighbours, "another live supervisor uses this instance name on this daemon; its containers are left alone");
         }
 
         let shutdown = CancellationToken::new();
@@ -206,6 +227,7 @@ impl Engine {
             daemon_up: AtomicBool::new(true),
             metrics: Metrics::default(),
             maintenance: Mutex::new(None),
+            _owner_lock: owner_lock,
         });
         inner.metrics.swept.fetch_add(swept, Ordering::Relaxed);
         let handle = tokio::spawn(maintain(inner.clone()));
@@ -477,8 +499,8 @@ async fn maintain(inner: Arc<Inner>) {
     }
 }
 
-/// Remove this instance's containers that nothing uses: ones of another owner (an earlier
-/// incarnation), and ones neither pooled nor running that are older than `SWEEP_GRACE`, or
+/// Remove this instance's containers that nothing uses: ones of another owner that is no longer
+/// alive (an earlier incarnation), and ones neither pooled nor running that are older than `SWEEP_GRACE`, or
 /// (`dead_too`, after a daemon restart) that have exited.
 async fn sweep_once(inner: &Inner, suspects: &mut HashSet<String>, dead_too: bool) {
     let Ok(list) = list_managed(&inner.docker).await else {
@@ -496,7 +518,8 @@ async fn sweep_once(inner: &Inner, suspects: &mut HashSet<String>, dead_too: boo
             continue;
         }
         let why = if c.owner != inner.owner {
-            Some("left by an earlier run of this instance")
+            // Another supervisor's: only once it is gone (a neighbour's live runs stay).
+            (!owner::is_alive(&c.owner)).then_some("left by an earlier run of this instance")
         } else if dead_too && matches!(c.state.as_str(), "exited" | "dead") {
             Some("died with the daemon")
         } else if now.saturating_sub(c.created_unix) > SWEEP_GRACE.as_secs() {

@@ -8,6 +8,7 @@ pub mod ids;
 pub mod images;
 pub mod limits;
 pub mod metrics;
+pub mod owner;
 pub mod pool;
 pub mod run;
 pub mod run_log;

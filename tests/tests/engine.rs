@@ -489,3 +489,46 @@ async fn stop_while_the_container_is_being_created_leaves_no_container() {
     );
     finish(&h, engine).await;
 }
+
+#[tokio::test]
+async fn two_supervisors_under_one_instance_name_never_remove_each_others_containers() {
+    let h = Harness::new("engine-neighbours").await;
+    let mut config = engine_config("neighbours", &[("python", 1)]);
+    config.sweep_interval = Duration::from_millis(200);
+    let first = engine(&h, config.clone()).await;
+    let pool = first.pools()["python"].clone();
+    until("the first pool to fill", || pool.ready() == 1).await;
+    let mut session = first
+        .submit(spec(
+            "python",
+            "import time\nprint('up', flush=True)\ntime.sleep(3)\nprint('still here')",
+        ))
+        .unwrap();
+    let mut heard = Heard::default();
+    hear_until(&mut session.events, &mut heard, "up").await;
+    // A second supervisor with the same (default-like) instance name starts and sweeps while
+    // the first one's run goes on; then it runs a program of its own.
+    let second = engine(&h, config).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut other = second.submit(spec("python", "print('second')")).unwrap();
+    let other_heard = hear_all(&mut other.events).await;
+    assert_eq!(other_heard.stdout_text(), "second\n");
+    while !heard.hear(session.events.recv().await.expect("until the summary")) {}
+    assert_eq!(
+        heard.stdout_text(),
+        "up\nstill here\n",
+        "{:?}",
+        heard.summary()
+    );
+    assert_eq!(heard.summary().reason, Reason::Exited);
+    assert_eq!(
+        second.metrics().swept.load(Ordering::Relaxed),
+        0,
+        "nothing of the first swept"
+    );
+    assert_eq!(pool.ready(), 1, "the first pool was left alone");
+    let instance = first.config().instance.clone();
+    second.shutdown().await;
+    first.shutdown().await;
+    assert_instance_clean(&h.docker, &instance).await;
+}
