@@ -3,7 +3,8 @@
 //! reads it); polling (`view`) and live streams (`subscribe`, for
 //! `GET /api/v1/jobs/{id}/events`) are renderings of the run's own log. Kept for a TTL after
 //! they end, at most `max` at once, and the oldest ended ones go early when the output kept
-//! passes `max_bytes` (the embedded default; a shared store comes with the Redis queue).
+//! passes `max_bytes` (the embedded default; a shared store comes with the Redis queue). Both
+//! are enforced when a job ends, when one is posted, and on a timer (`expire_every`).
 use bytes::Bytes;
 use onpyrunner_protocol::{OutputStream, Reason, RunState, Summary};
 use onpyrunner_supervisor::run_log::RunLog;
@@ -133,11 +134,14 @@ impl Jobs {
             });
         }
         let ended_at = job.ended_at.clone();
+        let jobs = self.clone();
         tokio::spawn(async move {
             // Attached until the summary: a job is never abandoned.
             session.log().closed().await;
             *ended_at.lock().expect("job lock") = Some(Instant::now());
             drop(session);
+            // The byte budget holds as soon as a job ends, not only when the next one comes.
+            jobs.expire_now();
         });
         Ok(id)
     }
@@ -181,6 +185,34 @@ impl Jobs {
 
     fn get(&self, id: &str) -> Option<Arc<Job>> {
         self.inner.lock().expect("jobs lock").get(id).cloned()
+    }
+
+    /// Drop what is past its TTL or over the byte budget, now.
+    pub fn expire_now(&self) {
+        let mut table = self.inner.lock().expect("jobs lock");
+        self.expire(&mut table);
+    }
+
+    /// Enforce the TTL every `every`, whether or not jobs are posted, until the table is
+    /// dropped everywhere else.
+    pub fn expire_every(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let table = Arc::downgrade(&self.inner);
+        let (max, ttl, max_bytes) = (self.max, self.ttl, self.max_bytes);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = table.upgrade() else { return };
+                Jobs {
+                    inner,
+                    max,
+                    ttl,
+                    max_bytes,
+                }
+                .expire_now();
+            }
+        })
     }
 
     /// Drop ended jobs past their TTL, then the oldest ended ones while the output kept is over

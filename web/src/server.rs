@@ -23,6 +23,9 @@ pub struct ServerConfig {
     pub ws: WsConfig,
 }
 
+/// How often ended jobs past their TTL are dropped.
+const JOBS_EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The line `serve` prints once it listens; tests and scripts wait for it.
 pub const LISTENING: &str = "onpyrunner: listening on http://";
 
@@ -36,11 +39,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let listener =
         listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState::new(
-        engine.clone(),
-        Jobs::new(config.jobs_max, config.jobs_ttl).with_max_bytes(config.jobs_max_bytes),
-    )
-    .with_ws(config.ws.clone());
+    let jobs = Jobs::new(config.jobs_max, config.jobs_ttl).with_max_bytes(config.jobs_max_bytes);
+    let expiry = jobs.expire_every(JOBS_EXPIRY_INTERVAL);
+    let state = AppState::new(engine.clone(), jobs).with_ws(config.ws.clone());
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(router::routes(state))
         .incoming(listener)
@@ -63,6 +64,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     {
         tracing::warn!("connections still open at exit");
     }
+    expiry.abort();
     eprintln!("onpyrunner: stopped");
     Ok(())
 }

@@ -334,3 +334,36 @@ async fn a_close_frame_ends_the_run_at_once_but_not_one_another_connection_resum
     let summary = log.log().summary().unwrap();
     assert_eq!(summary.reason, onpyrunner_protocol::Reason::ClientGone);
 }
+
+#[tokio::test]
+async fn ended_jobs_expire_on_a_timer_and_the_byte_budget_holds_when_a_job_ends() {
+    let runner = Arc::new(StandIn::new());
+    let jobs = Jobs::new(10, Duration::from_millis(300)).with_max_bytes(10);
+    let _expiry = jobs.expire_every(Duration::from_millis(50));
+    let s = AppState::new(runner, jobs);
+    let post = |code: &str| {
+        let body = json!({"language": "python", "code": code}).to_string();
+        let s = s.clone();
+        async move {
+            let (status, job) = call(&s, "POST", "/api/v1/jobs", &body).await;
+            assert_eq!(status, 202, "{job}");
+            job["id"].as_str().unwrap().to_string()
+        }
+    };
+    // Two jobs of 8 bytes each: over the budget of 10 as soon as the second ends, so the older
+    // one goes then, with no third job posted.
+    let older = post("12345678").await;
+    s.jobs.finished(&older).await.unwrap();
+    let newer = post("abcdefgh").await;
+    s.jobs.finished(&newer).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        s.jobs.view(&older).is_none(),
+        "the older job went at the newer one's end"
+    );
+    assert!(s.jobs.view(&newer).is_some());
+    // And past the TTL, with nothing posted at all, the timer drops it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, err) = call(&s, "GET", &format!("/api/v1/jobs/{newer}"), "").await;
+    assert_eq!(status, 404, "{err}");
+}
