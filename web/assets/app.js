@@ -112,6 +112,19 @@
     fontFamily: 'ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono", monospace',
     scrollback: 5000,
     theme: { background: '#121212', foreground: '#e6e6e6', cursor: '#7fd962', selectionBackground: '#3a4150' },
+    // Program output can make links (OSC 8) whose text says one thing and whose target is
+    // another, or a javascript: URL that would run in this page's origin. Only http(s) links
+    // open, after the user has seen the real address, in a tab that cannot reach this one.
+    linkHandler: {
+      allowNonHttpProtocols: false,
+      activate(event, uri) {
+        let url;
+        try { url = new URL(uri); } catch { return; }
+        if (url.protocol !== 'http:' && url.protocol !== 'https:') return;
+        if (!window.confirm(`The program's output links to\n\n${url.href}\n\nOpen it in a new tab?`)) return;
+        window.open(url.href, '_blank', 'noopener,noreferrer');
+      },
+    },
   });
   const fit = new FitAddon.FitAddon();
   term.loadAddon(fit);

@@ -386,3 +386,49 @@ test('a run outlives a silent connection: the page says it is reconnecting, resu
   await screenshot(page, 'phone-resumed-finished');
   assertNoProblems(problems);
 });
+
+test('links in program output (OSC 8) never run script and open only after the user saw where they go', async (t) => {
+  const { page, problems } = await openIde(t, DESKTOP);
+  const dialogs = [];
+  page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
+  let opened = 0;
+  page.context().on('page', () => { opened += 1; });
+  const osc8 = (uri, text) => `\\x1b]8;;${uri}\\x1b\\\\${text}\\x1b]8;;\\x1b\\\\`;
+  await setCode(page, `print("${osc8('javascript:window.__pwned=1', 'docs')} and ${osc8('https://example.org/x', 'example')}")\n`);
+  await page.click('#run');
+  await waitForBadge(page, 'FINISHED');
+  // The link text shows as text, the escape sequences not at all.
+  await waitForTerminal(page, 'docs and example');
+  // Click on the link texts as a user would: hover, then click, on the cells that show them.
+  const clickText = async (text) => {
+    const at = await page.evaluate((word) => {
+      const term = window.onpyrunnerIDE.term;
+      const buffer = term.buffer.active;
+      for (let y = buffer.viewportY; y < buffer.viewportY + term.rows; y++) {
+        const x = buffer.getLine(y)?.translateToString(true).indexOf(word) ?? -1;
+        if (x >= 0) {
+          const screen = document.querySelector('#terminal .xterm-screen').getBoundingClientRect();
+          const w = screen.width / term.cols, h = screen.height / term.rows;
+          return { x: screen.left + (x + 1) * w, y: screen.top + (y - buffer.viewportY + 0.5) * h };
+        }
+      }
+      return null;
+    }, text);
+    assert.ok(at, `${text} is on screen`);
+    await page.mouse.move(at.x - 3, at.y);
+    await page.mouse.move(at.x, at.y);
+    await page.waitForTimeout(200);
+    await page.mouse.click(at.x, at.y);
+    await page.waitForTimeout(200);
+  };
+  await clickText('docs');
+  // Also what the handler does with other schemes a link may carry.
+  await page.evaluate(() => window.onpyrunnerIDE.term.options.linkHandler.activate(new MouseEvent('click'), 'data:text/html,<script>alert(1)</script>'));
+  assert.deepEqual(dialogs, [], 'non-http links are not even offered');
+  await clickText('example');
+  assert.equal(dialogs.length, 1);
+  assert.match(dialogs[0], /https:\/\/example\.org\/x/, 'the real address is shown before anything opens');
+  assert.equal(opened, 0, 'declined: nothing opened');
+  assert.equal(await page.evaluate(() => window.__pwned), undefined);
+  assertNoProblems(problems);
+});
