@@ -148,6 +148,16 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub resume_grace_ms: u64,
+    /// Host names the server answers to besides the loopback names and the listen address
+    /// (requests naming another host get 421: DNS rebinding); with --listen 0.0.0.0 and no
+    /// names, any
+    #[arg(
+        long,
+        env = "ONPYRUNNER_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServeArgs {
@@ -194,6 +204,7 @@ impl ServeArgs {
             jobs_max: self.jobs_max,
             jobs_ttl: std::time::Duration::from_secs(self.jobs_ttl),
             jobs_max_bytes: self.jobs_max_mib.saturating_mul(1024 * 1024),
+            allowed_hosts: self.allowed_hosts.clone(),
             ws: crate::ws_config::WsConfig {
                 allowed_origins: self.allowed_origins.clone(),
                 ping_interval: std::time::Duration::from_millis(self.ws_ping_ms),

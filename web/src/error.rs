@@ -7,7 +7,7 @@ use warp::reply::Response;
 use warp::Reply;
 
 /// An error as clients get it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,

@@ -9,7 +9,7 @@
 //! job table full), 503 (shutting down, daemon down, image missing).
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{api, assets, metrics, openapi, sse, ws};
+use crate::{api, assets, browser, metrics, openapi, sse, ws};
 use bytes::Bytes;
 use std::convert::Infallible;
 use warp::filters::BoxedFilter;
@@ -228,7 +228,9 @@ impl Route {
 
 /// The request body, up to [`MAX_BODY_BYTES`].
 fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone + Send + Sync + 'static {
-    warp::body::content_length_limit(MAX_BODY_BYTES).and(warp::body::bytes())
+    warp::body::content_length_limit(MAX_BODY_BYTES)
+        .and(browser::json_only())
+        .and(warp::body::bytes())
 }
 
 /// Every route of the service, then 405 for a known path asked with another method, then the
@@ -243,7 +245,10 @@ pub fn routes(
             .unify()
             .boxed();
     }
-    tree.recover(recover).unify()
+    browser::guard(state.hosts.clone(), state.ws.clone())
+        .and(tree)
+        .recover(recover)
+        .unify()
 }
 
 /// The methods a path answers (`GET, HEAD`), for `405` and its `Allow` header; `None` for a
@@ -288,7 +293,9 @@ fn wrong_method(
 }
 
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
-    let err = if rejection.is_not_found() {
+    let err = if let Some(browser::Refused(err)) = rejection.find() {
+        err.clone()
+    } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "no such route")
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::new(

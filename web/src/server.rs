@@ -1,4 +1,5 @@
 //! `onpyrunner serve`: the engine behind the HTTP API, until a shutdown signal.
+use crate::browser::Hosts;
 use crate::jobs::Jobs;
 use crate::router;
 use crate::state::AppState;
@@ -21,6 +22,8 @@ pub struct ServerConfig {
     /// Output kept by ended jobs at most.
     pub jobs_max_bytes: usize,
     pub ws: WsConfig,
+    /// Host names besides the loopback ones and the listen address (see `browser::Hosts`).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// How often ended jobs past their TTL are dropped.
@@ -41,7 +44,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let addr = listener.local_addr()?;
     let jobs = Jobs::new(config.jobs_max, config.jobs_ttl).with_max_bytes(config.jobs_max_bytes);
     let expiry = jobs.expire_every(JOBS_EXPIRY_INTERVAL);
-    let state = AppState::new(engine.clone(), jobs).with_ws(config.ws.clone());
+    let state = AppState::new(engine.clone(), jobs)
+        .with_ws(config.ws.clone())
+        .with_hosts(Hosts::for_listen(addr, &config.allowed_hosts));
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = warp::serve(router::routes(state))
         .incoming(listener)

@@ -1,5 +1,6 @@
 //! What the handlers share: where runs go (the engine, behind the [`Runner`] interface so
 //! that tests can stand in for it), the job table and the WebSocket endpoint's configuration.
+use crate::browser::Hosts;
 use crate::jobs::Jobs;
 use crate::ws_config::WsConfig;
 use onpyrunner_supervisor::runner::Runner;
@@ -11,6 +12,8 @@ pub struct AppState {
     pub engine: Arc<dyn Runner>,
     pub jobs: Jobs,
     pub ws: Arc<WsConfig>,
+    /// The host names requests may carry (see `browser`).
+    pub hosts: Arc<Hosts>,
 }
 
 impl AppState {
@@ -20,11 +23,17 @@ impl AppState {
             engine: Arc::new(engine),
             jobs,
             ws: Arc::new(WsConfig::default()),
+            hosts: Arc::new(Hosts::default()),
         }
     }
 
     pub fn with_ws(mut self, ws: WsConfig) -> Self {
         self.ws = Arc::new(ws);
+        self
+    }
+
+    pub fn with_hosts(mut self, hosts: Hosts) -> Self {
+        self.hosts = Arc::new(hosts);
         self
     }
 }

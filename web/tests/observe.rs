@@ -34,6 +34,7 @@ async fn call(s: &AppState, method: &str, path: &str, body: Value) -> (u16, Valu
         warp::test::request()
             .method(method)
             .path(path)
+            .header("content-type", "application/json")
             .body(body)
             .reply(&routes(s.clone())),
     )

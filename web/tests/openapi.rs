@@ -60,6 +60,12 @@ async fn send(
         request = request.header(*name, *value);
     }
     if let Some(body) = body {
+        if !headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header("content-type", "application/json");
+        }
         request = request.body(body);
     }
     let response = tokio::time::timeout(TIMEOUT, request.reply(&routes(s.clone())))

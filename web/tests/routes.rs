@@ -30,6 +30,7 @@ async fn call(s: &AppState, method: &str, path: &str, body: &str) -> (u16, Value
     let response = warp::test::request()
         .method(method)
         .path(path)
+        .header("content-type", "application/json")
         .body(body)
         .reply(&routes(s.clone()))
         .await;
@@ -366,4 +367,89 @@ async fn ended_jobs_expire_on_a_timer_and_the_byte_budget_holds_when_a_job_ends(
     tokio::time::sleep(Duration::from_millis(600)).await;
     let (status, err) = call(&s, "GET", &format!("/api/v1/jobs/{newer}"), "").await;
     assert_eq!(status, 404, "{err}");
+}
+
+#[tokio::test]
+async fn a_web_page_elsewhere_cannot_drive_the_server_through_the_users_browser() {
+    let (s, runner) = state();
+    let body = r#"{"language": "python", "code": "x"}"#;
+    let post = |headers: &'static [(&'static str, &'static str)]| {
+        let s = s.clone();
+        async move {
+            let mut request = warp::test::request()
+                .method("POST")
+                .path("/api/v1/runs")
+                .body(body);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            let response = request.reply(&routes(s)).await;
+            let json: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+            (response.status().as_u16(), json)
+        }
+    };
+    // A cross-site form or a "simple" fetch cannot send JSON without a preflight.
+    for kind in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let headers: &'static [(&str, &str)] = Box::leak(Box::new([("content-type", kind)]));
+        let (status, err) = post(headers).await;
+        assert_eq!(status, 415, "{kind}: {err}");
+        assert_eq!(err["field"], "Content-Type");
+    }
+    let (status, _) = post(&[]).await;
+    assert_eq!(status, 415, "no content type");
+    // DNS rebinding: the page's own name in Host.
+    let (status, err) = post(&[
+        ("content-type", "application/json"),
+        ("host", "evil.example:8080"),
+    ])
+    .await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (421, Some("Host")),
+        "{err}"
+    );
+    let response = warp::test::request()
+        .path("/")
+        .header("host", "evil.example")
+        .reply(&routes(s.clone()))
+        .await;
+    assert_eq!(
+        response.status(),
+        421,
+        "not even the IDE's page is served to another name"
+    );
+    // Another site's page, by its Origin.
+    let (status, err) = post(&[
+        ("content-type", "application/json"),
+        ("host", "127.0.0.1:8080"),
+        ("origin", "http://evil.example"),
+    ])
+    .await;
+    assert_eq!(
+        (status, err["field"].as_str()),
+        (403, Some("Origin")),
+        "{err}"
+    );
+    assert!(
+        runner.accepted.lock().unwrap().is_empty(),
+        "nothing started"
+    );
+    // The server's own page, and a client that is no browser, are served.
+    let (status, run) = post(&[
+        ("content-type", "application/json; charset=utf-8"),
+        ("host", "127.0.0.1:8080"),
+        ("origin", "http://127.0.0.1:8080"),
+    ])
+    .await;
+    assert_eq!(status, 200, "{run}");
+    let (status, _) = post(&[
+        ("content-type", "application/json"),
+        ("host", "localhost:8080"),
+    ])
+    .await;
+    assert_eq!(status, 200);
 }
