@@ -94,7 +94,8 @@ struct Report {
 /// How to start the server under test.
 #[derive(Debug, Clone)]
 pub struct Serve {
-    /// An executable taking `serve --listen ADDR --instance NAME --max-queued N`.
+    /// An executable taking `serve --listen ADDR --instance NAME --max-queued N
+    /// --max-connections-per-address N`.
     pub program: PathBuf,
     /// What it prints on stderr before its address once it listens (`http://` included).
     pub listening: &'static str,
@@ -109,7 +110,7 @@ pub async fn run(args: LoadArgs, serve: Serve) -> anyhow::Result<i32> {
     let language = onpyrunner_languages::find(&args.lang)
         .with_context(|| format!("--lang {:?}: unknown language", args.lang))?;
     let started = Instant::now();
-    let mut server = Server::start(&serve, args.clients).await?;
+    let mut server = Server::start(&serve, args.clients, args.clients.max(args.idle)).await?;
     let bound = Duration::from_secs(args.max_seconds);
     let measured = tokio::time::timeout(bound, measure(&args, language, &server)).await;
     let stopped = server.stop().await;
@@ -303,12 +304,18 @@ struct Server {
 }
 
 impl Server {
-    async fn start(serve: &Serve, clients: usize) -> anyhow::Result<Server> {
+    /// `connections`: how many the load opens at once, all from loopback.
+    async fn start(serve: &Serve, clients: usize, connections: usize) -> anyhow::Result<Server> {
         let instance = format!("load-{}", std::process::id());
         let mut child = Command::new(&serve.program)
             .args(["serve", "--listen", "127.0.0.1:0", "--instance", &instance])
             // Every client gets a place in the queue: none is refused as busy.
             .args(["--max-queued", &(clients + 64).to_string()])
+            // All of them come from one address: the per-address cap must not refuse them.
+            .args([
+                "--max-connections-per-address",
+                &(connections + 64).to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -158,6 +158,31 @@ pub struct ServeArgs {
         value_name = "NAME"
     )]
     pub allowed_hosts: Vec<String>,
+    /// Seconds a connection may take to send a request's headers (also between requests on a
+    /// kept-alive connection)
+    #[arg(
+        long,
+        env = "ONPYRUNNER_HEADER_TIMEOUT",
+        default_value_t = 10,
+        value_name = "S"
+    )]
+    pub header_timeout: u64,
+    /// HTTP connections open at once, in all
+    #[arg(
+        long,
+        env = "ONPYRUNNER_MAX_CONNECTIONS",
+        default_value_t = 4096,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+    /// HTTP connections open at once from one address
+    #[arg(
+        long,
+        env = "ONPYRUNNER_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 512,
+        value_name = "N"
+    )]
+    pub max_connections_per_address: usize,
 }
 
 impl ServeArgs {
@@ -205,6 +230,11 @@ impl ServeArgs {
             jobs_ttl: std::time::Duration::from_secs(self.jobs_ttl),
             jobs_max_bytes: self.jobs_max_mib.saturating_mul(1024 * 1024),
             allowed_hosts: self.allowed_hosts.clone(),
+            listen_limits: crate::listener::ListenLimits {
+                header_read_timeout: std::time::Duration::from_secs(self.header_timeout.max(1)),
+                max_connections: self.max_connections.max(1),
+                max_per_address: self.max_connections_per_address.max(1),
+            },
             ws: crate::ws_config::WsConfig {
                 allowed_origins: self.allowed_origins.clone(),
                 ping_interval: std::time::Duration::from_millis(self.ws_ping_ms),

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cli;
 pub mod error;
 pub mod jobs;
+pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod request;

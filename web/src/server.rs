@@ -1,6 +1,7 @@
 //! `onpyrunner serve`: the engine behind the HTTP API, until a shutdown signal.
 use crate::browser::Hosts;
 use crate::jobs::Jobs;
+use crate::listener::{self, ListenLimits};
 use crate::router;
 use crate::state::AppState;
 use crate::ws_config::WsConfig;
@@ -24,6 +25,8 @@ pub struct ServerConfig {
     pub ws: WsConfig,
     /// Host names besides the loopback ones and the listen address (see `browser::Hosts`).
     pub allowed_hosts: Vec<String>,
+    /// Timeouts and connection caps of the HTTP server.
+    pub listen_limits: ListenLimits,
 }
 
 /// How often ended jobs past their TTL are dropped.
@@ -35,6 +38,7 @@ pub const LISTENING: &str = "onpyrunner: listening on http://";
 /// Start the engine, serve until `shutdown` resolves, then shut the engine down (every run
 /// ends as STOPPED with reason `shutdown`, pools removed) and stop serving.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let docker = Docker::from_host(config.docker_host.as_deref())?;
     let engine = Engine::start(docker, config.engine.clone())
         .await
@@ -48,12 +52,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         .with_ws(config.ws.clone())
         .with_hosts(Hosts::for_listen(addr, &config.allowed_hosts));
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = warp::serve(router::routes(state))
-        .incoming(listener)
-        .graceful(async {
+    let server = listener::serve(
+        listener,
+        router::routes(state),
+        config.listen_limits.clone(),
+        async {
             let _ = serving_stopped.await;
-        })
-        .run();
+        },
+    );
     let server = tokio::spawn(server);
     eprintln!("{LISTENING}{addr}");
     tracing::info!(%addr, owner = engine.owner(), "serving");
@@ -87,4 +93,27 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// Raise the soft limit on open files to the hard one: every connection and every run's attach
+/// stream is a descriptor, and the default soft limit (often 1024) is what a flood hits first.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer, which
+    // lives on this stack frame for the whole call.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::warn!("could not raise the open files limit");
+            }
+        }
+    }
 }

@@ -230,7 +230,11 @@ async fn ended_jobs_give_way_oldest_first_when_their_output_passes_the_byte_budg
         async move { call(&s, "GET", &path, Value::Null).await.0 }
     };
     assert_eq!(status(&ids[0]).await, 404);
-    assert_eq!(status(&ids[1]).await, 404, "800 + 800 bytes is over the budget");
+    assert_eq!(
+        status(&ids[1]).await,
+        404,
+        "800 + 800 bytes is over the budget"
+    );
     assert_eq!(
         status(&ids[2]).await,
         200,

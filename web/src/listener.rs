@@ -1,0 +1,155 @@
+//! The HTTP server's own accept loop, so that a hostile client cannot exhaust it: warp's
+//! `serve` starts hyper without a timer (no header-read or idle timeout) and accepts without
+//! bound, so a slowloris holds connections until the process runs out of descriptors.
+//! - every connection must send a request's headers within `header_read_timeout`, also between
+//!   requests on a kept-alive connection (hyper's timer restarts at each request);
+//! - at most `max_connections` at once, and `max_per_address` from one address; a connection
+//!   past a cap is closed at once, before anything is read;
+//! - an accept that fails (out of descriptors) is retried after a pause instead of spinning;
+//! - shutdown stops accepting and lets open connections finish within the server's bound.
+//!
+//! A WebSocket leaves hyper once upgraded; its own heartbeat bounds it from then on.
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use warp::reply::Response;
+use warp::Filter;
+
+/// What bounds the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ListenLimits {
+    pub header_read_timeout: Duration,
+    pub max_connections: usize,
+    pub max_per_address: usize,
+}
+
+impl Default for ListenLimits {
+    fn default() -> Self {
+        ListenLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_per_address: 512,
+        }
+    }
+}
+
+/// Connections open now, in all and by address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection's place; given back when dropped.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    address: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("open lock");
+        open.total -= 1;
+        if let Some(n) = open.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+fn admit(open: &Arc<Mutex<Open>>, address: IpAddr, limits: &ListenLimits) -> Option<Slot> {
+    let mut o = open.lock().expect("open lock");
+    let here = o.by_address.get(&address).copied().unwrap_or(0);
+    if o.total >= limits.max_connections || here >= limits.max_per_address {
+        return None;
+    }
+    o.total += 1;
+    *o.by_address.entry(address).or_default() += 1;
+    Some(Slot {
+        open: open.clone(),
+        address,
+    })
+}
+
+/// Serve `filter` on `listener` within `limits` until `shutdown` resolves; then stop accepting
+/// and wait for open requests (upgraded WebSockets are not waited for).
+pub async fn serve<F>(
+    listener: TcpListener,
+    filter: F,
+    limits: ListenLimits,
+    shutdown: impl Future<Output = ()>,
+) where
+    F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
+{
+    let open = Arc::new(Mutex::new(Open::default()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and the like: the process is out of something; wait for it to
+                    // come back rather than spin.
+                    tracing::warn!(error = %e, "accept failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Some(slot) = admit(&open, peer.ip(), &limits) else {
+            tracing::debug!(%peer, "connection refused: over the connection cap");
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let mut builder =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let connection = builder.serve_connection_with_upgrades(io, service);
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_hold_in_all_and_per_address_and_places_come_back() {
+        let limits = ListenLimits {
+            max_connections: 3,
+            max_per_address: 2,
+            ..ListenLimits::default()
+        };
+        let open = Arc::new(Mutex::new(Open::default()));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = admit(&open, a, &limits).unwrap();
+        let _a2 = admit(&open, a, &limits).unwrap();
+        assert!(admit(&open, a, &limits).is_none(), "per address");
+        let _b1 = admit(&open, b, &limits).unwrap();
+        assert!(admit(&open, b, &limits).is_none(), "in all");
+        drop(a1);
+        assert!(admit(&open, b, &limits).is_some(), "a place came back");
+    }
+}
