@@ -28,6 +28,10 @@ pub struct Caps {
     pub cpus: f64,
     pub output_bytes: u64,
     pub stdin_bytes: u64,
+    /// Whether a request may raise a limit above its language's default (up to these caps).
+    /// Off by default: a request may only lower its limits, so that no client takes 60 s,
+    /// 2 CPUs and 2 GiB per run because it asked.
+    pub raise: bool,
 }
 
 impl Default for Caps {
@@ -38,6 +42,7 @@ impl Default for Caps {
             cpus: 2.0,
             output_bytes: 16 * 1024 * 1024,
             stdin_bytes: 16 * 1024 * 1024,
+            raise: false,
         }
     }
 }
@@ -58,13 +63,16 @@ const MIN_MEMORY_MIB: u64 = 32;
 const MIN_CPUS: f64 = 0.1;
 const MIN_OUTPUT_BYTES: u64 = 1;
 
+/// A requested limit within `min` and, unless `raise`, the default (never above the cap).
 fn check<T: PartialOrd + ToString + Copy>(
     field: &'static str,
     requested: Option<T>,
     default: T,
     min: T,
-    max: T,
+    cap: T,
+    raise: bool,
 ) -> Result<T, LimitError> {
+    let max = if raise || default > cap { cap } else { default };
     match requested {
         None => Ok(if default > max { max } else { default }),
         Some(v) if v >= min && v <= max => Ok(v),
@@ -92,21 +100,30 @@ impl Limits {
             }
         }
         Ok(Limits {
-            wall_ms: check("wall_ms", req.wall_ms, d.wall_ms, MIN_WALL_MS, caps.wall_ms)?,
+            wall_ms: check(
+                "wall_ms",
+                req.wall_ms,
+                d.wall_ms,
+                MIN_WALL_MS,
+                caps.wall_ms,
+                caps.raise,
+            )?,
             memory_mib: check(
                 "memory_mib",
                 req.memory_mib,
                 d.memory_mib,
                 MIN_MEMORY_MIB,
                 caps.memory_mib,
+                caps.raise,
             )?,
-            cpus: check("cpus", req.cpus, d.cpus, MIN_CPUS, caps.cpus)?,
+            cpus: check("cpus", req.cpus, d.cpus, MIN_CPUS, caps.cpus, caps.raise)?,
             output_bytes: check(
                 "output_bytes",
                 req.output_bytes,
                 d.output_bytes,
                 MIN_OUTPUT_BYTES,
                 caps.output_bytes,
+                caps.raise,
             )?,
             pids: d.pids,
             stdin_bytes: caps.stdin_bytes,
@@ -151,12 +168,37 @@ mod tests {
     }
 
     #[test]
+    fn a_request_may_not_raise_a_limit_unless_the_server_allows_it() {
+        let req = LimitRequest {
+            wall_ms: Some(python().limits.wall_ms + 1),
+            ..Default::default()
+        };
+        let err = Limits::resolve(python(), &req, &Caps::default()).unwrap_err();
+        assert_eq!(err.field, "wall_ms");
+        assert_eq!(
+            err.max,
+            python().limits.wall_ms.to_string(),
+            "the default is the most"
+        );
+        let allowed = Caps {
+            raise: true,
+            ..Caps::default()
+        };
+        let raised = Limits::resolve(python(), &req, &allowed).unwrap();
+        assert_eq!(raised.wall_ms, python().limits.wall_ms + 1);
+    }
+
+    #[test]
     fn a_limit_above_the_cap_names_the_field_and_the_cap() {
         let req = LimitRequest {
             memory_mib: Some(1 << 20),
             ..Default::default()
         };
-        let err = Limits::resolve(python(), &req, &Caps::default()).unwrap_err();
+        let caps = Caps {
+            raise: true,
+            ..Caps::default()
+        };
+        let err = Limits::resolve(python(), &req, &caps).unwrap_err();
         assert_eq!(err.field, "memory_mib");
         assert_eq!(err.max, "2048");
         assert!(err.to_string().contains("limits.memory_mib"), "{err}");

@@ -188,6 +188,8 @@ async fn an_output_flood_is_cut_at_the_cap_and_a_slow_reader_keeps_memory_bounde
     let h = Harness::new("engine-flood").await;
     let mut config = engine_config("flood", &[]);
     config.caps.output_bytes = 1 << 30;
+    // This test raises the output limit above the language's default on purpose.
+    config.caps.raise = true;
     let engine = engine(&h, config).await;
     let caps = engine.config().caps.clone();
     let flood = "import sys\nwhile True: sys.stdout.write('x' * 65536)";
@@ -400,14 +402,32 @@ async fn the_start_up_sweep_removes_what_an_earlier_run_of_the_instance_left() {
     let config = engine_config("sweep", &[("python", 1)]);
     let first = engine(&h, config.clone()).await;
     until("the pool to fill", || first.pools()["python"].ready() == 1).await;
-    // Crash-like: the first engine is abandoned without shutdown.
-    let left = instance_containers(&h.docker, &config.instance).await;
-    assert_eq!(left.len(), 1);
+    let live = instance_containers(&h.docker, &config.instance).await;
+    assert_eq!(live.len(), 1);
+    // What a crashed incarnation left: a container whose owner holds no lock any more (a
+    // process that died). The first engine is a live neighbour under the same name.
+    let lang = onpyrunner_e2e::language("python");
+    let dead_owner = format!("{}.{}-dead", config.instance, u32::MAX);
+    let crashed = onpyrunner_supervisor::run::Sandbox::create(
+        &h.docker,
+        &onpyrunner_supervisor::images::image_ref(lang),
+        &dead_owner,
+        lang,
+        &Limits::defaults(lang, &Caps::default()),
+    )
+    .await
+    .unwrap();
+    let left = vec![crashed.id().to_string()];
+    std::mem::forget(crashed); // as a crash would: nobody removes it
     let second = engine(&h, config.clone()).await;
     let now = instance_containers(&h.docker, &config.instance).await;
     assert!(
-        now.iter().all(|c| c.id != left[0].id),
+        now.iter().all(|c| c.id != left[0]),
         "the earlier incarnation's container is gone"
+    );
+    assert!(
+        now.iter().any(|c| c.id == live[0].id),
+        "the live neighbour's pooled container stays"
     );
     first.shutdown().await;
     finish(&h, second).await;
@@ -418,6 +438,7 @@ async fn large_output_streams_in_large_chunks_at_full_speed() {
     let h = Harness::new("engine-bulk").await;
     let mut config = engine_config("bulk", &[("python", 1)]);
     config.caps.output_bytes = 64 * 1024 * 1024;
+    config.caps.raise = true;
     let caps = config.caps.clone();
     let engine = engine(&h, config).await;
     let pool = engine.pools()["python"].clone();

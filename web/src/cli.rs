@@ -167,6 +167,10 @@ pub struct ServeArgs {
         value_name = "S"
     )]
     pub header_timeout: u64,
+    /// Let requests raise their limits above the language's defaults, up to the server's caps
+    /// (by default a request may only lower them)
+    #[arg(long, env = "ONPYRUNNER_ALLOW_RAISED_LIMITS")]
+    pub allow_raised_limits: bool,
     /// HTTP connections open at once, in all
     #[arg(
         long,
@@ -193,6 +197,7 @@ impl ServeArgs {
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace),
             ..EngineConfig::default()
         };
+        engine.caps.raise = self.allow_raised_limits;
         if let Some(n) = self.max_running {
             if n == 0 {
                 bail!("--max-running must be at least 1");
@@ -453,7 +458,12 @@ async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
         memory_mib: args.memory_limit,
         ..LimitRequest::default()
     };
-    let limits = Limits::resolve(lang, &request, &Caps::default()).map_err(|e| {
+    // The CLI's user runs their own machine: they may raise limits up to the caps.
+    let caps = Caps {
+        raise: true,
+        ..Caps::default()
+    };
+    let limits = Limits::resolve(lang, &request, &caps).map_err(|e| {
         anyhow::anyhow!("{e}")
             .context("bad limit (--time-limit is in seconds, --memory-limit in MiB)")
     })?;

@@ -114,6 +114,8 @@ async fn bad_requests_get_a_status_that_fits_and_name_the_field_and_limit() {
     let s = state("errors", |c| {
         c.max_running = 1;
         c.max_queued = 0;
+        // The limit past the cap (not past the language's default) is what is checked here.
+        c.caps.raise = true;
     })
     .await;
     let cases = [

@@ -385,6 +385,7 @@ async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_
 async fn a_slow_client_slows_the_program_down_instead_of_growing_memory() {
     let server = serve("slow", |config, _| {
         config.caps.output_bytes = 256 * 1024 * 1024;
+        config.caps.raise = true;
     })
     .await;
     let mut ws = server.connect().await;
