@@ -417,7 +417,7 @@ async fn the_start_up_sweep_removes_what_an_earlier_run_of_the_instance_left() {
     )
     .await
     .unwrap();
-    let left = vec![crashed.id().to_string()];
+    let left = [crashed.id().to_string()];
     std::mem::forget(crashed); // as a crash would: nobody removes it
     let second = engine(&h, config.clone()).await;
     let now = instance_containers(&h.docker, &config.instance).await;
