@@ -61,6 +61,9 @@ pub struct EngineConfig {
     pub health_interval: Duration,
     /// How long `shutdown` waits for sessions to end before it removes what is left anyway.
     pub shutdown_grace: Duration,
+    /// Start even when the daemon says it would not enforce seccomp or a limit (the engine
+    /// refuses to by default).
+    pub allow_weak_daemon: bool,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +78,7 @@ impl Default for EngineConfig {
             sweep_interval: Duration::from_secs(30),
             health_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            allow_weak_daemon: false,
         }
     }
 }
@@ -149,6 +153,19 @@ impl Engine {
             }
         }
         docker.ping().await?;
+        // Every sandbox relies on these; a daemon that would silently not enforce one is
+        // refused, with what is missing.
+        let missing = docker.info().await?.missing();
+        if !missing.is_empty() {
+            if config.allow_weak_daemon {
+                tracing::warn!(?missing, "the Docker daemon would not enforce all of a sandbox's limits; running anyway as told");
+            } else {
+                return Err(EngineError::Config(format!(
+                    "the Docker daemon would not enforce {}; fix the daemon (kernel cgroup options, seccomp), or pass --allow-weak-daemon to run anyway",
+                    missing.join(", ")
+                )));
+            }
+        }
         let owner = format!(
             "{}.{}-{}",
             config.instance,
@@ -596,7 +613,8 @@ impl SessionTask {
         let sandbox = match sandbox {
             Ok(sandbox) => sandbox,
             Err(e) => {
-                let summary = Summary::internal(stage, internal_message(&e));
+                let summary =
+                    Summary::internal(stage, internal_message(&e, Phase::Making, &self.run.id));
                 return self.finish(summary, queued_ms).await;
             }
         };
@@ -608,7 +626,9 @@ impl SessionTask {
             .insert(container.clone());
         self.emit_state(RunState::Running);
         let (summary, leftover) = self.execute(sandbox).await;
-        let summary = summary.unwrap_or_else(|e| Summary::internal(stage, internal_message(&e)));
+        let summary = summary.unwrap_or_else(|e| {
+            Summary::internal(stage, internal_message(&e, Phase::Running, &self.run.id))
+        });
         let inner = self.inner.clone();
         let language = self.spec.language.id.clone();
         // The caller hears the end first; removing the container takes 50 to 100 ms more.
@@ -812,21 +832,57 @@ async fn interrupted(run: &RunShared, shutdown: &tokio_util::sync::CancellationT
     }
 }
 
-fn internal_message(e: &RunError) -> String {
-    match e {
-        RunError::Docker(d @ DockerError::Unreachable { .. }) => {
-            format!("internal error: lost the Docker daemon during the run: {d}")
+/// Where a sandbox failed.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Making,
+    Running,
+}
+
+/// What a user is told of a sandbox that failed: what happened in their terms, never the
+/// daemon's raw message or a container id (those go to the log, and the metrics count it).
+fn internal_message(e: &RunError, phase: Phase, run: &str) -> String {
+    tracing::warn!(run, ?phase, error = %e, "the sandbox failed");
+    match (e, phase) {
+        (RunError::Docker(DockerError::Unreachable { .. }), _) => {
+            "internal error: lost the Docker daemon during the run; try again".into()
         }
-        RunError::Docker(d) => {
-            format!("internal error: the Docker daemon failed during the run: {d}")
+        (_, Phase::Making) => "internal error: the sandbox could not be started; try again".into(),
+        (_, Phase::Running) => {
+            "internal error: the sandbox failed during the run; try again".into()
         }
-        other => format!("internal error: {other}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_are_told_what_failed_in_their_terms_without_daemon_details() {
+        let daemon = RunError::Docker(DockerError::Stream {
+            op: "create container",
+            message: "No such container: 3f2a9c1e77".into(),
+        });
+        for phase in [Phase::Making, Phase::Running] {
+            let message = internal_message(&daemon, phase, "r");
+            assert!(
+                message.starts_with("internal error: the sandbox"),
+                "{message}"
+            );
+            assert!(
+                !message.contains("3f2a9c1e77") && !message.contains("No such"),
+                "{message}"
+            );
+        }
+        let gone = RunError::Docker(DockerError::Unreachable {
+            socket: "/var/run/docker.sock".into(),
+            reason: "connection refused".into(),
+        });
+        let message = internal_message(&gone, Phase::Running, "r");
+        assert!(message.contains("Docker daemon"), "{message}");
+        assert!(!message.contains("refused"), "{message}");
+    }
 
     #[test]
     fn instance_names_are_label_safe() {

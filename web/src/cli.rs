@@ -171,6 +171,10 @@ pub struct ServeArgs {
     /// (by default a request may only lower them)
     #[arg(long, env = "ONPYRUNNER_ALLOW_RAISED_LIMITS")]
     pub allow_raised_limits: bool,
+    /// Start even if the Docker daemon says it would not enforce seccomp, memory, swap, pids
+    /// or CPU limits (refused by default, saying what is missing)
+    #[arg(long, env = "ONPYRUNNER_ALLOW_WEAK_DAEMON")]
+    pub allow_weak_daemon: bool,
     /// HTTP connections open at once, in all
     #[arg(
         long,
@@ -198,6 +202,7 @@ impl ServeArgs {
             ..EngineConfig::default()
         };
         engine.caps.raise = self.allow_raised_limits;
+        engine.allow_weak_daemon = self.allow_weak_daemon;
         if let Some(n) = self.max_running {
             if n == 0 {
                 bail!("--max-running must be at least 1");

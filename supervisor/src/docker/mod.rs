@@ -213,7 +213,26 @@ impl Docker {
         config: &ContainerConfig,
     ) -> Result<String, DockerError> {
         let created: CreateResponse = self.json(request::create_container(name, config)).await?;
+        let warnings = created.warnings.unwrap_or_default();
+        let warnings: Vec<String> = warnings.into_iter().filter(|w| !w.is_empty()).collect();
+        if !warnings.is_empty() {
+            // The daemon made the container but said it dropped something we asked for (a
+            // limit it cannot enforce, typically): fail closed, never run with less.
+            let _ = self.remove_container(&created.id).await;
+            return Err(DockerError::Stream {
+                op: "create container",
+                message: format!(
+                    "the daemon would not apply the container's settings as asked: {}",
+                    warnings.join("; ")
+                ),
+            });
+        }
         Ok(created.id)
+    }
+
+    /// What the daemon says it supports (`GET /info`).
+    pub async fn info(&self) -> Result<DaemonInfo, DockerError> {
+        self.json(request::info()).await
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), DockerError> {

@@ -65,6 +65,10 @@ pub fn ping() -> ApiRequest {
     ApiRequest::new("ping", Method::GET, "/_ping".into())
 }
 
+pub fn info() -> ApiRequest {
+    ApiRequest::new("info", Method::GET, "/info".into())
+}
+
 pub fn version() -> ApiRequest {
     ApiRequest::new("version", Method::GET, "/version".into())
 }

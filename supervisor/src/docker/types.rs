@@ -184,6 +184,51 @@ pub struct ImageConfig {
     pub labels: Option<HashMap<String, String>>,
 }
 
+/// `GET /info`, the parts that say whether the daemon enforces what a sandbox asks for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DaemonInfo {
+    #[serde(default)]
+    pub security_options: Vec<String>,
+    #[serde(default)]
+    pub memory_limit: bool,
+    #[serde(default)]
+    pub swap_limit: bool,
+    #[serde(default)]
+    pub pids_limit: bool,
+    #[serde(default)]
+    pub cpu_cfs_quota: bool,
+    #[serde(default)]
+    pub cpu_cfs_period: bool,
+}
+
+impl DaemonInfo {
+    /// What a sandbox needs that this daemon would not enforce, in the operator's words.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if !self
+            .security_options
+            .iter()
+            .any(|o| o.split(',').any(|part| part == "name=seccomp"))
+        {
+            missing.push("seccomp");
+        }
+        if !self.memory_limit {
+            missing.push("memory limits");
+        }
+        if !self.swap_limit {
+            missing.push("swap limits (a memory limit could be escaped into swap)");
+        }
+        if !self.pids_limit {
+            missing.push("process count limits");
+        }
+        if !(self.cpu_cfs_quota && self.cpu_cfs_period) {
+            missing.push("CPU quotas");
+        }
+        missing
+    }
+}
+
 /// `GET /version`, the parts we read.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -210,4 +255,30 @@ pub struct ProgressLine {
 #[derive(Debug, Clone, Deserialize)]
 pub struct ErrorBody {
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_that_would_not_enforce_a_limit_says_which() {
+        let full: DaemonInfo = serde_json::from_str(
+            r#"{"SecurityOptions":["name=apparmor","name=seccomp,profile=default"],
+                "MemoryLimit":true,"SwapLimit":true,"PidsLimit":true,
+                "CpuCfsQuota":true,"CpuCfsPeriod":true,"Other":1}"#,
+        )
+        .unwrap();
+        assert!(full.missing().is_empty(), "{:?}", full.missing());
+        let weak: DaemonInfo = serde_json::from_str(
+            r#"{"SecurityOptions":["name=seccomp-like"],"MemoryLimit":true,"SwapLimit":false}"#,
+        )
+        .unwrap();
+        let missing = weak.missing();
+        assert!(missing.contains(&"seccomp"), "{missing:?}");
+        assert!(missing.iter().any(|m| m.starts_with("swap")), "{missing:?}");
+        assert!(missing.contains(&"process count limits"));
+        assert!(missing.contains(&"CPU quotas"));
+        assert!(!missing.contains(&"memory limits"));
+    }
 }
