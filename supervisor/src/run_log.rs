@@ -212,6 +212,29 @@ impl RunLog {
         out
     }
 
+    /// Up to [`MAX_READ_BYTES`] of `stream`'s output from byte `offset` of that stream (counting
+    /// only its own bytes), and the offset after it; `None` at its end, as the log is now. Lets
+    /// a reader render one stream a piece at a time instead of copying all of it at once.
+    pub fn output_piece(&self, stream: OutputStream, offset: usize) -> Option<(Bytes, usize)> {
+        let data = self.lock();
+        let mut seen = 0usize;
+        for entry in &data.entries {
+            let Item::Output { stream: s, data } = &entry.item else {
+                continue;
+            };
+            if *s != stream {
+                continue;
+            }
+            if offset < seen + data.len() {
+                let from = offset - seen;
+                let to = data.len().min(from + MAX_READ_BYTES);
+                return Some((Bytes::copy_from_slice(&data[from..to]), seen + to));
+            }
+            seen += data.len();
+        }
+        None
+    }
+
     /// The last `Queued` position while the run is still READY.
     pub fn queue_position(&self) -> Option<usize> {
         let data = self.lock();

@@ -126,8 +126,13 @@ pub fn post_job(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
 
 /// `GET /api/v1/jobs/{id}`.
 pub fn job(s: &AppState, id: &str) -> Response {
-    match s.jobs.view(id) {
-        Some(view) => warp::reply::json(&view).into_response(),
+    match crate::jobs::view_json(&s.jobs, id) {
+        Some(body) => warp::reply::with_header(
+            warp::reply::stream(body),
+            "content-type",
+            "application/json",
+        )
+        .into_response(),
         None => no_such_job(id),
     }
 }

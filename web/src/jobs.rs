@@ -247,3 +247,84 @@ fn oldest_ended(table: &HashMap<String, Arc<Job>>) -> Option<String> {
         .min()
         .map(|(_, id)| id.clone())
 }
+
+/// A job as the JSON of a [`JobView`], produced a piece at a time: the output is read from the
+/// run's log 64 KiB at a time and escaped as it goes, so a poll of a job with 16 MiB of output
+/// costs the server one piece, not the output copied and escaped whole (about six times its
+/// size for control bytes).
+pub fn view_json(
+    jobs: &Jobs,
+    id: &str,
+) -> Option<
+    impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + Sync + 'static,
+> {
+    let job = jobs.get(id)?;
+    let mut head = serde_json::Map::new();
+    head.insert("id".into(), id.into());
+    head.insert("language".into(), job.language.clone().into());
+    head.insert(
+        "state".into(),
+        serde_json::to_value(job.log.state()).expect("a state serializes"),
+    );
+    if let Some(position) = job.log.queue_position() {
+        head.insert("queue_position".into(), position.into());
+    }
+    let head = serde_json::Value::Object(head).to_string();
+    // `{...fields` without its closing brace, then the two streams, then the summary.
+    let opening = format!("{},\"stdout\":\"", &head[..head.len() - 1]);
+    enum Part {
+        Stream(OutputStream, usize, Vec<u8>),
+        Summary,
+        Done,
+    }
+    let state = (
+        job,
+        Part::Stream(OutputStream::Stdout, 0, Vec::new()),
+        Some(opening),
+    );
+    Some(futures_util::stream::unfold(
+        state,
+        |(job, part, first)| async move {
+            if let Some(first) = first {
+                return Some((Ok(Bytes::from(first)), (job, part, None)));
+            }
+            let (text, next) = match part {
+                Part::Stream(stream, offset, held) => match job.log.output_piece(stream, offset) {
+                    Some((piece, after)) => {
+                        // A character split between two pieces is kept whole for the next.
+                        let mut bytes = held;
+                        bytes.extend_from_slice(&piece);
+                        let cut = onpyrunner_supervisor::run_log::complete_prefix(&bytes);
+                        let rest = bytes.split_off(cut);
+                        (escape(&bytes), Part::Stream(stream, after, rest))
+                    }
+                    None => {
+                        let mut text = escape(&held);
+                        text.push('"');
+                        match stream {
+                            OutputStream::Stdout => {
+                                text.push_str(",\"stderr\":\"");
+                                (text, Part::Stream(OutputStream::Stderr, 0, Vec::new()))
+                            }
+                            OutputStream::Stderr => (text, Part::Summary),
+                        }
+                    }
+                },
+                Part::Summary => {
+                    let summary =
+                        serde_json::to_string(&job.log.summary()).expect("a summary serializes");
+                    (format!(",\"summary\":{summary}}}"), Part::Done)
+                }
+                Part::Done => return None,
+            };
+            Some((Ok(Bytes::from(text)), (job, next, None)))
+        },
+    ))
+}
+
+/// Bytes as the inside of a JSON string, invalid UTF-8 replaced.
+fn escape(bytes: &[u8]) -> String {
+    let quoted =
+        serde_json::to_string(&String::from_utf8_lossy(bytes)).expect("a string serializes");
+    quoted[1..quoted.len() - 1].to_string()
+}

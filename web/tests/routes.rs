@@ -456,3 +456,28 @@ async fn a_web_page_elsewhere_cannot_drive_the_server_through_the_users_browser(
     .await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_job_view_is_streamed_and_equals_the_job_as_kept() {
+    let (s, _) = state();
+    // 300 KiB of output with multi-byte characters across the 64 KiB pieces it is read in,
+    // control bytes and quotes, and a second write after stdin.
+    let code: String = "é€\u{1}\"\\\n".repeat(300 * 1024 / 10);
+    let body = json!({"language": "python", "code": code, "stdin": "tail"}).to_string();
+    let (status, job) = call(&s, "POST", "/api/v1/jobs", &body).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let view = tokio::time::timeout(TIMEOUT, s.jobs.finished(&id))
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, polled) = call(&s, "GET", &format!("/api/v1/jobs/{id}"), "").await;
+    assert_eq!(status, 200);
+    assert_eq!(polled, serde_json::to_value(&view).unwrap());
+    assert_eq!(polled["stdout"].as_str().unwrap(), format!("{code}tail"));
+    assert!(
+        !polled["stdout"].as_str().unwrap().contains('\u{fffd}'),
+        "no character was split"
+    );
+    assert_eq!(polled["summary"]["reason"], "exited");
+}
