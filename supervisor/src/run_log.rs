@@ -64,6 +64,13 @@ struct Data {
     next_follower: u64,
 }
 
+/// Where a reader of one stream's output is (see [`RunLog::output_piece`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCursor {
+    entry: usize,
+    within: usize,
+}
+
 /// The log is full (see [`MAX_ENTRIES`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the run's output was written in more than {MAX_ENTRIES} pieces")]
@@ -212,27 +219,43 @@ impl RunLog {
         out
     }
 
-    /// Up to [`MAX_READ_BYTES`] of `stream`'s output from byte `offset` of that stream (counting
-    /// only its own bytes), and the offset after it; `None` at its end, as the log is now. Lets
-    /// a reader render one stream a piece at a time instead of copying all of it at once.
-    pub fn output_piece(&self, stream: OutputStream, offset: usize) -> Option<(Bytes, usize)> {
+    /// Up to [`MAX_READ_BYTES`] of `stream`'s output from `at` on (start from the default),
+    /// gathered across entries, and where to go on from; `None` at its end, as the log is now.
+    /// Lets a reader render one stream a piece at a time instead of copying all of it at once,
+    /// in time linear in the log however the output was chunked.
+    pub fn output_piece(
+        &self,
+        stream: OutputStream,
+        at: StreamCursor,
+    ) -> Option<(Bytes, StreamCursor)> {
         let data = self.lock();
-        let mut seen = 0usize;
-        for entry in &data.entries {
-            let Item::Output { stream: s, data } = &entry.item else {
-                continue;
-            };
-            if *s != stream {
-                continue;
+        let mut out = Vec::new();
+        let mut cursor = at;
+        while let Some(entry) = data.entries.get(cursor.entry) {
+            match &entry.item {
+                Item::Output { stream: s, data } if *s == stream => {
+                    let take = (MAX_READ_BYTES - out.len()).min(data.len() - cursor.within);
+                    out.extend_from_slice(&data[cursor.within..cursor.within + take]);
+                    cursor.within += take;
+                    if cursor.within == data.len() {
+                        cursor = StreamCursor {
+                            entry: cursor.entry + 1,
+                            within: 0,
+                        };
+                    }
+                    if out.len() == MAX_READ_BYTES {
+                        break;
+                    }
+                }
+                _ => {
+                    cursor = StreamCursor {
+                        entry: cursor.entry + 1,
+                        within: 0,
+                    }
+                }
             }
-            if offset < seen + data.len() {
-                let from = offset - seen;
-                let to = data.len().min(from + MAX_READ_BYTES);
-                return Some((Bytes::copy_from_slice(&data[from..to]), seen + to));
-            }
-            seen += data.len();
         }
-        None
+        (!out.is_empty()).then(|| (Bytes::from(out), cursor))
     }
 
     /// The last `Queued` position while the run is still READY.
@@ -616,6 +639,31 @@ mod tests {
             joined.push_str(std::str::from_utf8(&c.data).expect("whole characters"));
         }
         assert_eq!(joined, text);
+    }
+
+    #[test]
+    fn one_streams_output_comes_in_pieces_across_entries_in_linear_time() {
+        let log = RunLog::default();
+        for i in 0..(2 * MERGE_BYTES) {
+            let (stream, byte): (OutputStream, &'static [u8]) = if i % 2 == 0 {
+                (OutputStream::Stdout, b"o")
+            } else {
+                (OutputStream::Stderr, b"e")
+            };
+            log.push(out(stream, byte)).unwrap();
+        }
+        let (mut cursor, mut pieces, mut bytes) = (StreamCursor::default(), 0, 0);
+        while let Some((piece, next)) = log.output_piece(OutputStream::Stdout, cursor) {
+            assert!(piece.iter().all(|&b| b == b'o'));
+            pieces += 1;
+            bytes += piece.len();
+            cursor = next;
+        }
+        assert_eq!(bytes, MERGE_BYTES, "every stdout byte once");
+        assert_eq!(
+            pieces, 1,
+            "64 Ki one-byte entries come as one piece, not 64 Ki reads"
+        );
     }
 
     #[test]

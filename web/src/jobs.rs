@@ -7,7 +7,7 @@
 //! are enforced when a job ends, when one is posted, and on a timer (`expire_every`).
 use bytes::Bytes;
 use onpyrunner_protocol::{OutputStream, Reason, RunState, Summary};
-use onpyrunner_supervisor::run_log::RunLog;
+use onpyrunner_supervisor::run_log::{RunLog, StreamCursor};
 use onpyrunner_supervisor::session::{Session, StopSignal};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -273,13 +273,13 @@ pub fn view_json(
     // `{...fields` without its closing brace, then the two streams, then the summary.
     let opening = format!("{},\"stdout\":\"", &head[..head.len() - 1]);
     enum Part {
-        Stream(OutputStream, usize, Vec<u8>),
+        Stream(OutputStream, StreamCursor, Vec<u8>),
         Summary,
         Done,
     }
     let state = (
         job,
-        Part::Stream(OutputStream::Stdout, 0, Vec::new()),
+        Part::Stream(OutputStream::Stdout, StreamCursor::default(), Vec::new()),
         Some(opening),
     );
     Some(futures_util::stream::unfold(
@@ -304,7 +304,8 @@ pub fn view_json(
                         match stream {
                             OutputStream::Stdout => {
                                 text.push_str(",\"stderr\":\"");
-                                (text, Part::Stream(OutputStream::Stderr, 0, Vec::new()))
+                                let start = StreamCursor::default();
+                                (text, Part::Stream(OutputStream::Stderr, start, Vec::new()))
                             }
                             OutputStream::Stderr => (text, Part::Summary),
                         }
