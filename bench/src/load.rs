@@ -95,7 +95,7 @@ struct Report {
 #[derive(Debug, Clone)]
 pub struct Serve {
     /// An executable taking `serve --listen ADDR --instance NAME --max-queued N
-    /// --max-connections-per-address N`.
+    /// --max-runs-per-client N --max-connections-per-address N`.
     pub program: PathBuf,
     /// What it prints on stderr before its address once it listens (`http://` included).
     pub listening: &'static str,
@@ -311,7 +311,9 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--instance", &instance])
             // Every client gets a place in the queue: none is refused as busy.
             .args(["--max-queued", &(clients + 64).to_string()])
-            // All of them come from one address: the per-address cap must not refuse them.
+            // All of them come from one address: the per-client cap must not refuse them.
+            .args(["--max-runs-per-client", &(clients + 64).to_string()])
+            // Nor the per-address connection cap.
             .args([
                 "--max-connections-per-address",
                 &(connections + 64).to_string(),

@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub max_running: usize,
     /// Runs waiting beyond those; more are refused as busy.
     pub max_queued: usize,
+    /// Runs one client may have waiting or running at once (see `RunSpec::client`), so that
+    /// no client takes the whole queue.
+    pub max_per_client: usize,
     pub caps: Caps,
     pub sweep_interval: Duration,
     pub health_interval: Duration,
@@ -74,6 +77,7 @@ impl Default for EngineConfig {
             pool_sizes: BTreeMap::new(),
             max_running,
             max_queued: 64 * max_running,
+            max_per_client: max_running + 16,
             caps: Caps::default(),
             sweep_interval: Duration::from_secs(30),
             health_interval: Duration::from_secs(1),
@@ -109,6 +113,8 @@ struct Inner {
     /// Cancelled by `shutdown`: no new runs; queued and running ones end as STOPPED.
     shutdown: CancellationToken,
     sessions: TaskTracker,
+    /// Runs waiting or running per client.
+    clients: Arc<Mutex<HashMap<String, usize>>>,
     /// Every run that may still be attached to: running ones, and ended ones for their detach
     /// grace period (a client that dropped comes back for the rest).
     runs: Mutex<HashMap<String, Arc<RunShared>>>,
@@ -240,6 +246,7 @@ impl Engine {
             shutdown,
             sessions: TaskTracker::new(),
             runs: Mutex::new(HashMap::new()),
+            clients: Arc::new(Mutex::new(HashMap::new())),
             active: Mutex::new(HashSet::new()),
             daemon_up: AtomicBool::new(true),
             metrics: Metrics::default(),
@@ -314,6 +321,19 @@ impl Engine {
         if !self.daemon_up() {
             return Err(SubmitError::DaemonDown);
         }
+        let client = match &spec.client {
+            Some(name) => Some(
+                ClientSlot::take(&inner.clients, name, inner.config.max_per_client).ok_or_else(
+                    || {
+                        inner.metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
+                        SubmitError::ClientBusy {
+                            max: inner.config.max_per_client,
+                        }
+                    },
+                )?,
+            ),
+            None => None,
+        };
         let ticket = inner.queue.enqueue().inspect_err(|_| {
             inner.metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
         })?;
@@ -337,6 +357,7 @@ impl Engine {
             stdin: Some(stdin),
             accepted: Instant::now(),
             state: RunState::Ready,
+            _client: client,
         };
         inner.sessions.spawn(task.run(ticket));
         Ok(session)
@@ -567,6 +588,42 @@ struct SessionTask {
     stdin: Option<mpsc::Receiver<bytes::Bytes>>,
     accepted: Instant,
     state: RunState,
+    /// The client's place among its runs in flight, given back when the task ends.
+    _client: Option<ClientSlot>,
+}
+
+/// One of a client's runs in flight (waiting or running); dropped when the run is over.
+struct ClientSlot {
+    clients: Arc<Mutex<HashMap<String, usize>>>,
+    name: String,
+}
+
+impl ClientSlot {
+    /// A place for one more run of `name`, if it has fewer than `max`.
+    fn take(clients: &Arc<Mutex<HashMap<String, usize>>>, name: &str, max: usize) -> Option<Self> {
+        let mut table = clients.lock().expect("engine lock");
+        let n = table.entry(name.to_string()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            clients: clients.clone(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut table = self.clients.lock().expect("engine lock");
+        if let Some(n) = table.get_mut(&self.name) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.name);
+            }
+        }
+    }
 }
 
 impl SessionTask {

@@ -38,6 +38,9 @@ pub struct RunSpec {
     pub files: Vec<SourceFile>,
     pub args: Vec<String>,
     pub limits: Limits,
+    /// Who asked for it (an address; later a token's name), for the per-client cap. `None`
+    /// is the machine's own user (the CLI, tests, the benchmark), who is not capped.
+    pub client: Option<String>,
 }
 
 impl RunSpec {
@@ -52,6 +55,7 @@ impl RunSpec {
             files: vec![file],
             args: vec![],
             limits,
+            client: None,
         }
     }
 }

@@ -20,6 +20,11 @@ pub enum SubmitError {
     Invalid(run::Invalid),
     #[error(transparent)]
     Busy(#[from] Busy),
+    /// This client has as many runs waiting or running as it may.
+    #[error(
+        "you have {max} runs waiting or running, as many as one client may; wait for one to end"
+    )]
+    ClientBusy { max: usize },
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("the Docker daemon is not answering; try again shortly")]

@@ -553,3 +553,42 @@ async fn two_supervisors_under_one_instance_name_never_remove_each_others_contai
     first.shutdown().await;
     assert_instance_clean(&h.docker, &instance).await;
 }
+
+#[tokio::test]
+async fn one_client_cannot_take_the_whole_queue_from_the_others() {
+    let h = Harness::new("engine-per-client").await;
+    let mut config = engine_config("per-client", &[]);
+    config.max_running = 1;
+    config.max_queued = 8;
+    config.max_per_client = 2;
+    let engine = engine(&h, config).await;
+    let of = |client: &str, code: &str| {
+        let mut s = spec("python", code);
+        s.client = Some(client.to_string());
+        s
+    };
+    let sleeper = "import time\nprint('up', flush=True)\ntime.sleep(30)";
+    let mut first = engine.submit(of("10.0.0.1", sleeper)).unwrap();
+    let second = engine.submit(of("10.0.0.1", sleeper)).unwrap();
+    let refused = engine.submit(of("10.0.0.1", sleeper)).unwrap_err();
+    assert!(
+        matches!(refused, SubmitError::ClientBusy { max: 2 }),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("2 runs"), "{refused}");
+    // Another client still gets in (it waits for the one slot, but is not refused).
+    let mut other = engine.submit(of("10.0.0.2", "print('other')")).unwrap();
+    let mut heard = Heard::default();
+    hear_until(&mut first.events, &mut heard, "up").await;
+    first.stop();
+    while !heard.hear(first.events.recv().await.expect("until the summary")) {}
+    // The first client has a place again once one of its runs is over.
+    until("the first client's place to come back", || {
+        engine.submit(of("10.0.0.1", "print(1)")).is_ok()
+    })
+    .await;
+    drop(second);
+    let other_heard = hear_all(&mut other.events).await;
+    assert_eq!(other_heard.stdout_text(), "other\n");
+    finish(&h, engine).await;
+}

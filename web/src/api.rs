@@ -1,5 +1,6 @@
 //! The REST API's handlers (`/api/v1/...` and `/healthz`); `crate::router` routes to them.
 use crate::error::{no_such_job, ApiError};
+use crate::listener::Peer;
 use crate::request::{parse_body, run_spec};
 use crate::state::AppState;
 use bytes::Bytes;
@@ -58,9 +59,10 @@ pub fn languages(s: &AppState) -> Response {
 }
 
 /// `POST /api/v1/runs`: the run, to its end.
-pub async fn post_run(s: AppState, body: Bytes) -> Result<Response, ApiError> {
+pub async fn post_run(s: AppState, body: Bytes, peer: Option<Peer>) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
-    let (spec, stdin) = run_spec(&body, s.engine.as_ref())?;
+    let (mut spec, stdin) = run_spec(&body, s.engine.as_ref())?;
+    spec.client = peer.map(Peer::client);
     let mut session = s.engine.submit(spec)?;
     if let Some(tx) = session.stdin() {
         tokio::spawn(async move {
@@ -97,9 +99,10 @@ pub async fn post_run(s: AppState, body: Bytes) -> Result<Response, ApiError> {
 }
 
 /// `POST /api/v1/jobs`: the run as a job, answered at once.
-pub fn post_job(s: &AppState, body: &[u8]) -> Result<Response, ApiError> {
+pub fn post_job(s: &AppState, body: &[u8], peer: Option<Peer>) -> Result<Response, ApiError> {
     let body = parse_body(body)?;
-    let (spec, stdin) = run_spec(&body, s.engine.as_ref())?;
+    let (mut spec, stdin) = run_spec(&body, s.engine.as_ref())?;
+    spec.client = peer.map(Peer::client);
     if !s.jobs.has_room() {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

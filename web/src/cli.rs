@@ -89,6 +89,11 @@ pub struct ServeArgs {
     /// running slot]
     #[arg(long, env = "ONPYRUNNER_MAX_QUEUED", value_name = "N")]
     pub max_queued: Option<usize>,
+    /// Runs one client (one address) may have waiting or running at once; beyond this, 429
+    /// naming `client` [default: 16 more than the running slots]. Behind a reverse proxy every
+    /// client has the proxy's address, so raise it there
+    #[arg(long, env = "ONPYRUNNER_MAX_RUNS_PER_CLIENT", value_name = "N")]
+    pub max_runs_per_client: Option<usize>,
     /// Seconds a shutdown waits for runs to end before removing what is left
     #[arg(
         long,
@@ -213,6 +218,11 @@ impl ServeArgs {
         if let Some(n) = self.max_queued {
             engine.max_queued = n;
         }
+        engine.max_per_client = match self.max_runs_per_client {
+            Some(0) => bail!("--max-runs-per-client must be at least 1"),
+            Some(n) => n,
+            None => engine.max_running + 16,
+        };
         for pool in &self.pools {
             let Some((lang, size)) = pool.split_once('=') else {
                 bail!("--pool {pool:?}: expected LANG=N, e.g. python=4");
@@ -473,6 +483,7 @@ async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
             .context("bad limit (--time-limit is in seconds, --memory-limit in MiB)")
     })?;
     let spec = RunSpec {
+        client: None,
         language: lang,
         files,
         args: args.args,

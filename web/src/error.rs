@@ -71,6 +71,13 @@ impl From<SubmitError> for ApiError {
                 err.retry_after = Some(busy.retry_after_secs());
                 err
             }
+            SubmitError::ClientBusy { max } => {
+                let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+                    .field("client")
+                    .limit(max);
+                err.retry_after = Some(1);
+                err
+            }
             SubmitError::LanguageUnavailable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).field("language")
             }

@@ -19,6 +19,18 @@ use tokio::net::TcpListener;
 use warp::reply::Response;
 use warp::Filter;
 
+/// The address a request came from, put in its extensions by [`serve`] (a request from the
+/// test client has none). Later, a trusted proxy's `X-Forwarded-For` may stand in for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::SocketAddr);
+
+impl Peer {
+    /// The client's name for the per-client caps: its IP address.
+    pub fn client(self) -> String {
+        self.0.ip().to_string()
+    }
+}
+
 /// What bounds the HTTP server.
 #[derive(Debug, Clone)]
 pub struct ListenLimits {
@@ -109,7 +121,12 @@ pub async fn serve<F>(
             drop(stream);
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let warp = warp::service(filter.clone());
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+            // Who asked, for the per-client caps (see `Peer`).
+            request.extensions_mut().insert(Peer(peer));
+            tower_service::Service::call(&mut warp.clone(), request)
+        });
         let mut builder =
             hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
         builder

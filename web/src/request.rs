@@ -74,6 +74,7 @@ pub fn run_spec(body: &RunBody, engine: &dyn Runner) -> Result<(RunSpec, Bytes),
             .limit(&e.max)
     })?;
     let spec = RunSpec {
+        client: None,
         language,
         files,
         args: body.args.clone().unwrap_or_default(),

@@ -8,6 +8,7 @@
 //! (body too large), 422 (a field is invalid or out of range), 429 with `Retry-After` (queue or
 //! job table full), 503 (shutting down, daemon down, image missing).
 use crate::error::ApiError;
+use crate::listener::Peer;
 use crate::state::AppState;
 use crate::{api, assets, browser, metrics, openapi, sse, ws};
 use bytes::Bytes;
@@ -103,10 +104,11 @@ pub static ROUTES: &[Route] = &[
         filter: |at, s| {
             let s = s.clone();
             at.and(body())
-                .then(move |_, body: Bytes| {
+                .and(warp::ext::optional::<Peer>())
+                .then(move |_, body: Bytes, peer: Option<Peer>| {
                     let s = s.clone();
                     async move {
-                        api::post_run(s, body)
+                        api::post_run(s, body, peer)
                             .await
                             .unwrap_or_else(ApiError::into_response)
                     }
@@ -121,8 +123,9 @@ pub static ROUTES: &[Route] = &[
         filter: |at, s| {
             let s = s.clone();
             at.and(body())
-                .map(move |_, body: Bytes| {
-                    api::post_job(&s, &body).unwrap_or_else(ApiError::into_response)
+                .and(warp::ext::optional::<Peer>())
+                .map(move |_, body: Bytes, peer: Option<Peer>| {
+                    api::post_job(&s, &body, peer).unwrap_or_else(ApiError::into_response)
                 })
                 .boxed()
         },
@@ -165,7 +168,10 @@ pub static ROUTES: &[Route] = &[
             let s = s.clone();
             at.and(warp::header::headers_cloned())
                 .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
-                .map(move |_, headers, upgrade| ws::upgrade(headers, upgrade, s.clone()))
+                .and(warp::ext::optional::<Peer>())
+                .map(move |_, headers, upgrade, peer| {
+                    ws::upgrade(headers, upgrade, s.clone(), peer)
+                })
                 .boxed()
         },
     },

@@ -13,6 +13,7 @@
 //! connection or a heartbeat timeout it goes on unattached for `resume_grace`, and a new
 //! connection may resume it by id and position (docs/protocol.md, "Resuming after a drop").
 use crate::error::ApiError;
+use crate::listener::Peer;
 use crate::request::{self, RunBody};
 use crate::state::AppState;
 use bytes::Bytes;
@@ -54,7 +55,12 @@ const DEAD_AFTER_INTERVALS: u32 = 3;
 
 /// The upgrade: checks the request and the origin, answers 101, then serves the connection
 /// with our own limits. (warp's `ws()` filter cannot set the read buffer's size.)
-pub fn upgrade(headers: HeaderMap, on_upgrade: Option<OnUpgrade>, state: AppState) -> Response {
+pub fn upgrade(
+    headers: HeaderMap,
+    on_upgrade: Option<OnUpgrade>,
+    state: AppState,
+    peer: Option<Peer>,
+) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let has_token = |name: &str, token: &str| {
         header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
@@ -93,7 +99,7 @@ pub fn upgrade(headers: HeaderMap, on_upgrade: Option<OnUpgrade>, state: AppStat
                         Some(socket_config()),
                     )
                     .await;
-                    connection(socket, state).await;
+                    connection(socket, state, peer).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
@@ -146,7 +152,7 @@ impl Liveness {
     }
 }
 
-async fn connection<S>(socket: WebSocketStream<S>, state: AppState)
+async fn connection<S>(socket: WebSocketStream<S>, state: AppState, peer: Option<Peer>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -222,7 +228,9 @@ where
                 break;
             }
             Message::Binary(data) => write_stdin(&mut run, data),
-            Message::Text(text) => handle_text(text.as_str(), &state, &mut run, &out_tx, &pong_now),
+            Message::Text(text) => {
+                handle_text(text.as_str(), &state, peer, &mut run, &out_tx, &pong_now)
+            }
             // Ping and pong: the library answers pings itself.
             _ => Ok(()),
         };
@@ -247,6 +255,7 @@ where
 fn handle_text(
     text: &str,
     state: &AppState,
+    peer: Option<Peer>,
     run: &mut Option<CurrentRun>,
     out: &mpsc::Sender<Message>,
     pong_now: &tokio::sync::Notify,
@@ -260,7 +269,7 @@ fn handle_text(
         ApiError::new(status, format!("invalid message: {e}"))
     })?;
     match message {
-        ClientMessage::Run(body) => start_run(body, state, run, out),
+        ClientMessage::Run(body) => start_run(body, state, peer, run, out),
         ClientMessage::Resume { run: id, seq } => resume_run(&id, seq, state, run, out),
         ClientMessage::Stdin { data } => write_stdin(run, Bytes::from(data.into_bytes())),
         ClientMessage::Eof => {
@@ -306,11 +315,13 @@ fn idle(run: &mut Option<CurrentRun>) -> Result<(), ApiError> {
 fn start_run(
     body: RunBody,
     state: &AppState,
+    peer: Option<Peer>,
     run: &mut Option<CurrentRun>,
     out: &mpsc::Sender<Message>,
 ) -> Result<(), ApiError> {
     idle(run)?;
-    let (spec, stdin) = request::run_spec(&body, state.engine.as_ref())?;
+    let (mut spec, stdin) = request::run_spec(&body, state.engine.as_ref())?;
+    spec.client = peer.map(Peer::client);
     let session = state
         .engine
         .submit_with(spec, Detach::After(state.ws.resume_grace))?;
