@@ -34,6 +34,10 @@ fn with_limits(lang: &str, code: &str, request: LimitRequest, caps: &Caps) -> Ru
     s
 }
 
+/// Held by the tests that stream megabytes and by the one that reads the process's memory, so
+/// that they do not overlap (the tests of one binary run in parallel).
+static BIG_OUTPUT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn vm_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -185,6 +189,8 @@ async fn the_wall_clock_ends_a_run_as_timeout() {
 
 #[tokio::test]
 async fn an_output_flood_is_cut_at_the_cap_and_a_slow_reader_keeps_memory_bounded() {
+    // This test reads the process's memory: no other test may stream megabytes meanwhile.
+    let _quiet = BIG_OUTPUT.lock().await;
     let h = Harness::new("engine-flood").await;
     let mut config = engine_config("flood", &[]);
     config.caps.output_bytes = 1 << 30;
@@ -229,6 +235,12 @@ async fn an_output_flood_is_cut_at_the_cap_and_a_slow_reader_keeps_memory_bounde
         heard.hear(session.events.recv().await.unwrap());
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // What the run's log holds is the window its reader is allowed to lag, not the flood.
+    let kept = session.log().output_bytes();
+    assert!(
+        kept < 8 * 1024 * 1024,
+        "the log kept {kept} bytes of a flood nobody read"
+    );
     let grown_mib = vm_rss_kib().saturating_sub(before) / 1024;
     assert!(
         grown_mib < 32,
@@ -435,6 +447,8 @@ async fn the_start_up_sweep_removes_what_an_earlier_run_of_the_instance_left() {
 
 #[tokio::test]
 async fn large_output_streams_in_large_chunks_at_full_speed() {
+    // 24 MiB kept in a run's log would show in the flood test's memory reading.
+    let _loud = BIG_OUTPUT.lock().await;
     let h = Harness::new("engine-bulk").await;
     let mut config = engine_config("bulk", &[("python", 1)]);
     config.caps.output_bytes = 64 * 1024 * 1024;
