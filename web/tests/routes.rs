@@ -163,6 +163,16 @@ async fn send(ws: &mut Client, message: &ClientMessage) {
     ws.send(Message::text(text)).await.unwrap();
 }
 
+/// Ask to resume `run` from `seq`; the server's answer.
+async fn resume(ws: &mut Client, run: &str, seq: u64) -> Result<ServerMessage, OutputChunk> {
+    let message = ClientMessage::Resume {
+        run: run.to_string(),
+        seq,
+    };
+    send(ws, &message).await;
+    hear(ws).await
+}
+
 /// The next message, text parsed, output as a chunk.
 async fn hear(ws: &mut Client) -> Result<ServerMessage, OutputChunk> {
     loop {
@@ -225,16 +235,9 @@ async fn the_websocket_protocol_runs_resumes_and_answers_pings_in_typed_messages
     // the connection, and the new one resumes from position 5 (READY, RUNNING, "abc").
     drop(ws);
     let mut ws = connect(addr).await;
-    send(
-        &mut ws,
-        &ClientMessage::Resume {
-            run: run.clone(),
-            seq: 5,
-        },
-    )
-    .await;
+    let resumed = resume(&mut ws, &run, 5).await;
     assert_eq!(
-        hear(&mut ws).await,
+        resumed,
         Ok(ServerMessage::Resumed {
             run: run.clone(),
             seq: 5,
@@ -261,18 +264,8 @@ async fn the_websocket_protocol_runs_resumes_and_answers_pings_in_typed_messages
     };
     assert_eq!(summary.usage.exit_code, Some(0));
     // From the middle of the output: the rest of it, exactly (split as the log keeps it).
-    send(
-        &mut ws,
-        &ClientMessage::Resume {
-            run: run.clone(),
-            seq: 4,
-        },
-    )
-    .await;
-    assert!(matches!(
-        hear(&mut ws).await,
-        Ok(ServerMessage::Resumed { seq: 4, .. })
-    ));
+    let resumed = resume(&mut ws, &run, 4).await;
+    assert!(matches!(resumed, Ok(ServerMessage::Resumed { seq: 4, .. })));
     assert_eq!(&hear(&mut ws).await.unwrap_err().data[..], b"cde");
     assert!(matches!(
         hear(&mut ws).await,
@@ -295,18 +288,8 @@ async fn a_close_frame_ends_the_run_at_once_but_not_one_another_connection_resum
         panic!()
     };
     let mut new = connect(addr).await;
-    send(
-        &mut new,
-        &ClientMessage::Resume {
-            run: run.clone(),
-            seq: 0,
-        },
-    )
-    .await;
-    assert!(matches!(
-        hear(&mut new).await,
-        Ok(ServerMessage::Resumed { .. })
-    ));
+    let resumed = resume(&mut new, &run, 0).await;
+    assert!(matches!(resumed, Ok(ServerMessage::Resumed { .. })));
     old.close(None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     send(&mut new, &ClientMessage::Eof).await;

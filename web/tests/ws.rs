@@ -98,6 +98,19 @@ impl Heard {
     }
 }
 
+/// Start a program that says `waiting` and then waits for a line of input; hear up to there.
+async fn start_waiting_run(ws: &mut Client) -> Heard {
+    send(
+        ws,
+        json!({"type": "run", "language": "python",
+               "code": "print('waiting', flush=True)\ninput()"}),
+    )
+    .await;
+    let mut heard = Heard::default();
+    hear_until(ws, &mut heard, |h| h.stdout_text().contains("waiting")).await;
+    heard
+}
+
 /// Whether every container of the instance is gone within `secs` seconds.
 async fn no_containers_within(docker: &Docker, instance: &str, secs: u64) -> bool {
     tokio::time::timeout(Duration::from_secs(secs), async {
@@ -345,14 +358,7 @@ async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_
     .await;
     let docker = server.docker();
     let mut ws = server.connect().await;
-    send(
-        &mut ws,
-        json!({"type": "run", "language": "python",
-               "code": "print('waiting', flush=True)\ninput()"}),
-    )
-    .await;
-    let mut heard = Heard::default();
-    hear_until(&mut ws, &mut heard, |h| h.stdout_text().contains("waiting")).await;
+    start_waiting_run(&mut ws).await;
     assert_eq!(
         instance_containers(&docker, &server.instance).await.len(),
         1
@@ -500,14 +506,7 @@ async fn a_run_whose_client_never_comes_back_is_killed_and_removed_after_the_gra
     let server = serve("grace", |_, ws| ws.resume_grace = grace).await;
     let docker = server.docker();
     let mut ws = server.connect().await;
-    send(
-        &mut ws,
-        json!({"type": "run", "language": "python",
-               "code": "print('waiting', flush=True)\ninput()"}),
-    )
-    .await;
-    let mut heard = Heard::default();
-    hear_until(&mut ws, &mut heard, |h| h.stdout_text().contains("waiting")).await;
+    let heard = start_waiting_run(&mut ws).await;
     let run = heard.run.clone().unwrap();
     drop(ws);
     let dropped = Instant::now();
