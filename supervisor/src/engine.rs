@@ -322,16 +322,15 @@ impl Engine {
             return Err(SubmitError::DaemonDown);
         }
         let client = match &spec.client {
-            Some(name) => Some(
-                ClientSlot::take(&inner.clients, name, inner.config.max_per_client).ok_or_else(
-                    || {
+            Some(client) => {
+                let max = client.max_in_flight.unwrap_or(inner.config.max_per_client);
+                Some(
+                    ClientSlot::take(&inner.clients, &client.name, max).ok_or_else(|| {
                         inner.metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
-                        SubmitError::ClientBusy {
-                            max: inner.config.max_per_client,
-                        }
-                    },
-                )?,
-            ),
+                        SubmitError::ClientBusy { max }
+                    })?,
+                )
+            }
             None => None,
         };
         let ticket = inner.queue.enqueue().inspect_err(|_| {

@@ -38,9 +38,32 @@ pub struct RunSpec {
     pub files: Vec<SourceFile>,
     pub args: Vec<String>,
     pub limits: Limits,
-    /// Who asked for it (an address; later a token's name), for the per-client cap. `None`
-    /// is the machine's own user (the CLI, tests, the benchmark), who is not capped.
-    pub client: Option<String>,
+    /// Who asked for it, for the per-client caps and turn-taking. `None` is the machine's own
+    /// user (the CLI, tests, the benchmark), who is not capped.
+    pub client: Option<Client>,
+}
+
+/// Who asks for a run (an address, or an API token's name) and what they may take beyond the
+/// engine's defaults for every client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// What tells clients apart: the same name is the same client.
+    pub name: String,
+    /// Runs waiting or running at once; `None` is the engine's `max_per_client`.
+    pub max_in_flight: Option<usize>,
+    /// Runs executing at once; `None` is the engine's `max_running_per_client`.
+    pub max_running: Option<usize>,
+}
+
+impl Client {
+    /// A client with the engine's default quotas.
+    pub fn new(name: impl Into<String>) -> Self {
+        Client {
+            name: name.into(),
+            max_in_flight: None,
+            max_running: None,
+        }
+    }
 }
 
 impl RunSpec {

@@ -8,7 +8,7 @@ use onpyrunner_e2e::{
 use onpyrunner_protocol::{Event, Reason, RunState};
 use onpyrunner_supervisor::engine::{Engine, EngineConfig, SubmitError};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
-use onpyrunner_supervisor::run::RunSpec;
+use onpyrunner_supervisor::run::{Client, RunSpec};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -578,7 +578,7 @@ async fn one_client_cannot_take_the_whole_queue_from_the_others() {
     let engine = engine(&h, config).await;
     let of = |client: &str, code: &str| {
         let mut s = spec("python", code);
-        s.client = Some(client.to_string());
+        s.client = Some(Client::new(client));
         s
     };
     let sleeper = "import time\nprint('up', flush=True)\ntime.sleep(30)";

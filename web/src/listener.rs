@@ -9,6 +9,7 @@
 //! - shutdown stops accepting and lets open connections finish within the server's bound.
 //!
 //! A WebSocket leaves hyper once upgraded; its own heartbeat bounds it from then on.
+use onpyrunner_supervisor::run::Client;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,8 +27,8 @@ pub struct Peer(pub std::net::SocketAddr);
 
 impl Peer {
     /// The client's name for the per-client caps: its IP address.
-    pub fn client(self) -> String {
-        self.0.ip().to_string()
+    pub fn client(self) -> Client {
+        Client::new(self.0.ip().to_string())
     }
 }
 
