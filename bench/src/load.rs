@@ -95,7 +95,8 @@ struct Report {
 #[derive(Debug, Clone)]
 pub struct Serve {
     /// An executable taking `serve --listen ADDR --instance NAME --max-queued N
-    /// --max-runs-per-client N --max-connections-per-address N`.
+    /// --max-runs-per-client N --max-connections-per-address N --max-websockets-per-client N
+    /// --runs-per-minute N`.
     pub program: PathBuf,
     /// What it prints on stderr before its address once it listens (`http://` included).
     pub listening: &'static str,
@@ -313,11 +314,17 @@ impl Server {
             .args(["--max-queued", &(clients + 64).to_string()])
             // All of them come from one address: the per-client cap must not refuse them.
             .args(["--max-runs-per-client", &(clients + 64).to_string()])
-            // Nor the per-address connection cap.
+            // Nor the per-address connection cap, the per-client WebSocket cap or the per-client
+            // rate of starting runs.
             .args([
                 "--max-connections-per-address",
                 &(connections + 64).to_string(),
             ])
+            .args([
+                "--max-websockets-per-client",
+                &(connections + 64).to_string(),
+            ])
+            .args(["--runs-per-minute", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

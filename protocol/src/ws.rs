@@ -66,6 +66,9 @@ pub struct ErrorBody {
     pub field: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
+    /// Seconds to wait before trying again, where waiting helps (as REST's `Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
 }
 
 impl ServerMessage {
@@ -143,6 +146,7 @@ mod tests {
             status: Some(409),
             field: Some("type".into()),
             limit: None,
+            retry_after: None,
         });
         assert_eq!(
             error.to_json(),

@@ -1,6 +1,6 @@
 //! The REST API's handlers (`/api/v1/...` and `/healthz`); `crate::router` routes to them.
 use crate::error::{no_such_job, ApiError};
-use crate::listener::Peer;
+use crate::identity::Caller;
 use crate::request::{parse_body, run_spec};
 use crate::state::AppState;
 use bytes::Bytes;
@@ -59,10 +59,9 @@ pub fn languages(s: &AppState) -> Response {
 }
 
 /// `POST /api/v1/runs`: the run, to its end.
-pub async fn post_run(s: AppState, body: Bytes, peer: Option<Peer>) -> Result<Response, ApiError> {
+pub async fn post_run(s: AppState, body: Bytes, caller: Caller) -> Result<Response, ApiError> {
     let body = parse_body(&body)?;
-    let (mut spec, stdin) = run_spec(&body, s.engine.as_ref())?;
-    spec.client = peer.map(Peer::client);
+    let (spec, stdin) = run_spec(&body, s.engine.as_ref(), &caller)?;
     let mut session = s.engine.submit(spec)?;
     if let Some(tx) = session.stdin() {
         tokio::spawn(async move {
@@ -99,10 +98,9 @@ pub async fn post_run(s: AppState, body: Bytes, peer: Option<Peer>) -> Result<Re
 }
 
 /// `POST /api/v1/jobs`: the run as a job, answered at once.
-pub fn post_job(s: &AppState, body: &[u8], peer: Option<Peer>) -> Result<Response, ApiError> {
+pub fn post_job(s: &AppState, body: &[u8], caller: &Caller) -> Result<Response, ApiError> {
     let body = parse_body(body)?;
-    let (mut spec, stdin) = run_spec(&body, s.engine.as_ref())?;
-    spec.client = peer.map(Peer::client);
+    let (spec, stdin) = run_spec(&body, s.engine.as_ref(), caller)?;
     if !s.jobs.has_room() {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

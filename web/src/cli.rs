@@ -1,5 +1,8 @@
 //! Command-line interface: `onpyrunner serve`, `run`, `images`, `languages`, `bench`, `load`.
+use crate::proxies::TrustedProxies;
+use crate::quota::{QuotaConfig, Rate};
 use crate::server::ServerConfig;
+use crate::tokens::Tokens;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
@@ -89,11 +92,54 @@ pub struct ServeArgs {
     /// running slot]
     #[arg(long, env = "ONPYRUNNER_MAX_QUEUED", value_name = "N")]
     pub max_queued: Option<usize>,
-    /// Runs one client (one address) may have waiting or running at once; beyond this, 429
-    /// naming `client` [default: 16 more than the running slots]. Behind a reverse proxy every
-    /// client has the proxy's address, so raise it there
+    /// Runs one client (its address, an IPv6 one by its /64, or its API token) may have
+    /// waiting or running at once; beyond this, 429 naming `client` [default: 16 more than the
+    /// running slots]. A token may set its own. Behind a reverse proxy every client has the
+    /// proxy's address unless the proxy is in --trusted-proxies
     #[arg(long, env = "ONPYRUNNER_MAX_RUNS_PER_CLIENT", value_name = "N")]
     pub max_runs_per_client: Option<usize>,
+    /// Runs one client may start a minute (REST runs and jobs, WebSocket runs), sustained;
+    /// beyond it, 429 with Retry-After naming `runs_per_minute`. 0: no limit. A token may set
+    /// its own
+    #[arg(
+        long,
+        env = "ONPYRUNNER_RUNS_PER_MINUTE",
+        default_value_t = 120,
+        value_name = "N"
+    )]
+    pub runs_per_minute: u32,
+    /// Runs one client may start at once before --runs-per-minute paces it
+    #[arg(
+        long,
+        env = "ONPYRUNNER_RUNS_BURST",
+        default_value_t = 30,
+        value_name = "N"
+    )]
+    pub runs_burst: u32,
+    /// WebSockets one client may hold open; beyond it the upgrade gets 429 naming `websockets`.
+    /// A token may set its own
+    #[arg(
+        long,
+        env = "ONPYRUNNER_MAX_WEBSOCKETS_PER_CLIENT",
+        default_value_t = 8,
+        value_name = "N"
+    )]
+    pub max_websockets_per_client: usize,
+    /// API tokens, a TOML file (see docs/protocol.md, "Authentication"). With it, starting or
+    /// following runs needs a valid token (else 401), and a token's client is its name, with
+    /// the token's quotas; reread on SIGHUP. Without it the service is open and clients are
+    /// told apart by address
+    #[arg(long, env = "ONPYRUNNER_TOKENS", value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Reverse proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names
+    /// the client; from any other peer the header is ignored [default: none]
+    #[arg(
+        long,
+        env = "ONPYRUNNER_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<String>,
     /// Seconds a shutdown waits for runs to end before removing what is left
     #[arg(
         long,
@@ -233,6 +279,21 @@ impl ServeArgs {
                 .with_context(|| format!("--pool {pool:?}: N must be a whole number"))?;
             engine.pool_sizes.insert(lang.to_string(), size);
         }
+        if self.runs_per_minute > 0 && self.runs_burst == 0 {
+            bail!("--runs-burst must be at least 1 (or --runs-per-minute 0 for no limit)");
+        }
+        if self.max_websockets_per_client == 0 {
+            bail!("--max-websockets-per-client must be at least 1");
+        }
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("--trusted-proxies {e}"))?;
+        let tokens = match &self.tokens {
+            Some(path) => {
+                let tokens = Tokens::load(path).context("--tokens")?;
+                Some((path.clone(), tokens))
+            }
+            None => None,
+        };
         if self.ws_ping_ms < 100 {
             bail!("--ws-ping-ms must be at least 100");
         }
@@ -250,6 +311,15 @@ impl ServeArgs {
             jobs_ttl: std::time::Duration::from_secs(self.jobs_ttl),
             jobs_max_bytes: self.jobs_max_mib.saturating_mul(1024 * 1024),
             allowed_hosts: self.allowed_hosts.clone(),
+            tokens,
+            trusted_proxies,
+            quotas: QuotaConfig {
+                runs: Rate {
+                    per_minute: self.runs_per_minute,
+                    burst: self.runs_burst,
+                },
+                max_websockets: self.max_websockets_per_client,
+            },
             listen_limits: crate::listener::ListenLimits {
                 header_read_timeout: std::time::Duration::from_secs(self.header_timeout.max(1)),
                 max_connections: self.max_connections.max(1),

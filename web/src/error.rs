@@ -1,5 +1,6 @@
 //! Errors as clients get them: JSON `{error, field?, limit?}` with a fitting status (and
 //! `Retry-After` where waiting helps), the same on REST, SSE and WebSocket.
+use crate::quota::{RateLimited, TooManyWebSockets};
 use onpyrunner_supervisor::engine::SubmitError;
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -13,6 +14,9 @@ pub struct ApiError {
     pub status: StatusCode,
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    #[serde(skip)]
+    pub authenticate: Option<&'static str>,
     pub error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
@@ -25,6 +29,7 @@ impl ApiError {
         ApiError {
             status,
             retry_after: None,
+            authenticate: None,
             error: error.into(),
             field: None,
             limit: None,
@@ -44,12 +49,19 @@ impl ApiError {
     pub fn into_response(self) -> Response {
         let status = self.status;
         let retry_after = self.retry_after;
+        let authenticate = self.authenticate;
         let mut response =
             warp::reply::with_status(warp::reply::json(&self), status).into_response();
         if let Some(secs) = retry_after {
             response
                 .headers_mut()
                 .insert("retry-after", secs.to_string().parse().expect("digits"));
+        }
+        if let Some(challenge) = authenticate {
+            response.headers_mut().insert(
+                "www-authenticate",
+                warp::http::HeaderValue::from_static(challenge),
+            );
         }
         response
     }
@@ -87,6 +99,26 @@ impl From<SubmitError> for ApiError {
                 err
             }
         }
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(e: RateLimited) -> Self {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            .field("runs_per_minute")
+            .limit(e.rate.per_minute);
+        err.retry_after = Some(e.retry_after.as_secs().max(1));
+        err
+    }
+}
+
+impl From<TooManyWebSockets> for ApiError {
+    fn from(e: TooManyWebSockets) -> Self {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            .field("websockets")
+            .limit(e.max);
+        err.retry_after = Some(5);
+        err
     }
 }
 

@@ -3,13 +3,13 @@
 //! bound, so a slowloris holds connections until the process runs out of descriptors.
 //! - every connection must send a request's headers within `header_read_timeout`, also between
 //!   requests on a kept-alive connection (hyper's timer restarts at each request);
-//! - at most `max_connections` at once, and `max_per_address` from one address; a connection
-//!   past a cap is closed at once, before anything is read;
+//! - at most `max_connections` at once, and `max_per_address` from one address (an IPv6 peer
+//!   counts by its /64); a connection past a cap is closed at once, before anything is read;
 //! - an accept that fails (out of descriptors) is retried after a pause instead of spinning;
 //! - shutdown stops accepting and lets open connections finish within the server's bound.
 //!
 //! A WebSocket leaves hyper once upgraded; its own heartbeat bounds it from then on.
-use onpyrunner_supervisor::run::Client;
+use crate::proxies;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,17 +20,11 @@ use tokio::net::TcpListener;
 use warp::reply::Response;
 use warp::Filter;
 
-/// The address a request came from, put in its extensions by [`serve`] (a request from the
-/// test client has none). Later, a trusted proxy's `X-Forwarded-For` may stand in for it.
+/// The TCP peer a request came from, put in its extensions by [`serve`] (a request from the
+/// test client has none). Who the client is follows from it (`identity`): its address, or
+/// from a trusted proxy the address `X-Forwarded-For` names, or the token it presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer(pub std::net::SocketAddr);
-
-impl Peer {
-    /// The client's name for the per-client caps: its IP address.
-    pub fn client(self) -> Client {
-        Client::new(self.0.ip().to_string())
-    }
-}
 
 /// What bounds the HTTP server.
 #[derive(Debug, Clone)]
@@ -117,7 +111,7 @@ pub async fn serve<F>(
             },
             _ = &mut shutdown => break,
         };
-        let Some(slot) = admit(&open, peer.ip(), &limits) else {
+        let Some(slot) = admit(&open, proxies::network(peer.ip()), &limits) else {
             tracing::debug!(%peer, "connection refused: over the connection cap");
             drop(stream);
             continue;

@@ -1,10 +1,11 @@
 //! A run as clients post it (REST and WebSocket alike), and its validation into a
 //! [`RunSpec`]: errors name the field and the limit.
 use crate::error::ApiError;
+use crate::identity::Caller;
 use bytes::Bytes;
 use onpyrunner_languages::Language;
 use onpyrunner_protocol::SourceFile;
-use onpyrunner_supervisor::limits::Limits;
+use onpyrunner_supervisor::limits::{Caps, Limits};
 use onpyrunner_supervisor::run::{RunSpec, MAX_SOURCE_BYTES};
 use onpyrunner_supervisor::runner::Runner;
 use warp::http::StatusCode;
@@ -24,8 +25,13 @@ pub fn parse_body(body: &[u8]) -> Result<RunBody, ApiError> {
     })
 }
 
-/// Turn a posted run into a spec; the error names the field and the limit.
-pub fn run_spec(body: &RunBody, engine: &dyn Runner) -> Result<(RunSpec, Bytes), ApiError> {
+/// Turn a posted run of `caller` into a spec; the error names the field and the limit. The
+/// caller's token may let it raise its limits up to the caps.
+pub fn run_spec(
+    body: &RunBody,
+    engine: &dyn Runner,
+    caller: &Caller,
+) -> Result<(RunSpec, Bytes), ApiError> {
     let language = find_language(&body.language)?;
     let files = match (&body.code, &body.files) {
         (Some(code), None) => vec![SourceFile {
@@ -68,13 +74,17 @@ pub fn run_spec(body: &RunBody, engine: &dyn Runner) -> Result<(RunSpec, Bytes),
         .limit(caps.stdin_bytes));
     }
     let request = body.limits.clone().unwrap_or_default();
-    let limits = Limits::resolve(language, &request, caps).map_err(|e| {
+    let caps = Caps {
+        raise: caps.raise || caller.raise_limits(),
+        ..caps.clone()
+    };
+    let limits = Limits::resolve(language, &request, &caps).map_err(|e| {
         unprocessable(e.to_string())
             .field(format!("limits.{}", e.field))
             .limit(&e.max)
     })?;
     let spec = RunSpec {
-        client: None,
+        client: caller.client(),
         language,
         files,
         args: body.args.clone().unwrap_or_default(),

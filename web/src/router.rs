@@ -3,18 +3,23 @@
 //! `web/tests/openapi.rs` holds it against `web/openapi.json`, so a route cannot be added in
 //! one place and forgotten in another.
 //!
+//! Each route says what it needs of its caller ([`Access`]); who the caller is is resolved
+//! once, after the path and method matched and before the body is read (see `identity`).
+//!
 //! Errors are JSON `{error, field?, limit?}` with a fitting status: 400 (malformed body),
-//! 404 (no such route or job), 405 with `Allow` (a known route, another method), 411, 413
-//! (body too large), 422 (a field is invalid or out of range), 429 with `Retry-After` (queue or
-//! job table full), 503 (shutting down, daemon down, image missing).
+//! 401 with `WWW-Authenticate` (no valid token, when the server has tokens), 404 (no such route
+//! or job), 405 with `Allow` (a known route, another method), 411, 413 (body too large), 422 (a
+//! field is invalid or out of range), 429 with `Retry-After` (queue or job table full, or this
+//! client past its rate or its WebSockets), 503 (shutting down, daemon down, image missing).
 use crate::error::ApiError;
+use crate::identity::{Access, Caller};
 use crate::listener::Peer;
 use crate::state::AppState;
 use crate::{api, assets, browser, metrics, openapi, sse, ws};
 use bytes::Bytes;
 use std::convert::Infallible;
 use warp::filters::BoxedFilter;
-use warp::http::{HeaderValue, Method, StatusCode};
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -29,13 +34,16 @@ pub struct Route {
     pub methods: &'static [&'static str],
     /// Whether `web/openapi.json` documents it (the IDE's files are not part of the API).
     pub documented: bool,
+    /// What it needs of its caller.
+    pub access: Access,
     /// Builds the answer. It gets the filter that matched this route's path and method and
-    /// extracts the path's parameters, in the pattern's order.
+    /// admitted its caller, and extracts the path's parameters, in the pattern's order, and the
+    /// caller.
     filter: fn(Matched, &AppState) -> BoxedFilter<(Response,)>,
 }
 
-/// The filter a route's answer starts from: it extracts the path's parameters.
-type Matched = BoxedFilter<(Vec<String>,)>;
+/// The filter a route's answer starts from: it extracts the path's parameters and the caller.
+type Matched = BoxedFilter<(Vec<String>, Caller)>;
 
 /// The service's routes. A path answers the union of the methods of the rows it matches, in
 /// this order.
@@ -44,9 +52,10 @@ pub static ROUTES: &[Route] = &[
         path: "/",
         methods: &["GET", "HEAD"],
         documented: false,
+        access: Access::Open,
         filter: |at, _| {
             at.and(assets::conditions())
-                .map(|_, c: assets::Conditions| {
+                .map(|_, _, c: assets::Conditions| {
                     assets::serve("index.html", &c).expect("index.html is embedded")
                 })
                 .boxed()
@@ -56,9 +65,10 @@ pub static ROUTES: &[Route] = &[
         path: "/assets/{*path}",
         methods: &["GET", "HEAD"],
         documented: false,
+        access: Access::Open,
         filter: |at, _| {
             at.and(assets::conditions())
-                .and_then(|p: Vec<String>, c: assets::Conditions| async move {
+                .and_then(|p: Vec<String>, _, c: assets::Conditions| async move {
                     assets::serve(&p[0], &c).ok_or_else(warp::reject::not_found)
                 })
                 .boxed()
@@ -68,47 +78,51 @@ pub static ROUTES: &[Route] = &[
         path: "/healthz",
         methods: &["GET"],
         documented: true,
+        access: Access::Read,
         filter: |at, s| {
             let s = s.clone();
-            at.map(move |_| api::healthz(&s)).boxed()
+            at.map(move |_, _| api::healthz(&s)).boxed()
         },
     },
     Route {
         path: "/metrics",
         methods: &["GET"],
         documented: true,
+        access: Access::Read,
         filter: |at, s| {
             let engine = s.engine.clone();
-            at.map(move |_| metrics::reply(engine.as_ref())).boxed()
+            at.map(move |_, _| metrics::reply(engine.as_ref())).boxed()
         },
     },
     Route {
         path: "/api/v1/openapi.json",
         methods: &["GET"],
         documented: true,
-        filter: |at, _| at.map(|_| openapi::reply()).boxed(),
+        access: Access::Read,
+        filter: |at, _| at.map(|_, _| openapi::reply()).boxed(),
     },
     Route {
         path: "/api/v1/languages",
         methods: &["GET"],
         documented: true,
+        access: Access::Read,
         filter: |at, s| {
             let s = s.clone();
-            at.map(move |_| api::languages(&s)).boxed()
+            at.map(move |_, _| api::languages(&s)).boxed()
         },
     },
     Route {
         path: "/api/v1/runs",
         methods: &["POST"],
         documented: true,
+        access: Access::Run,
         filter: |at, s| {
             let s = s.clone();
             at.and(body())
-                .and(warp::ext::optional::<Peer>())
-                .then(move |_, body: Bytes, peer: Option<Peer>| {
+                .then(move |_, caller: Caller, body: Bytes| {
                     let s = s.clone();
                     async move {
-                        api::post_run(s, body, peer)
+                        api::post_run(s, body, caller)
                             .await
                             .unwrap_or_else(ApiError::into_response)
                     }
@@ -120,12 +134,12 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/jobs",
         methods: &["POST"],
         documented: true,
+        access: Access::Run,
         filter: |at, s| {
             let s = s.clone();
             at.and(body())
-                .and(warp::ext::optional::<Peer>())
-                .map(move |_, body: Bytes, peer: Option<Peer>| {
-                    api::post_job(&s, &body, peer).unwrap_or_else(ApiError::into_response)
+                .map(move |_, caller: Caller, body: Bytes| {
+                    api::post_job(&s, &body, &caller).unwrap_or_else(ApiError::into_response)
                 })
                 .boxed()
         },
@@ -134,18 +148,20 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/jobs/{id}",
         methods: &["GET"],
         documented: true,
+        access: Access::Token,
         filter: |at, s| {
             let s = s.clone();
-            at.map(move |p: Vec<String>| api::job(&s, &p[0])).boxed()
+            at.map(move |p: Vec<String>, _| api::job(&s, &p[0])).boxed()
         },
     },
     Route {
         path: "/api/v1/jobs/{id}",
         methods: &["DELETE"],
         documented: true,
+        access: Access::Token,
         filter: |at, s| {
             let s = s.clone();
-            at.map(move |p: Vec<String>| api::stop_job(&s, &p[0]))
+            at.map(move |p: Vec<String>, _| api::stop_job(&s, &p[0]))
                 .boxed()
         },
     },
@@ -153,10 +169,11 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/jobs/{id}/events",
         methods: &["GET"],
         documented: true,
+        access: Access::Token,
         // `sse::route` matches its path itself (tests mount it alone).
         filter: |at, s| {
             at.and(sse::route(s.jobs.clone(), sse::KEEP_ALIVE))
-                .map(|_, r: Response| r)
+                .map(|_, _, r: Response| r)
                 .boxed()
         },
     },
@@ -164,13 +181,14 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/ws",
         methods: &["GET"],
         documented: true,
+        // Each run started on the connection counts against the rate, not the upgrade.
+        access: Access::Token,
         filter: |at, s| {
             let s = s.clone();
             at.and(warp::header::headers_cloned())
                 .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
-                .and(warp::ext::optional::<Peer>())
-                .map(move |_, headers, upgrade, peer| {
-                    ws::upgrade(headers, upgrade, s.clone(), peer)
+                .map(move |_, caller, headers, upgrade| {
+                    ws::upgrade(headers, upgrade, s.clone(), caller)
                 })
                 .boxed()
         },
@@ -216,8 +234,10 @@ impl Route {
         rest.is_empty().then_some(params)
     }
 
-    /// This route's path and method, or a not-found rejection (so the next route is tried).
-    fn matched(&'static self) -> Matched {
+    /// This route's path and method, or a not-found rejection (so the next route is tried);
+    /// then its caller, or the refusal (401, or 429 for a run past the caller's rate).
+    fn matched(&'static self, state: &AppState) -> Matched {
+        let (identity, quotas) = (state.identity.clone(), state.quotas.clone());
         warp::path::full()
             .and(warp::method())
             .and_then(
@@ -228,6 +248,22 @@ impl Route {
                     }
                 },
             )
+            .and(warp::ext::optional::<Peer>())
+            .and(warp::header::headers_cloned())
+            .and_then(move |params, peer, headers: HeaderMap| {
+                let (identity, quotas) = (identity.clone(), quotas.clone());
+                async move {
+                    let refuse = |err: ApiError| warp::reject::custom(browser::Refused(err));
+                    let caller = identity
+                        .identify(self.access, peer, &headers)
+                        .map_err(refuse)?;
+                    if self.access == Access::Run {
+                        quotas.start_run(&caller).map_err(|e| refuse(e.into()))?;
+                    }
+                    Ok::<_, Rejection>((params, caller))
+                }
+            })
+            .untuple_one()
             .boxed()
     }
 }
@@ -246,7 +282,7 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static {
     let mut tree: BoxedFilter<(Response,)> = wrong_method().boxed();
     for route in ROUTES.iter().rev() {
-        tree = (route.filter)(route.matched(), &state)
+        tree = (route.filter)(route.matched(&state), &state)
             .or(tree)
             .unify()
             .boxed();

@@ -1,15 +1,21 @@
 //! `onpyrunner serve`: the engine behind the HTTP API, until a shutdown signal.
 use crate::browser::Hosts;
+use crate::identity::Identity;
 use crate::jobs::Jobs;
 use crate::listener::{self, ListenLimits};
+use crate::proxies::TrustedProxies;
+use crate::quota::{QuotaConfig, Quotas};
 use crate::router;
 use crate::state::AppState;
+use crate::tokens::Tokens;
 use crate::ws_config::WsConfig;
 use anyhow::Context;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Everything `serve` is configured with, built once from flags and environment.
@@ -27,6 +33,11 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Timeouts and connection caps of the HTTP server.
     pub listen_limits: ListenLimits,
+    /// The tokens file and what it held at start; `None`: an open service.
+    pub tokens: Option<(PathBuf, Tokens)>,
+    pub trusted_proxies: TrustedProxies,
+    /// What one client may take by default (rate of runs, open WebSockets).
+    pub quotas: QuotaConfig,
 }
 
 /// How often ended jobs past their TTL are dropped.
@@ -48,9 +59,22 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     let addr = listener.local_addr()?;
     let jobs = Jobs::new(config.jobs_max, config.jobs_ttl).with_max_bytes(config.jobs_max_bytes);
     let expiry = jobs.expire_every(JOBS_EXPIRY_INTERVAL);
+    let mut identity = Identity::open().with_proxies(config.trusted_proxies.clone());
+    if let Some((_, tokens)) = &config.tokens {
+        if tokens.is_empty() {
+            tracing::warn!("the tokens file has no token: no run can start");
+        }
+        identity = identity.with_tokens(tokens.clone());
+    }
     let state = AppState::new(engine.clone(), jobs)
         .with_ws(config.ws.clone())
-        .with_hosts(Hosts::for_listen(addr, &config.allowed_hosts));
+        .with_hosts(Hosts::for_listen(addr, &config.allowed_hosts))
+        .with_identity(identity)
+        .with_quotas(Quotas::new(config.quotas.clone()));
+    let reload = config
+        .tokens
+        .as_ref()
+        .map(|(path, _)| tokio::spawn(reload_on_sighup(state.identity.clone(), path.clone())));
     let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = listener::serve(
         listener,
@@ -76,8 +100,32 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         tracing::warn!("connections still open at exit");
     }
     expiry.abort();
+    if let Some(reload) = reload {
+        reload.abort();
+    }
     eprintln!("onpyrunner: stopped");
     Ok(())
+}
+
+/// Reread the tokens file at every SIGHUP; a file that cannot be used leaves the tokens in
+/// force as they were (and says why).
+async fn reload_on_sighup(identity: Arc<Identity>, path: PathBuf) {
+    use futures_util::StreamExt;
+    let mut signals = match signal_hook_tokio::Signals::new([signal_hook::consts::SIGHUP]) {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install the SIGHUP handler: tokens are read at start only");
+            return;
+        }
+    };
+    while signals.next().await.is_some() {
+        match identity.reload(&path) {
+            Ok(n) => tracing::warn!(path = %path.display(), tokens = n, "tokens reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "tokens not reloaded; the old ones stay in force")
+            }
+        }
+    }
 }
 
 /// A listener whose connections have Nagle's algorithm off (Linux copies `TCP_NODELAY` from the

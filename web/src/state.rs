@@ -1,7 +1,10 @@
 //! What the handlers share: where runs go (the engine, behind the [`Runner`] interface so
-//! that tests can stand in for it), the job table and the WebSocket endpoint's configuration.
+//! that tests can stand in for it), the job table, the WebSocket endpoint's configuration, and
+//! how clients are identified and limited.
 use crate::browser::Hosts;
+use crate::identity::Identity;
 use crate::jobs::Jobs;
+use crate::quota::Quotas;
 use crate::ws_config::WsConfig;
 use onpyrunner_supervisor::runner::Runner;
 use std::sync::Arc;
@@ -14,6 +17,10 @@ pub struct AppState {
     pub ws: Arc<WsConfig>,
     /// The host names requests may carry (see `browser`).
     pub hosts: Arc<Hosts>,
+    /// Who a request is from: tokens and trusted proxies.
+    pub identity: Arc<Identity>,
+    /// What one client may take: its rate of starting runs, its open WebSockets.
+    pub quotas: Arc<Quotas>,
 }
 
 impl AppState {
@@ -24,11 +31,23 @@ impl AppState {
             jobs,
             ws: Arc::new(WsConfig::default()),
             hosts: Arc::new(Hosts::default()),
+            identity: Arc::new(Identity::open()),
+            quotas: Arc::new(Quotas::default()),
         }
     }
 
     pub fn with_ws(mut self, ws: WsConfig) -> Self {
         self.ws = Arc::new(ws);
+        self
+    }
+
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Arc::new(identity);
+        self
+    }
+
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = Arc::new(quotas);
         self
     }
 

@@ -13,9 +13,10 @@
 //! connection or a heartbeat timeout it goes on unattached for `resume_grace`, and a new
 //! connection may resume it by id and position (docs/protocol.md, "Resuming after a drop").
 use crate::error::ApiError;
-use crate::listener::Peer;
+use crate::identity::Caller;
 use crate::request::{self, RunBody};
 use crate::state::AppState;
+use crate::tokens;
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
@@ -53,17 +54,35 @@ const OUT_BUFFER: usize = 16;
 /// then went through) after which a connection counts as gone.
 const DEAD_AFTER_INTERVALS: u32 = 3;
 
-/// The upgrade: checks the request and the origin, answers 101, then serves the connection
-/// with our own limits. (warp's `ws()` filter cannot set the read buffer's size.)
+/// The upgrade (its caller already admitted by the route): checks the origin and the caller's
+/// count of open WebSockets, then the request, answers 101, then serves the connection with our
+/// own limits. (warp's `ws()` filter cannot set the read buffer's size.) The count comes before
+/// the request's own checks so that a plain GET tells a browser, which cannot see why a
+/// handshake failed, whether it would have been refused (the IDE asks this way).
 pub fn upgrade(
     headers: HeaderMap,
     on_upgrade: Option<OnUpgrade>,
     state: AppState,
-    peer: Option<Peer>,
+    caller: Caller,
 ) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let has_token = |name: &str, token: &str| {
         header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    let origin = header("origin");
+    if !state.ws.origin_allowed(origin, header("host")) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "origin {:?} is not allowed to open a WebSocket here (see --allowed-origins)",
+                origin.unwrap_or_default()
+            ),
+        )
+        .into_response();
+    }
+    let slot = match state.quotas.open_websocket(&caller) {
+        Ok(slot) => slot,
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let key = header("sec-websocket-key");
     let Some(key) = key.filter(|_| {
@@ -77,18 +96,14 @@ pub fn upgrade(
         )
         .into_response();
     };
-    let origin = header("origin");
-    if !state.ws.origin_allowed(origin, header("host")) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "origin {:?} is not allowed to open a WebSocket here (see --allowed-origins)",
-                origin.unwrap_or_default()
-            ),
-        )
-        .into_response();
-    }
     let accept = derive_accept_key(key.as_bytes());
+    // A browser that sends its token as a subprotocol must get one of its offers back.
+    let speaks_ours = headers
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == tokens::WS_PROTOCOL);
     if let Some(on_upgrade) = on_upgrade {
         tokio::spawn(async move {
             match on_upgrade.await {
@@ -99,17 +114,22 @@ pub fn upgrade(
                         Some(socket_config()),
                     )
                     .await;
-                    connection(socket, state, peer).await;
+                    connection(socket, state, caller).await;
+                    drop(slot);
                 }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
         });
     }
-    warp::http::Response::builder()
+    let mut response = warp::http::Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header("connection", "upgrade")
         .header("upgrade", "websocket")
-        .header("sec-websocket-accept", accept)
+        .header("sec-websocket-accept", accept);
+    if speaks_ours {
+        response = response.header("sec-websocket-protocol", tokens::WS_PROTOCOL);
+    }
+    response
         .body(warp::hyper::body::Bytes::new().into())
         .expect("a valid response")
 }
@@ -152,7 +172,7 @@ impl Liveness {
     }
 }
 
-async fn connection<S>(socket: WebSocketStream<S>, state: AppState, peer: Option<Peer>)
+async fn connection<S>(socket: WebSocketStream<S>, state: AppState, caller: Caller)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -229,7 +249,7 @@ where
             }
             Message::Binary(data) => write_stdin(&mut run, data),
             Message::Text(text) => {
-                handle_text(text.as_str(), &state, peer, &mut run, &out_tx, &pong_now)
+                handle_text(text.as_str(), &state, &caller, &mut run, &out_tx, &pong_now)
             }
             // Ping and pong: the library answers pings itself.
             _ => Ok(()),
@@ -255,7 +275,7 @@ where
 fn handle_text(
     text: &str,
     state: &AppState,
-    peer: Option<Peer>,
+    caller: &Caller,
     run: &mut Option<CurrentRun>,
     out: &mpsc::Sender<Message>,
     pong_now: &tokio::sync::Notify,
@@ -269,7 +289,7 @@ fn handle_text(
         ApiError::new(status, format!("invalid message: {e}"))
     })?;
     match message {
-        ClientMessage::Run(body) => start_run(body, state, peer, run, out),
+        ClientMessage::Run(body) => start_run(body, state, caller, run, out),
         ClientMessage::Resume { run: id, seq } => resume_run(&id, seq, state, run, out),
         ClientMessage::Stdin { data } => write_stdin(run, Bytes::from(data.into_bytes())),
         ClientMessage::Eof => {
@@ -315,13 +335,13 @@ fn idle(run: &mut Option<CurrentRun>) -> Result<(), ApiError> {
 fn start_run(
     body: RunBody,
     state: &AppState,
-    peer: Option<Peer>,
+    caller: &Caller,
     run: &mut Option<CurrentRun>,
     out: &mpsc::Sender<Message>,
 ) -> Result<(), ApiError> {
     idle(run)?;
-    let (mut spec, stdin) = request::run_spec(&body, state.engine.as_ref())?;
-    spec.client = peer.map(Peer::client);
+    state.quotas.start_run(caller)?;
+    let (spec, stdin) = request::run_spec(&body, state.engine.as_ref(), caller)?;
     let session = state
         .engine
         .submit_with(spec, Detach::After(state.ws.resume_grace))?;
@@ -442,6 +462,7 @@ pub fn event_message(run: &str, seq: u64, event: Event) -> Message {
 fn error_message(err: ApiError) -> Message {
     let body = ErrorBody {
         status: Some(err.status.as_u16()),
+        retry_after: err.retry_after,
         error: err.error,
         field: err.field,
         limit: err.limit,
