@@ -20,6 +20,9 @@
   const shareStatus = $('share-status');
   const errorBox = $('error');
   const summaryBox = $('summary');
+  const tokenBox = $('token-box');
+  const tokenInput = $('token-input');
+  const tokenStatus = $('token-status');
 
   // ---------------------------------------------------------------- storage
   const PREFIX = 'onpyrunner.';
@@ -31,6 +34,34 @@
       try { localStorage.setItem(PREFIX + key, value); } catch (_) { /* private mode, quota */ }
     },
   };
+
+  // ------------------------------------------------------------- API token
+  // A server started with --tokens wants one on the WebSocket and the run routes. It comes from
+  // the token box or a `#token=...` link, is kept in localStorage, and goes on the WebSocket as
+  // a subprotocol (browsers cannot set headers there; docs/protocol.md, "Authentication") and
+  // on fetches as `Authorization: Bearer`.
+  let token = store.get('token') || '';
+
+  // `#token=...`: kept, and taken out of the address bar (and so out of shared links).
+  function takeTokenFromUrl() {
+    const m = /^#token=([A-Za-z0-9._~+-]+)$/.exec(location.hash);
+    if (!m) return false;
+    token = m[1];
+    store.set('token', token);
+    history.replaceState(null, '', location.pathname + location.search);
+    return true;
+  }
+
+  function authHeaders() {
+    return token ? { Authorization: 'Bearer ' + token } : {};
+  }
+
+  function askForToken(refused) {
+    tokenStatus.textContent = refused ? 'The server refused this token; give another.' : '';
+    tokenInput.value = '';
+    tokenBox.hidden = false;
+    tokenInput.focus();
+  }
 
   // ------------------------------------------------ languages: mode and sample
   // Keyed by the entry file's extension, so a new language of a known kind needs nothing here.
@@ -236,6 +267,35 @@
     return (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + '/api/v1/ws';
   }
 
+  // `onpyrunner` is answered by the server; the second offer carries the token.
+  function wsProtocols() {
+    return token ? ['onpyrunner', 'onpyrunner.token.' + token] : ['onpyrunner'];
+  }
+
+  // A browser is not told why a handshake failed: ask the same URL with a plain GET, which the
+  // server answers as it would have answered the handshake (401 bad token, 429 too many
+  // WebSockets), or with 400 (not an upgrade) when the handshake would have passed. Resolves
+  // true when reconnecting is worth it.
+  async function whyRefused() {
+    let response;
+    try {
+      response = await fetch('/api/v1/ws', { headers: authHeaders(), cache: 'no-store' });
+    } catch (_) {
+      return true; // the network: keep trying
+    }
+    if (response.status === 401) {
+      askForToken(!!token);
+      return false;
+    }
+    if (response.status === 429 || response.status === 403) {
+      let message = 'HTTP ' + response.status;
+      try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
+      showError('The server refused the connection: ' + message);
+      lostBanner = true;
+    }
+    return true;
+  }
+
   function connected() {
     return ws && ws.readyState === WebSocket.OPEN;
   }
@@ -247,13 +307,14 @@
     setConn('connecting');
     let sock;
     try {
-      sock = new WebSocket(wsUrl());
+      sock = new WebSocket(wsUrl(), wsProtocols());
     } catch (e) {
       scheduleReconnect();
       return;
     }
     sock.binaryType = 'arraybuffer';
     ws = sock;
+    let opened = false;
     // A handshake that hangs (no network, but the request was taken) is given up on; closing a
     // socket that is still connecting sends nothing.
     const connectTimer = setTimeout(() => {
@@ -264,6 +325,7 @@
     }, CONNECT_TIMEOUT_MS);
     sock.onopen = () => {
       clearTimeout(connectTimer);
+      opened = true;
       if (ws !== sock) return;
       backoffMs = 250;
       setConn('open');
@@ -291,6 +353,13 @@
       if (ws !== sock) return;
       if (ev.code === 1009) {
         showError('The server refused a message larger than its limit (2 MiB) and closed the connection; reconnecting…');
+      }
+      if (!opened) {
+        // The handshake failed: find out why before trying again.
+        ws = null;
+        setConn('closed');
+        whyRefused().then((retry) => { if (retry) scheduleReconnect(); });
+        return;
       }
       lost(sock, ev.code);
     };
@@ -824,10 +893,39 @@
   window.addEventListener('hashchange', () => { loadShared(); });
 
   // ------------------------------------------------------------- start-up
+  let languagesWanted = false; // the languages wait for a token
+
+  tokenBox.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const given = tokenInput.value.trim();
+    if (!given) return;
+    token = given;
+    store.set('token', token);
+    tokenBox.hidden = true;
+    tokenInput.value = '';
+    if (languagesWanted) { languagesWanted = false; loadLanguages(); }
+    reconnectNow();
+  });
+
+  window.addEventListener('hashchange', () => {
+    if (takeTokenFromUrl()) {
+      tokenBox.hidden = true;
+      // An open connection was admitted already; the token goes on the next one.
+      if (!connected()) reconnectNow();
+      if (languagesWanted) { languagesWanted = false; loadLanguages(); }
+    }
+  });
+
   async function loadLanguages() {
     let list;
     try {
-      const response = await fetch('/api/v1/languages', { cache: 'no-store' });
+      const response = await fetch('/api/v1/languages', { headers: authHeaders(), cache: 'no-store' });
+      if (response.status === 401) {
+        // The server's tokens file has require_for_reads: ask, and load once there is one.
+        askForToken(!!token);
+        languagesWanted = true;
+        return;
+      }
       if (!response.ok) throw new Error('HTTP ' + response.status);
       list = await response.json();
     } catch (e) {
@@ -856,6 +954,7 @@
     updateButtons();
   }
 
+  takeTokenFromUrl();
   stdinInput.value = store.get('input') || '';
   fitTerminal();
   termNotice('Press Run (Ctrl+Enter). When the program reads input, type here and press Enter; Ctrl+D ends the input.');

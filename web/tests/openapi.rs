@@ -621,3 +621,97 @@ fn the_route_table_is_the_documents_list_of_operations() {
         "only the IDE's files are left out of the document"
     );
 }
+
+/// The refusals of the per-client rules, over a stand-in runner (no daemon): 401 on every
+/// route that needs a token, 429 past the rate of starting runs and past the WebSocket cap,
+/// each with the documented status, headers and body.
+#[tokio::test]
+async fn refusals_for_tokens_rate_and_websockets_answer_as_documented() {
+    use onpyrunner::identity::{Access, Identity};
+    use onpyrunner::listener::Peer;
+    use onpyrunner::quota::{QuotaConfig, Quotas, Rate};
+    use onpyrunner::router::ROUTES;
+    use onpyrunner::tokens::Tokens;
+    let doc: Value = serde_json::from_str(onpyrunner::openapi::DOCUMENT).unwrap();
+    let secret = "openapi-secret-0123456789";
+    let tokens = Tokens::parse(&format!(
+        "require_for_reads = true\n[[token]]\nname = \"t\"\nsecret = \"{secret}\"\nmax_websockets = 1"
+    ))
+    .unwrap();
+    let quotas = QuotaConfig {
+        runs: Rate {
+            per_minute: 1,
+            burst: 1,
+        },
+        ..QuotaConfig::default()
+    };
+    let s = AppState::new(
+        onpyrunner_e2e::stand_in::StandIn::new(),
+        Jobs::new(10, Duration::from_secs(60)),
+    )
+    .with_identity(Identity::open().with_tokens(tokens))
+    .with_quotas(Quotas::new(quotas));
+    let send = async |method: &str, path: &str, token: Option<&str>| {
+        let mut request = warp::test::request()
+            .method(method)
+            .path(path)
+            .extension(Peer("198.51.100.7:1".parse().unwrap()))
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        if method == "POST" {
+            request = request.body(r#"{"language": "python", "code": "x"}"#);
+        }
+        let response = request.reply(&routes(s.clone())).await;
+        Answer {
+            status: response.status().as_u16(),
+            content_type: response
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default(),
+            headers: response
+                .headers()
+                .keys()
+                .map(|k| k.as_str().to_string())
+                .collect(),
+            body: response.body().to_vec(),
+        }
+    };
+    for route in ROUTES.iter().filter(|r| r.documented) {
+        assert_ne!(
+            route.access,
+            Access::Open,
+            "{}: documented routes are API",
+            route.path
+        );
+        let path = route.path.replace("{id}", "0123");
+        for method in route.methods {
+            let answer = send(method, &path, None).await;
+            assert_eq!(answer.status, 401, "{method} {path}");
+            check(&doc, method, &path, &answer);
+            let answer = send(method, &path, Some("wrong-0123456789abcdef")).await;
+            assert_eq!(answer.status, 401, "{method} {path}");
+            check(&doc, method, &path, &answer);
+        }
+    }
+    for path in ["/api/v1/runs", "/api/v1/jobs"] {
+        let _ = send("POST", path, Some(secret)).await;
+        let answer = send("POST", path, Some(secret)).await;
+        assert_eq!(answer.status, 429, "{path}");
+        assert_eq!(answer.json()["field"], "runs_per_minute");
+        check(&doc, "POST", path, &answer);
+    }
+    // The token's one WebSocket is taken.
+    let mut headers = warp::http::HeaderMap::new();
+    let bearer = format!("Bearer {secret}");
+    headers.insert("authorization", bearer.parse().unwrap());
+    let caller = s.identity.identify(Access::Token, None, &headers).unwrap();
+    let held = s.quotas.open_websocket(&caller).unwrap();
+    let answer = send("GET", "/api/v1/ws", Some(secret)).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.json()["field"], "websockets");
+    check(&doc, "GET", "/api/v1/ws", &answer);
+    drop(held);
+}
