@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the web IDE: start `onpyrunner serve` on a free loopback port under its own
-# instance name, drive the IDE in headless Chromium (web/e2e/, playwright-core + node:test),
-# then stop the server with SIGTERM and check that it exits 0 and leaves no container behind.
+# instance name (and a second one with API tokens, for the IDE's token path), drive the IDE in
+# headless Chromium (web/e2e/, playwright-core + node:test), then stop the servers with SIGTERM
+# and check that they exit 0 and leave no container behind.
 # Screenshots go to target/e2e-artifacts/. Needs what scripts/setup.sh installs (the binary, the
 # images, Debian's chromium, `npm ci` in web/e2e).
 #
@@ -38,36 +39,48 @@ log=$artifacts/server.log
 "$bin" serve --listen 127.0.0.1:0 --instance "$instance" \
     --pool python=1 --pool pypy=0 --pool node=0 --pool java=0 --max-running 1 2>"$log" &
 server=$!
+# The second server needs a token; no pools (its few runs make their containers on demand).
+token=e2e$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+tokens_file=$artifacts/tokens.toml
+printf '[[token]]\nname = "e2e"\nsecret = "%s"\n' "$token" >"$tokens_file"
+token_log=$artifacts/server-tokens.log
+"$bin" serve --listen 127.0.0.1:0 --instance "$instance-tokens" --tokens "$tokens_file" \
+    --pool python=0 --pool pypy=0 --pool node=0 --pool java=0 2>"$token_log" &
+token_server=$!
 
-stop_server() {
-    if kill -0 "$server" 2>/dev/null; then
-        kill -TERM "$server"
-        wait "$server"
+stop_server() { # pid
+    if kill -0 "$1" 2>/dev/null; then
+        kill -TERM "$1"
+        wait "$1"
         return $?
     fi
     return 0
 }
-trap 'stop_server >/dev/null 2>&1 || true' EXIT
+trap 'stop_server "$server" >/dev/null 2>&1 || true; stop_server "$token_server" >/dev/null 2>&1 || true' EXIT
 
-url=
-for _ in $(seq 1 600); do
-    line=$(grep -m1 '^onpyrunner: listening on http://' "$log" || true)
-    if [ -n "$line" ]; then url=${line#onpyrunner: listening on }; break; fi
-    if ! kill -0 "$server" 2>/dev/null; then break; fi
-    sleep 0.1
-done
-if [ -z "$url" ]; then
-    cat "$log" >&2
-    broken "the server did not start (its log is above; is the Docker daemon up? bash scripts/setup.sh)"
+listening() { # log pid: prints the server's URL once it listens
+    for _ in $(seq 1 600); do
+        line=$(grep -m1 '^onpyrunner: listening on http://' "$1" || true)
+        if [ -n "$line" ]; then echo "${line#onpyrunner: listening on }"; return; fi
+        if ! kill -0 "$2" 2>/dev/null; then return; fi
+        sleep 0.1
+    done
+}
+url=$(listening "$log" "$server")
+token_url=$(listening "$token_log" "$token_server")
+if [ -z "$url" ] || [ -z "$token_url" ]; then
+    cat "$log" "$token_log" >&2
+    broken "a server did not start (the logs are above; is the Docker daemon up? bash scripts/setup.sh)"
 fi
-say "server at $url (instance $instance)"
+say "server at $url (instance $instance); with tokens at $token_url"
 
 # Both reporters: the spec one for people, TAP into a file for the counts.
 tap=$artifacts/results.tap
 status=0
 (
     cd web/e2e
-    ONPYRUNNER_URL=$url E2E_ARTIFACTS=$artifacts \
+    ONPYRUNNER_URL=$url ONPYRUNNER_TOKEN_URL=$token_url ONPYRUNNER_TOKEN=$token \
+        E2E_ARTIFACTS=$artifacts \
         node --test --test-concurrency=1 \
         ${E2E_FILTER:+--test-name-pattern="$E2E_FILTER"} \
         --test-reporter=spec --test-reporter-destination=stdout \
@@ -75,22 +88,25 @@ status=0
         ide.test.js
 ) || status=$?
 
-# SIGTERM: the server ends every run, removes its containers and exits 0.
+# SIGTERM: a server ends every run, removes its containers and exits 0.
 trap - EXIT
-server_status=0
-stop_server || server_status=$?
-if [ "$server_status" != 0 ]; then
-    say "the server exited with $server_status after SIGTERM; its log is $log"
-    status=1
-fi
-left=$(curl -sf --max-time 5 --unix-socket "$sock" -G http://docker/containers/json \
-    --data-urlencode all=1 --data-urlencode 'filters={"label":["onpyrunner.owner"]}' |
-    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const c=JSON.parse(s||"[]");
-      console.log(c.filter(x=>(x.Labels["onpyrunner.owner"]||"").startsWith(process.argv[1]+".")).length)})' "$instance")
-if [ "$left" != 0 ]; then
-    say "$left container(s) of instance $instance left behind"
-    status=1
-fi
+for pair in "$server:$log:$instance" "$token_server:$token_log:$instance-tokens"; do
+    IFS=: read -r pid its_log its_instance <<<"$pair"
+    server_status=0
+    stop_server "$pid" || server_status=$?
+    if [ "$server_status" != 0 ]; then
+        say "the server exited with $server_status after SIGTERM; its log is $its_log"
+        status=1
+    fi
+    left=$(curl -sf --max-time 5 --unix-socket "$sock" -G http://docker/containers/json \
+        --data-urlencode all=1 --data-urlencode 'filters={"label":["onpyrunner.owner"]}' |
+        node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const c=JSON.parse(s||"[]");
+          console.log(c.filter(x=>(x.Labels["onpyrunner.owner"]||"").startsWith(process.argv[1]+".")).length)})' "$its_instance")
+    if [ "$left" != 0 ]; then
+        say "$left container(s) of instance $its_instance left behind"
+        status=1
+    fi
+done
 
 passed=$(awk '/^# pass /{print $3}' "$tap" 2>/dev/null | tail -1)
 failed=$(awk '/^# fail /{print $3}' "$tap" 2>/dev/null | tail -1)

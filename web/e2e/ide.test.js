@@ -9,6 +9,9 @@ import net from 'node:net';
 import { chromium } from 'playwright-core';
 
 const BASE = process.env.ONPYRUNNER_URL;
+// A second server, started with --tokens, and the one token it accepts.
+const TOKEN_BASE = process.env.ONPYRUNNER_TOKEN_URL;
+const TOKEN = process.env.ONPYRUNNER_TOKEN;
 const ARTIFACTS = process.env.E2E_ARTIFACTS || new URL('../../target/e2e-artifacts', import.meta.url).pathname;
 const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
 const DESKTOP = { viewport: { width: 1366, height: 860 }, deviceScaleFactor: 1 };
@@ -21,6 +24,7 @@ const CHROMIUM_ARGS = [
 const RUN_TIMEOUT = 60_000;
 
 assert.ok(BASE, 'ONPYRUNNER_URL is not set: run the tests through scripts/e2e.sh');
+assert.ok(TOKEN_BASE && TOKEN, 'ONPYRUNNER_TOKEN_URL or ONPYRUNNER_TOKEN is not set: run the tests through scripts/e2e.sh');
 mkdirSync(ARTIFACTS, { recursive: true });
 
 let browser;
@@ -431,4 +435,57 @@ test('links in program output (OSC 8) never run script and open only after the u
   assert.equal(opened, 0, 'declined: nothing opened');
   assert.equal(await page.evaluate(() => window.__pwned), undefined);
   assertNoProblems(problems);
+});
+
+// The server with tokens refuses the WebSocket until the page has one; the browser logs those
+// refusals (a failed handshake, a 401 fetch) as console errors, which are expected here.
+async function openTokenIde(t, device, path = '/') {
+  const context = await browser.newContext(device);
+  t.after(() => context.close());
+  const page = await context.newPage();
+  page.setDefaultTimeout(30_000);
+  const problems = [];
+  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
+  await page.goto(TOKEN_BASE + path);
+  return { page, problems };
+}
+
+const ready = (page) => page.waitForFunction(() => window.onpyrunnerIDE && window.onpyrunnerIDE.connected
+  && !document.getElementById('run').disabled);
+
+test('on a server with tokens the IDE asks for one, refuses a wrong one, keeps the right one and runs with it', async (t) => {
+  const { page, problems } = await openTokenIde(t, DESKTOP);
+  await page.waitForSelector('#token-box:not([hidden])');
+  assert.ok(!(await page.evaluate(() => window.onpyrunnerIDE.connected)), 'not connected without a token');
+  await screenshot(page, 'desktop-token-asked');
+  await page.fill('#token-input', 'wrong-token-0123456789');
+  await page.click('#token-save');
+  await page.waitForSelector('#token-box:not([hidden])');
+  await page.waitForFunction(() => /refused/.test(document.getElementById('token-status').textContent));
+  await page.fill('#token-input', TOKEN);
+  await page.press('#token-input', 'Enter');
+  await ready(page);
+  assert.equal(await page.isHidden('#token-box'), true);
+  await setCode(page, 'print("ran with a token")\n');
+  await page.click('#run');
+  await waitForBadge(page, 'FINISHED');
+  await waitForTerminal(page, 'ran with a token');
+  // Kept in this browser: a reload connects at once.
+  await page.reload();
+  await ready(page);
+  assert.equal(await page.isHidden('#token-box'), true);
+  assert.deepEqual(problems, []);
+});
+
+test('a #token= link gives the IDE its token and leaves the address bar', async (t) => {
+  const { page, problems } = await openTokenIde(t, PHONE, '/#token=' + TOKEN);
+  await ready(page);
+  assert.equal(new URL(page.url()).hash, '', 'the token is not left in the URL');
+  assert.equal(await page.evaluate(() => localStorage.getItem('onpyrunner.token')), TOKEN);
+  assert.equal(await page.isHidden('#token-box'), true);
+  await setCode(page, 'print("linked")\n');
+  await page.tap('#run');
+  await waitForBadge(page, 'FINISHED');
+  await waitForTerminal(page, 'linked');
+  assert.deepEqual(problems, []);
 });
