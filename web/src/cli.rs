@@ -31,6 +31,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing would only obscure the arguments"
+)]
 pub enum Command {
     /// Run a program in a fresh sandbox; its stdout, stderr and exit code become this command's.
     ///

@@ -77,11 +77,14 @@ pub struct TooManyWebSockets {
     pub max: usize,
 }
 
+/// WebSockets open now, by client; a client with none has no entry.
+type OpenWebSockets = Arc<Mutex<HashMap<ClientKey, usize>>>;
+
 /// The web layer's quotas and the tables that enforce them.
 pub struct Quotas {
     config: QuotaConfig,
     buckets: Mutex<Buckets>,
-    websockets: Arc<Mutex<HashMap<ClientKey, usize>>>,
+    websockets: OpenWebSockets,
 }
 
 impl Quotas {
@@ -158,7 +161,7 @@ impl Default for Quotas {
 }
 
 /// One open WebSocket's place in its client's count.
-pub struct WebSocketSlot(Option<(Arc<Mutex<HashMap<ClientKey, usize>>>, ClientKey)>);
+pub struct WebSocketSlot(Option<(OpenWebSockets, ClientKey)>);
 
 impl Drop for WebSocketSlot {
     fn drop(&mut self) {

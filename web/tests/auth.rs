@@ -190,15 +190,19 @@ async fn every_accepted_form_of_a_token_runs_as_the_tokens_client_with_its_quota
             );
         }
     }
-    let accepted = runner.accepted.lock().unwrap();
-    assert_eq!(accepted.len(), 8);
-    for spec in accepted.iter() {
-        let client = spec.client.as_ref().expect("a client");
+    let clients: Vec<_> = runner
+        .accepted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|spec| spec.client.clone().expect("a client"))
+        .collect();
+    assert_eq!(clients.len(), 8);
+    for client in clients {
         assert_eq!(client.name, "token:ci");
         assert_eq!(client.max_in_flight, Some(7));
         assert_eq!(client.max_running, Some(3));
     }
-    drop(accepted);
     // A token without quotas: the engine's defaults.
     let answer = call(&s, "POST", "/api/v1/runs", PEER, &[("x-auth-token", IDE)]).await;
     assert_eq!(answer.status, 200);
