@@ -164,3 +164,39 @@ fn languages_lists_cpython_and_pypy_side_by_side() {
         .collect();
     assert_eq!(ids, ["python", "pypy", "node", "java"]);
 }
+
+#[test]
+fn serve_refuses_a_bad_tokens_file_or_proxy_list_naming_the_key_before_it_starts() {
+    let bad = write_source(
+        "tokens.toml",
+        "[[token]]\nname = \"ci\"\nsecret = \"too-short\"\n",
+    );
+    let serve = |args: &[&str], env: Option<(&str, &std::path::Path)>| {
+        let mut cmd = onpyrunner();
+        // Were the flags accepted, the start would fail here instead, saying so.
+        cmd.env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args);
+        if let Some((name, value)) = env {
+            cmd.env(name, value);
+        }
+        let out = cmd.output().unwrap();
+        assert_ne!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let bad_arg = bad.to_str().unwrap();
+    for stderr in [
+        serve(&["--tokens", bad_arg], None),
+        serve(&[], Some(("ONPYRUNNER_TOKENS", &bad))),
+    ] {
+        assert!(stderr.contains("--tokens"), "{stderr}");
+        assert!(stderr.contains("token[0].secret"), "{stderr}");
+    }
+    let missing = serve(&["--tokens", "/nonexistent/tokens.toml"], None);
+    assert!(missing.contains("/nonexistent/tokens.toml"), "{missing}");
+    let proxies = serve(&["--trusted-proxies", "10.0.0.0/8,not-an-address"], None);
+    assert!(
+        proxies.contains("--trusted-proxies") && proxies.contains("not-an-address"),
+        "{proxies}"
+    );
+}

@@ -54,10 +54,24 @@ async fn serve(instance: &str, args: &[&str]) -> Server {
 
 impl Server {
     async fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let request = hyper::Request::builder()
+        self.request_with(method, path, body, &[]).await
+    }
+
+    async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body.to_string())))
             .unwrap();
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
@@ -115,7 +129,7 @@ impl Server {
     }
 }
 
-use libc::{SIGKILL, SIGTERM};
+use libc::{SIGHUP, SIGKILL, SIGTERM};
 
 /// (id, state) of the containers of an instance.
 async fn containers(instance: &str) -> Vec<(String, String)> {
@@ -207,4 +221,62 @@ async fn after_sigkill_a_restart_removes_every_container_the_old_process_left() 
         .expect("exits")
         .unwrap();
     assert_eq!(containers(&instance).await, vec![]);
+}
+
+#[tokio::test]
+async fn sighup_rereads_the_tokens_file_and_a_broken_one_changes_nothing() {
+    let instance = unique("sighup");
+    let dir = std::env::temp_dir().join(format!("onpyrunner-{instance}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tokens.toml");
+    let file = |name: &str| {
+        format!("[[token]]\nname = \"{name}\"\nsecret = \"{name}-0123456789abcdef\"\n")
+    };
+    std::fs::write(&path, file("old")).unwrap();
+    let no_pools = [
+        "--pool", "python=0", "--pool", "pypy=0", "--pool", "node=0", "--pool", "java=0",
+    ];
+    let mut args = vec!["--tokens", path.to_str().unwrap()];
+    args.extend(no_pools);
+    let mut server = serve(&instance, &args).await;
+    // A run the server refuses once the token is taken (422), so nothing starts: 401 or 422
+    // tells whether the token was.
+    let status = async |server: &Server, name: &str| {
+        let bearer = format!("Bearer {name}-0123456789abcdef");
+        let body = r#"{"language":"cobol","code":"x"}"#;
+        let headers = [("authorization", bearer.as_str())];
+        server
+            .request_with("POST", "/api/v1/runs", body, &headers)
+            .await
+            .0
+    };
+    assert_eq!(status(&server, "old").await, 422);
+    assert_eq!(status(&server, "new").await, 401);
+
+    std::fs::write(&path, file("new")).unwrap();
+    server.signal(SIGHUP);
+    let started = Instant::now();
+    while status(&server, "new").await != 422 {
+        assert!(started.elapsed() < TIMEOUT, "the new token never took");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(&server, "old").await, 401, "the old token is gone");
+
+    std::fs::write(&path, "[[token]]\nname = \"x\"\nsecret = \"short\"\n").unwrap();
+    server.signal(SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        status(&server, "new").await,
+        422,
+        "a broken file changes nothing"
+    );
+
+    server.signal(SIGTERM);
+    let exit = tokio::time::timeout(Duration::from_secs(20), server.child.wait())
+        .await
+        .expect("exits")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert_eq!(containers(&instance).await, vec![]);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
