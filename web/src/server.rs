@@ -120,6 +120,7 @@ async fn reload_on_sighup(identity: Arc<Identity>, path: PathBuf) {
     };
     while signals.next().await.is_some() {
         match identity.reload(&path) {
+            // At warn, so that the default filter shows the operator that it took.
             Ok(n) => tracing::warn!(path = %path.display(), tokens = n, "tokens reloaded"),
             Err(e) => {
                 tracing::error!(error = %e, "tokens not reloaded; the old ones stay in force")
