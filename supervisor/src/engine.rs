@@ -21,7 +21,7 @@ use crate::owner::{self, OwnerLock};
 use crate::pool::Pool;
 use crate::run::{self, Controls, RunError, RunSpec, Sandbox};
 use crate::run_log::LogFull;
-use crate::scheduler::{LocalQueue, RunQueue, Ticket};
+use crate::scheduler::{Cost, LocalQueue, Request, RunQueue, Ticket};
 use crate::session::{unix_ms, Detach, RunShared, RunWriter, Session};
 use onpyrunner_protocol::{Event, Reason, RunState, Stage, Summary, Usage};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -59,6 +59,12 @@ pub struct EngineConfig {
     /// Runs one client may have waiting or running at once (see `RunSpec::client`), so that
     /// no client takes the whole queue.
     pub max_per_client: usize,
+    /// Runs one client may have executing at once (a token's own quota overrides it); `None`
+    /// is only the count of slots. Waiting clients take turns either way.
+    pub max_running_per_client: Option<usize>,
+    /// The host's budget: runs execute at once only while their CPU quotas and memory limits
+    /// together fit in it, whatever `max_running` says.
+    pub budget: Cost,
     pub caps: Caps,
     pub sweep_interval: Duration,
     pub health_interval: Duration,
@@ -78,6 +84,8 @@ impl Default for EngineConfig {
             max_running,
             max_queued: 64 * max_running,
             max_per_client: max_running + 16,
+            max_running_per_client: None,
+            budget: Cost::machine(),
             caps: Caps::default(),
             sweep_interval: Duration::from_secs(30),
             health_interval: Duration::from_secs(1),
@@ -234,8 +242,11 @@ impl Engine {
             }
             images.insert(lang.id.clone(), image);
         }
-        let queue: Arc<dyn RunQueue> =
-            Arc::new(LocalQueue::new(config.max_running, config.max_queued));
+        let queue: Arc<dyn RunQueue> = Arc::new(LocalQueue::with_budget(
+            config.max_running,
+            config.max_queued,
+            config.budget,
+        ));
         let inner = Arc::new(Inner {
             docker,
             config,
@@ -333,7 +344,18 @@ impl Engine {
             }
             None => None,
         };
-        let ticket = inner.queue.enqueue().inspect_err(|_| {
+        let request = Request {
+            client: spec
+                .client
+                .as_ref()
+                .map_or_else(String::new, |c| c.name.clone()),
+            max_running: spec
+                .client
+                .as_ref()
+                .and_then(|c| c.max_running.or(inner.config.max_running_per_client)),
+            cost: Cost::of(&spec.limits),
+        };
+        let ticket = inner.queue.enqueue(&request).inspect_err(|_| {
             inner.metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
         })?;
         inner.metrics.accepted.fetch_add(1, Ordering::Relaxed);

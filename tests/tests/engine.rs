@@ -606,3 +606,50 @@ async fn one_client_cannot_take_the_whole_queue_from_the_others() {
     assert_eq!(other_heard.stdout_text(), "other\n");
     finish(&h, engine).await;
 }
+
+#[tokio::test]
+async fn a_run_behind_another_clients_500_queued_runs_waits_for_one_slot() {
+    let h = Harness::new("engine-turns").await;
+    let mut config = engine_config("turns", &[]);
+    config.max_running = 1;
+    config.max_queued = 1000;
+    config.max_per_client = 600;
+    let engine = engine(&h, config).await;
+    let of = |client: &str, code: &str| {
+        let mut s = spec("python", code);
+        s.client = Some(Client::new(client));
+        s
+    };
+    let mut running = engine
+        .submit(of(
+            "10.0.0.1",
+            "import time\nprint('up', flush=True)\ntime.sleep(30)",
+        ))
+        .unwrap();
+    let mut heard = Heard::default();
+    hear_until(&mut running.events, &mut heard, "up").await;
+    let backlog: Vec<_> = (0..500)
+        .map(|i| {
+            engine
+                .submit(of("10.0.0.1", &format!("print({i})")))
+                .unwrap()
+        })
+        .collect();
+    let mut other = engine.submit(of("10.0.0.2", "print('other')")).unwrap();
+    running.stop();
+    while !heard.hear(running.events.recv().await.expect("until the summary")) {}
+    let other_heard = hear_all(&mut other.events).await;
+    assert_eq!(other_heard.stdout_text(), "other\n");
+    assert_eq!(
+        other_heard.positions.first(),
+        Some(&1),
+        "next in line, not behind the backlog"
+    );
+    assert_eq!(
+        other_heard.summary().reason,
+        Reason::Exited,
+        "{other_heard:?}"
+    );
+    drop(backlog);
+    finish(&h, engine).await;
+}

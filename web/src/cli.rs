@@ -11,6 +11,7 @@ use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images::{self, BuildOptions, Built};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
 use onpyrunner_supervisor::run::{self, RunSpec};
+use onpyrunner_supervisor::scheduler::Cost;
 use std::io::Write;
 use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
@@ -94,6 +95,19 @@ pub struct ServeArgs {
     /// client has the proxy's address, so raise it there
     #[arg(long, env = "ONPYRUNNER_MAX_RUNS_PER_CLIENT", value_name = "N")]
     pub max_runs_per_client: Option<usize>,
+    /// Runs one client may have executing at once; its further runs wait while other clients'
+    /// runs go ahead [default: no cap beyond the running slots; waiting clients take turns]
+    #[arg(long, env = "ONPYRUNNER_MAX_RUNNING_PER_CLIENT", value_name = "N")]
+    pub max_running_per_client: Option<usize>,
+    /// CPUs that running runs' CPU quotas may add up to: a run that does not fit waits, even
+    /// with a slot free. Raise it with --max-running above the CPU count [default: the CPUs
+    /// this process may use]
+    #[arg(long, env = "ONPYRUNNER_CPU_BUDGET", value_name = "CPUS")]
+    pub cpu_budget: Option<f64>,
+    /// MiB that running runs' memory limits may add up to [default: three quarters of the
+    /// machine's memory]
+    #[arg(long, env = "ONPYRUNNER_MEMORY_BUDGET_MIB", value_name = "MIB")]
+    pub memory_budget_mib: Option<u64>,
     /// Seconds a shutdown waits for runs to end before removing what is left
     #[arg(
         long,
@@ -223,6 +237,22 @@ impl ServeArgs {
             Some(n) => n,
             None => engine.max_running + 16,
         };
+        engine.max_running_per_client = match self.max_running_per_client {
+            Some(0) => bail!("--max-running-per-client must be at least 1"),
+            other => other,
+        };
+        if let Some(cpus) = self.cpu_budget {
+            if !(cpus.is_finite() && cpus >= 0.1) {
+                bail!("--cpu-budget must be at least 0.1 CPUs");
+            }
+            engine.budget.millicpus = Cost::of_cpus(cpus);
+        }
+        if let Some(mib) = self.memory_budget_mib {
+            if mib < 32 {
+                bail!("--memory-budget-mib must be at least 32");
+            }
+            engine.budget.memory_mib = mib;
+        }
         for pool in &self.pools {
             let Some((lang, size)) = pool.split_once('=') else {
                 bail!("--pool {pool:?}: expected LANG=N, e.g. python=4");
