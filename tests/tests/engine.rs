@@ -9,6 +9,8 @@ use onpyrunner_protocol::{Event, Reason, RunState};
 use onpyrunner_supervisor::engine::{Engine, EngineConfig, SubmitError};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
 use onpyrunner_supervisor::run::{Client, RunSpec};
+use onpyrunner_supervisor::runner::ResumeError;
+use onpyrunner_supervisor::session::Detach;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -651,5 +653,29 @@ async fn a_run_behind_another_clients_500_queued_runs_waits_for_one_slot() {
         "{other_heard:?}"
     );
     drop(backlog);
+    finish(&h, engine).await;
+}
+
+#[tokio::test]
+async fn ended_runs_past_the_resume_budget_are_forgotten_oldest_first() {
+    let h = Harness::new("engine-retained").await;
+    let mut config = engine_config("retained", &[("python", 1)]);
+    // Room for one ended run of 1 MiB of output, not two.
+    config.retained_max_bytes = 1536 * 1024;
+    let engine = engine(&h, config).await;
+    let mib = "import sys\nsys.stdout.write('x' * (1 << 20))";
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let mut session = engine
+            .submit_with(spec("python", mib), Detach::After(Duration::from_secs(60)))
+            .unwrap();
+        let heard = hear_all(&mut session.events).await;
+        assert_eq!(heard.stdout.len(), 1 << 20);
+        ids.push(session.id.clone());
+    }
+    let first = engine.resume(&ids[0], 0).map(|_| ()).unwrap_err();
+    assert!(matches!(first, ResumeError::NoSuchRun), "{first}");
+    let mut second = engine.resume(&ids[1], 0).expect("the newest is kept");
+    assert_eq!(hear_all(&mut second.events).await.stdout.len(), 1 << 20);
     finish(&h, engine).await;
 }

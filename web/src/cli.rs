@@ -40,7 +40,7 @@ pub enum Command {
     /// List the languages this build knows.
     Languages,
     /// Serve the HTTP API (and the IDE) until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure latency, throughput and memory against the real daemon; print a Markdown report.
     ///
     /// Hello world per language through the pool, through a fresh container and through
@@ -167,6 +167,15 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub resume_grace_ms: u64,
+    /// MiB that ended runs kept for resuming may hold together (their output); past it the
+    /// oldest are forgotten before their grace is up
+    #[arg(
+        long,
+        env = "ONPYRUNNER_RESUME_MAX_MIB",
+        default_value_t = 256,
+        value_name = "MIB"
+    )]
+    pub resume_max_mib: u64,
     /// Host names the server answers to besides the loopback names and the listen address
     /// (requests naming another host get 421: DNS rebinding); with --listen 0.0.0.0 and no
     /// names, any
@@ -222,6 +231,7 @@ impl ServeArgs {
         };
         engine.caps.raise = self.allow_raised_limits;
         engine.allow_weak_daemon = self.allow_weak_daemon;
+        engine.retained_max_bytes = self.resume_max_mib.saturating_mul(1024 * 1024);
         if let Some(n) = self.max_running {
             if n == 0 {
                 bail!("--max-running must be at least 1");
