@@ -1,5 +1,6 @@
 //! What the handlers share: where runs go (the engine, behind the [`Runner`] interface so
 //! that tests can stand in for it), the job table and the WebSocket endpoint's configuration.
+use crate::body::Bodies;
 use crate::browser::Hosts;
 use crate::jobs::Jobs;
 use crate::ws_config::WsConfig;
@@ -14,6 +15,8 @@ pub struct AppState {
     pub ws: Arc<WsConfig>,
     /// The host names requests may carry (see `browser`).
     pub hosts: Arc<Hosts>,
+    /// Bounds on request bodies being received.
+    pub bodies: Bodies,
 }
 
 impl AppState {
@@ -24,6 +27,7 @@ impl AppState {
             jobs,
             ws: Arc::new(WsConfig::default()),
             hosts: Arc::new(Hosts::default()),
+            bodies: Bodies::default(),
         }
     }
 
