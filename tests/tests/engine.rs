@@ -172,10 +172,11 @@ async fn the_wall_clock_ends_a_run_as_timeout() {
     );
     assert_eq!(heard.summary().reason, Reason::Timeout);
     // The launcher could not report a killed program: the cgroup's count of 1.5 s of busy
-    // looping is what the summary says, not 0.
+    // looping is what the summary says, not 0. (Not near 1500: on a loaded 2-CPU machine the
+    // loop got under 700 ms of it.)
     let usage = &heard.summary().usage;
     assert!(
-        usage.cpu_ms >= 700,
+        usage.cpu_ms >= 200,
         "cpu {} ms after 1.5 s of busy looping",
         usage.cpu_ms
     );
