@@ -21,10 +21,10 @@ use crate::owner::{self, OwnerLock};
 use crate::pool::Pool;
 use crate::run::{self, Controls, RunError, RunSpec, Sandbox};
 use crate::run_log::LogFull;
-use crate::scheduler::{LocalQueue, RunQueue, Ticket};
+use crate::scheduler::{Cost, LocalQueue, Request, RunQueue, Ticket};
 use crate::session::{unix_ms, Detach, RunShared, RunWriter, Session};
 use onpyrunner_protocol::{Event, Reason, RunState, Stage, Summary, Usage};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,11 +59,21 @@ pub struct EngineConfig {
     /// Runs one client may have waiting or running at once (see `RunSpec::client`), so that
     /// no client takes the whole queue.
     pub max_per_client: usize,
+    /// Runs one client may have executing at once (a token's own quota overrides it); `None`
+    /// is only the count of slots. Waiting clients take turns either way.
+    pub max_running_per_client: Option<usize>,
+    /// The host's budget: runs execute at once only while their CPU quotas and memory limits
+    /// together fit in it, whatever `max_running` says.
+    pub budget: Cost,
     pub caps: Caps,
     pub sweep_interval: Duration,
     pub health_interval: Duration,
     /// How long `shutdown` waits for sessions to end before it removes what is left anyway.
     pub shutdown_grace: Duration,
+    /// What the ended runs kept for their detach grace (so a dropped client can come back for
+    /// the rest) may hold together, output plus a fixed cost per run; past it the oldest are
+    /// forgotten early.
+    pub retained_max_bytes: u64,
     /// Start even when the daemon says it would not enforce seccomp or a limit (the engine
     /// refuses to by default).
     pub allow_weak_daemon: bool,
@@ -78,10 +88,13 @@ impl Default for EngineConfig {
             max_running,
             max_queued: 64 * max_running,
             max_per_client: max_running + 16,
+            max_running_per_client: None,
+            budget: Cost::machine(),
             caps: Caps::default(),
             sweep_interval: Duration::from_secs(30),
             health_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            retained_max_bytes: 256 * 1024 * 1024,
             allow_weak_daemon: false,
         }
     }
@@ -118,6 +131,8 @@ struct Inner {
     /// Every run that may still be attached to: running ones, and ended ones for their detach
     /// grace period (a client that dropped comes back for the rest).
     runs: Mutex<HashMap<String, Arc<RunShared>>>,
+    /// The ended runs among `runs`, oldest first, with what each holds.
+    retained: Mutex<Retained>,
     /// Containers in use by a session right now (the sweeps leave them alone).
     active: Mutex<HashSet<String>>,
     daemon_up: AtomicBool,
@@ -234,8 +249,11 @@ impl Engine {
             }
             images.insert(lang.id.clone(), image);
         }
-        let queue: Arc<dyn RunQueue> =
-            Arc::new(LocalQueue::new(config.max_running, config.max_queued));
+        let queue: Arc<dyn RunQueue> = Arc::new(LocalQueue::with_budget(
+            config.max_running,
+            config.max_queued,
+            config.budget,
+        ));
         let inner = Arc::new(Inner {
             docker,
             config,
@@ -246,6 +264,7 @@ impl Engine {
             shutdown,
             sessions: TaskTracker::new(),
             runs: Mutex::new(HashMap::new()),
+            retained: Mutex::new(Retained::default()),
             clients: Arc::new(Mutex::new(HashMap::new())),
             active: Mutex::new(HashSet::new()),
             daemon_up: AtomicBool::new(true),
@@ -333,7 +352,18 @@ impl Engine {
             }
             None => None,
         };
-        let ticket = inner.queue.enqueue().inspect_err(|_| {
+        let request = Request {
+            client: spec
+                .client
+                .as_ref()
+                .map_or_else(String::new, |c| c.name.clone()),
+            max_running: spec
+                .client
+                .as_ref()
+                .and_then(|c| c.max_running.or(inner.config.max_running_per_client)),
+            cost: Cost::of(&spec.limits),
+        };
+        let ticket = inner.queue.enqueue(&request).inspect_err(|_| {
             inner.metrics.refused_busy.fetch_add(1, Ordering::Relaxed);
         })?;
         inner.metrics.accepted.fetch_add(1, Ordering::Relaxed);
@@ -591,6 +621,41 @@ struct SessionTask {
     _client: Option<ClientSlot>,
 }
 
+/// What an ended run costs to keep besides its output: its entries, events and map slots.
+const RETAINED_RUN_BYTES: u64 = 4096;
+
+/// The ended runs kept for their grace period, oldest first, and what they hold together.
+#[derive(Default)]
+struct Retained {
+    runs: VecDeque<(String, u64)>,
+    bytes: u64,
+}
+
+impl Retained {
+    /// Keeps run `id`, holding `bytes`; returns the runs to forget so that all fit in `max`
+    /// (the oldest, and never the one just kept).
+    fn keep(&mut self, id: String, bytes: u64, max: u64) -> Vec<String> {
+        let mut evicted = Vec::new();
+        while self.bytes.saturating_add(bytes) > max {
+            let Some((old, old_bytes)) = self.runs.pop_front() else {
+                break;
+            };
+            self.bytes -= old_bytes;
+            evicted.push(old);
+        }
+        self.runs.push_back((id, bytes));
+        self.bytes += bytes;
+        evicted
+    }
+
+    fn forget(&mut self, id: &str) {
+        if let Some(at) = self.runs.iter().position(|(kept, _)| kept == id) {
+            let (_, bytes) = self.runs.remove(at).expect("found");
+            self.bytes -= bytes;
+        }
+    }
+}
+
 /// One of a client's runs in flight (waiting or running); dropped when the run is over.
 struct ClientSlot {
     clients: Arc<Mutex<HashMap<String, usize>>>,
@@ -819,6 +884,22 @@ impl SessionTask {
                 inner.runs.lock().expect("engine lock").remove(&id);
             }
             Detach::After(grace) => {
+                let bytes = RETAINED_RUN_BYTES + self.run.log.output_bytes();
+                let evicted = inner.retained.lock().expect("engine lock").keep(
+                    id.clone(),
+                    bytes,
+                    inner.config.retained_max_bytes,
+                );
+                if !evicted.is_empty() {
+                    tracing::debug!(
+                        runs = evicted.len(),
+                        "ended runs forgotten before their grace: retained budget full"
+                    );
+                    let mut runs = inner.runs.lock().expect("engine lock");
+                    for id in &evicted {
+                        runs.remove(id);
+                    }
+                }
                 let shutdown = inner.shutdown.clone();
                 let sessions = inner.sessions.clone();
                 sessions.spawn(async move {
@@ -827,6 +908,7 @@ impl SessionTask {
                         _ = shutdown.cancelled() => {}
                     }
                     inner.runs.lock().expect("engine lock").remove(&id);
+                    inner.retained.lock().expect("engine lock").forget(&id);
                 });
             }
         }
@@ -913,6 +995,22 @@ fn internal_message(e: &RunError, phase: Phase, run: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ended_runs_past_the_retained_budget_are_forgotten_oldest_first() {
+        let mut retained = Retained::default();
+        assert!(retained.keep("a".into(), 40, 100).is_empty());
+        assert!(retained.keep("b".into(), 40, 100).is_empty());
+        assert_eq!(retained.keep("c".into(), 40, 100), ["a"]);
+        assert_eq!(retained.bytes, 80);
+        retained.forget("b");
+        retained.forget("b");
+        assert_eq!(retained.bytes, 40);
+        // One bigger than the whole budget is still kept, alone.
+        assert_eq!(retained.keep("huge".into(), 500, 100), ["c"]);
+        assert_eq!(retained.bytes, 500);
+        assert!(retained.keep("d".into(), 1, 100) == ["huge"]);
+    }
 
     #[test]
     fn users_are_told_what_failed_in_their_terms_without_daemon_details() {

@@ -1,5 +1,6 @@
-//! The run scheduler: at most N runs execute at once, further runs wait in a FIFO queue with
-//! their position reported, and beyond the queue cap a [`Busy`] error says when to retry.
+//! The run scheduler: at most N runs execute at once, within the host's budget of CPUs and
+//! memory; further runs wait, one line per client with the lines served in turn, their position
+//! reported; beyond the queue cap a [`Busy`] error says when to retry.
 //!
 //! Callers hold an `Arc<dyn RunQueue>`. [`LocalQueue`] is the in-process implementation; a
 //! Redis Streams-backed queue can implement the same trait later (ARCHITECTURE.md, "Beyond one
@@ -8,7 +9,7 @@
 //! Waiting for a slot while reporting the position, and giving up on shutdown:
 //!
 //! ```
-//! use onpyrunner_supervisor::scheduler::{Busy, Permit, RunQueue};
+//! use onpyrunner_supervisor::scheduler::{Busy, Permit, Request, RunQueue};
 //! use tokio_util::sync::CancellationToken;
 //!
 //! async fn admit(
@@ -16,7 +17,7 @@
 //!     cancel: &CancellationToken,
 //!     report: impl Fn(usize),
 //! ) -> Result<Option<Permit>, Busy> {
-//!     let mut ticket = queue.enqueue()?; // Busy: answer 503 with Retry-After
+//!     let mut ticket = queue.enqueue(&Request::default())?; // Busy: answer 503 with Retry-After
 //!     if ticket.position() > 0 {
 //!         report(ticket.position());
 //!     }
@@ -31,7 +32,7 @@
 //!     }
 //! }
 //! ```
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -46,20 +47,23 @@ pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest `retry_after` a [`Busy`] error suggests.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// Admission of runs: a bounded number run at once, the rest wait in FIFO order.
+/// Admission of runs: a bounded number run at once, the rest wait in line by client, the clients
+/// taking turns.
 ///
 /// Object safe, so that callers hold `Arc<dyn RunQueue>` whatever the backend. What an
 /// implementation promises:
 /// - [`enqueue`](RunQueue::enqueue) never blocks: it hands out a [`Ticket`] or refuses with
 ///   [`Busy`];
-/// - tickets are admitted in the order they were enqueued, and a new ticket never overtakes a
-///   waiting one;
+/// - one client's tickets are admitted in the order they were enqueued; clients with waiting
+///   tickets take turns, so a client's first ticket waits for at most one admission per other
+///   waiting client, whatever their backlogs; a newcomer never overtakes a waiting ticket that
+///   could be admitted;
 /// - dropping a waiting [`Ticket`] leaves the queue (cancel-safe), and dropping a [`Permit`]
 ///   frees its slot for the next ticket; neither leaks a slot, whatever the timing.
 pub trait RunQueue: Send + Sync + fmt::Debug {
     /// Asks for a run slot. Returns at once: a ticket, admitted already (position 0) when a
     /// slot is free and nobody waits, or a place in the queue; or [`Busy`] when the queue is full.
-    fn enqueue(&self) -> Result<Ticket, Busy>;
+    fn enqueue(&self, request: &Request) -> Result<Ticket, Busy>;
     /// Slots taken now: running permits, and tickets admitted but not yet awaited.
     fn running(&self) -> usize;
     /// Tickets waiting for a slot.
@@ -195,7 +199,108 @@ pub fn default_max_running() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// The in-process [`RunQueue`]: a mutex-protected FIFO of waiters, each woken by a oneshot.
+/// What a run asks of the queue: whose it is, how many of that client's runs may execute at
+/// once, and what it takes from the host's budget while it runs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Request {
+    /// Runs of one client wait in one line, and the lines take turns: nobody waits behind
+    /// another client's backlog. The empty name is the machine's own user.
+    pub client: String,
+    /// Runs of this client executing at once; `None` is no cap beyond the queue's slots.
+    pub max_running: Option<usize>,
+    pub cost: Cost,
+}
+
+impl Request {
+    /// A request from `client` costing `cost`.
+    pub fn new(client: impl Into<String>, cost: Cost) -> Self {
+        Request {
+            client: client.into(),
+            max_running: None,
+            cost,
+        }
+    }
+}
+
+/// What a run takes from the host while it runs: its CPU quota and memory limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub millicpus: u64,
+    pub memory_mib: u64,
+}
+
+impl Cost {
+    fn fits(self, used: Cost, budget: Cost) -> bool {
+        used.millicpus.saturating_add(self.millicpus) <= budget.millicpus
+            && used.memory_mib.saturating_add(self.memory_mib) <= budget.memory_mib
+    }
+
+    /// At most `budget` on each count: a run bigger than the host still runs, alone.
+    fn within(self, budget: Cost) -> Cost {
+        Cost {
+            millicpus: self.millicpus.min(budget.millicpus),
+            memory_mib: self.memory_mib.min(budget.memory_mib),
+        }
+    }
+
+    fn add(&mut self, other: Cost) {
+        self.millicpus = self.millicpus.saturating_add(other.millicpus);
+        self.memory_mib = self.memory_mib.saturating_add(other.memory_mib);
+    }
+
+    fn sub(&mut self, other: Cost) {
+        self.millicpus = self.millicpus.saturating_sub(other.millicpus);
+        self.memory_mib = self.memory_mib.saturating_sub(other.memory_mib);
+    }
+
+    /// What a run with `limits` takes.
+    pub fn of(limits: &crate::limits::Limits) -> Cost {
+        Cost {
+            millicpus: Self::of_cpus(limits.cpus),
+            memory_mib: limits.memory_mib,
+        }
+    }
+
+    /// `cpus` in thousandths, rounded up.
+    pub fn of_cpus(cpus: f64) -> u64 {
+        // A float-to-int cast saturates, and negative quotas are refused before they get here.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let millicpus = (cpus * 1000.0).ceil() as u64;
+        millicpus
+    }
+
+    /// No budget: only the count of slots limits admission.
+    pub const UNLIMITED: Cost = Cost {
+        millicpus: u64::MAX,
+        memory_mib: u64::MAX,
+    };
+
+    /// The machine's: the CPUs this process may use, and three quarters of its memory (the
+    /// rest is the daemon's, the pools' idle containers' and ours).
+    pub fn machine() -> Cost {
+        Cost {
+            millicpus: default_max_running() as u64 * 1000,
+            memory_mib: total_memory_mib().map_or(u64::MAX, |total| total / 4 * 3),
+        }
+    }
+}
+
+/// MemTotal from /proc/meminfo, in MiB.
+fn total_memory_mib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// The in-process [`RunQueue`]: one line of waiters per client, each waiter woken by a
+/// oneshot; admission needs a free slot, room under the client's own cap and room in the host's
+/// budget.
+///
+/// Who goes next: of the clients with waiters, the one least recently served (a client with
+/// nothing running goes first; one just served goes last), skipping clients at their own running
+/// cap (they wait for their own runs, not for others). When the one whose turn it is does not
+/// fit the budget, nobody overtakes it, so a big run is never starved by small ones.
 ///
 /// Cloning gives another handle to the same queue.
 #[derive(Clone)]
@@ -206,6 +311,7 @@ pub struct LocalQueue {
 struct Shared {
     max_running: usize,
     max_queued: usize,
+    budget: Cost,
     /// A std mutex: it is never held across an await, and every critical section is short.
     state: Mutex<State>,
 }
@@ -213,32 +319,54 @@ struct Shared {
 #[derive(Default)]
 struct State {
     /// Slots taken, including slots handed to a waiter that has not taken its permit yet.
-    /// Invariant: `waiters` is non-empty only while `running == max_running`, because a freed
-    /// slot goes straight to the first waiter; so a newcomer can never overtake a waiter.
     running: usize,
-    waiters: VecDeque<Waiter>,
+    /// The budget taken by those slots.
+    used: Cost,
+    /// Slots taken per client (absent: none).
+    running_by_client: HashMap<String, usize>,
+    /// Each client's waiters, oldest first; a client is here only while it has waiters.
+    lines: HashMap<String, VecDeque<Waiter>>,
+    /// Clients with waiters, in turn order: the front goes next. Sorted by `served`, least
+    /// recently served first, so a client that was just served goes to the back and a client
+    /// with nothing running goes to the front.
+    turns: VecDeque<String>,
+    /// When each client with runs waiting or running was last admitted (a count of
+    /// admissions); forgotten once it has neither.
+    served: HashMap<String, u64>,
+    admissions: u64,
+    queued: usize,
+    /// Requests of waiters admitted whose tickets have not taken their permits yet.
+    admitted: HashMap<u64, Request>,
     next_id: u64,
     durations: RunDurations,
 }
 
 struct Waiter {
     id: u64,
-    /// The 1-based place in `waiters`, then 0 on admission.
+    request: Request,
+    /// The 1-based place in the order of admission, then 0 on admission.
     position: watch::Sender<usize>,
     admit: oneshot::Sender<()>,
 }
 
 impl LocalQueue {
-    /// A queue running at most `max_running` runs at once, with at most `max_queued` waiting.
+    /// A queue running at most `max_running` runs at once, with at most `max_queued` waiting,
+    /// and no budget beyond that count.
     ///
     /// # Panics
     /// If `max_running` is 0: nothing could ever run.
     pub fn new(max_running: usize, max_queued: usize) -> Self {
+        Self::with_budget(max_running, max_queued, Cost::UNLIMITED)
+    }
+
+    /// [`new`](Self::new), admitting runs only while their costs together fit in `budget`.
+    pub fn with_budget(max_running: usize, max_queued: usize, budget: Cost) -> Self {
         assert!(max_running > 0, "LocalQueue needs max_running > 0");
         LocalQueue {
             shared: Arc::new(Shared {
                 max_running,
                 max_queued,
+                budget,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -254,39 +382,49 @@ impl LocalQueue {
 }
 
 impl RunQueue for LocalQueue {
-    fn enqueue(&self) -> Result<Ticket, Busy> {
+    fn enqueue(&self, request: &Request) -> Result<Ticket, Busy> {
         let shared = &self.shared;
+        let mut request = request.clone();
+        request.cost = request.cost.within(shared.budget);
         let mut state = shared.lock();
-        if state.waiters.is_empty() && state.running < shared.max_running {
-            state.running += 1;
-            drop(state);
-            return Ok(Ticket::admitted(shared.permit()));
+        let id = state.next_id;
+        state.next_id += 1;
+        let (position_tx, position_rx) = watch::channel(usize::MAX);
+        let (admit_tx, admit_rx) = oneshot::channel();
+        let queued_before = state.queued;
+        state.push(Waiter {
+            id,
+            request,
+            position: position_tx,
+            admit: admit_tx,
+        });
+        shared.admit_all(&mut state);
+        // Admitted at once, or a place in line if there is room for one more.
+        let admitted = position_rx.borrow().eq(&0);
+        if !admitted {
+            // A new client's first run goes in the next round of turns, ahead of the second
+            // runs of others: their places may grow by one.
+            state.renumber();
         }
-        let queued = state.waiters.len();
-        if queued >= shared.max_queued {
-            let retry_after = state.durations.retry_after(queued, shared.max_running);
+        if !admitted && queued_before >= shared.max_queued {
+            state.remove(id);
+            state.renumber();
+            let retry_after = state
+                .durations
+                .retry_after(queued_before, shared.max_running);
             drop(state);
             tracing::debug!(
-                queued,
+                queued = queued_before,
                 max_queued = shared.max_queued,
                 ?retry_after,
                 "run refused: queue full"
             );
             return Err(Busy {
-                queued,
+                queued: queued_before,
                 max_queued: shared.max_queued,
                 retry_after,
             });
         }
-        let id = state.next_id;
-        state.next_id += 1;
-        let (position_tx, position_rx) = watch::channel(queued + 1);
-        let (admit_tx, admit_rx) = oneshot::channel();
-        state.waiters.push_back(Waiter {
-            id,
-            position: position_tx,
-            admit: admit_tx,
-        });
         drop(state);
 
         let guard = WaitGuard {
@@ -308,7 +446,7 @@ impl RunQueue for LocalQueue {
     }
 
     fn queued(&self) -> usize {
-        self.shared.lock().waiters.len()
+        self.shared.lock().queued
     }
 }
 
@@ -318,8 +456,10 @@ impl fmt::Debug for LocalQueue {
         f.debug_struct("LocalQueue")
             .field("max_running", &self.shared.max_running)
             .field("max_queued", &self.shared.max_queued)
+            .field("budget", &self.shared.budget)
             .field("running", &state.running)
-            .field("queued", &state.waiters.len())
+            .field("queued", &state.queued)
+            .field("clients waiting", &state.turns.len())
             .finish()
     }
 }
@@ -331,57 +471,175 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A permit for a slot already counted in `running`.
-    fn permit(self: &Arc<Self>) -> Permit {
+    /// A permit for a slot already taken by `request` in `running`.
+    fn permit(self: &Arc<Self>, request: Request) -> Permit {
         let shared = Arc::clone(self);
         let started = Instant::now();
-        Permit::new(move || shared.lock().release_slot(Some(started.elapsed())))
+        Permit::new(move || {
+            let mut state = shared.lock();
+            state.release(&request, Some(started.elapsed()));
+            shared.admit_all(&mut state);
+        })
+    }
+
+    /// Admits waiters, in turn, while the next one fits; then renumbers those left.
+    fn admit_all(&self, state: &mut State) {
+        let mut admitted = false;
+        while state.running < self.max_running {
+            let Some(turn) = state.next_turn() else { break };
+            let client = state.turns[turn].clone();
+            let line = state.lines.get_mut(&client).expect("a turn has a line");
+            let head = line.front().expect("a line is never empty");
+            if !head.request.cost.fits(state.used, self.budget) {
+                break;
+            }
+            let waiter = line.pop_front().expect("checked");
+            let emptied = line.is_empty();
+            state.turns.remove(turn);
+            state.admissions += 1;
+            let admissions = state.admissions;
+            state.served.insert(client.clone(), admissions);
+            if emptied {
+                state.lines.remove(&client);
+            } else {
+                // The most recently served: last in turn.
+                state.turns.push_back(client);
+            }
+            state.queued -= 1;
+            state.take(&waiter.request);
+            state.admitted.insert(waiter.id, waiter.request);
+            waiter.position.send_replace(0);
+            // A waiter whose ticket is being dropped right now finds itself out of line in its
+            // `WaitGuard` and gives the slot back.
+            let _ = waiter.admit.send(());
+            admitted = true;
+        }
+        if admitted {
+            state.renumber();
+        }
     }
 }
 
 impl State {
-    /// Gives a slot to the first waiter, or frees it when nobody waits. `ran_for` is the run's
-    /// duration, when a run happened.
-    fn release_slot(&mut self, ran_for: Option<Duration>) {
+    fn push(&mut self, waiter: Waiter) {
+        let client = waiter.request.client.clone();
+        if !self.lines.contains_key(&client) {
+            let key = |c: &String| self.served.get(c).copied().unwrap_or(0);
+            let mine = key(&client);
+            let at = self.turns.iter().position(|c| key(c) > mine);
+            self.turns
+                .insert(at.unwrap_or(self.turns.len()), client.clone());
+        }
+        self.lines.entry(client).or_default().push_back(waiter);
+        self.queued += 1;
+    }
+
+    /// Takes waiter `id` out of its line, if it is still waiting.
+    fn remove(&mut self, id: u64) -> bool {
+        let Some((client, index)) = self.lines.iter().find_map(|(client, line)| {
+            line.iter()
+                .position(|w| w.id == id)
+                .map(|index| (client.clone(), index))
+        }) else {
+            return false;
+        };
+        let line = self.lines.get_mut(&client).expect("found");
+        line.remove(index);
+        if line.is_empty() {
+            self.lines.remove(&client);
+            self.turns.retain(|c| *c != client);
+            self.forget_if_idle(&client);
+        }
+        self.queued -= 1;
+        true
+    }
+
+    /// A client with nothing waiting or running is no longer remembered as served.
+    fn forget_if_idle(&mut self, client: &str) {
+        if !self.lines.contains_key(client) && !self.running_by_client.contains_key(client) {
+            self.served.remove(client);
+        }
+    }
+
+    /// The index in `turns` of the first client not at its own running cap.
+    fn next_turn(&self) -> Option<usize> {
+        self.turns.iter().position(|client| {
+            let line = &self.lines[client];
+            let cap = line.front().and_then(|w| w.request.max_running);
+            let running = self.running_by_client.get(client).copied().unwrap_or(0);
+            cap.is_none_or(|cap| running < cap)
+        })
+    }
+
+    fn take(&mut self, request: &Request) {
+        self.running += 1;
+        self.used.add(request.cost);
+        *self
+            .running_by_client
+            .entry(request.client.clone())
+            .or_default() += 1;
+    }
+
+    /// Gives back the slot `request` took. `ran_for` is the run's duration, when a run happened.
+    fn release(&mut self, request: &Request, ran_for: Option<Duration>) {
         if let Some(duration) = ran_for {
             self.durations.record(duration);
         }
-        match self.waiters.pop_front() {
-            Some(next) => {
-                // The slot passes to `next` even if its ticket is being dropped right now: its
-                // `WaitGuard` then finds itself out of the queue and passes the slot on.
-                next.position.send_replace(0);
-                let _ = next.admit.send(());
-                self.renumber_from(0);
-            }
-            None => {
-                debug_assert!(self.running > 0, "released a slot that was not taken");
-                self.running = self.running.saturating_sub(1);
+        debug_assert!(self.running > 0, "released a slot that was not taken");
+        self.running = self.running.saturating_sub(1);
+        self.used.sub(request.cost);
+        if let Some(n) = self.running_by_client.get_mut(&request.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.running_by_client.remove(&request.client);
+                self.forget_if_idle(&request.client);
             }
         }
     }
 
-    fn renumber_from(&self, index: usize) {
-        for (i, waiter) in self.waiters.iter().enumerate().skip(index) {
-            waiter.position.send_replace(i + 1);
+    /// Tells every waiter its place in the order of admission if every line moves in turn:
+    /// round by round, each client in turn order admits its next waiter.
+    fn renumber(&self) {
+        let mut next = 1;
+        let mut round = 0;
+        loop {
+            let mut any = false;
+            for client in &self.turns {
+                if let Some(waiter) = self.lines[client].get(round) {
+                    waiter.position.send_if_modified(|p| {
+                        let changed = *p != next;
+                        *p = next;
+                        changed
+                    });
+                    next += 1;
+                    any = true;
+                }
+            }
+            if !any {
+                break;
+            }
+            round += 1;
         }
     }
 }
 
 /// Owned by a waiting ticket's admission future. Its drop decides, under the queue lock, whether
 /// the ticket is still waiting (leave the queue) or was admitted without taking its permit
-/// (pass the slot on). Deciding under the same lock that admission takes closes the race
+/// (give the slot back). Deciding under the same lock that admission takes closes the race
 /// between cancelling and being admitted.
 struct WaitGuard {
     shared: Arc<Shared>,
     id: u64,
+    /// Set when the permit was taken: the permit gives the slot back from then on.
     taken: bool,
 }
 
 impl WaitGuard {
     fn into_permit(mut self) -> Permit {
         self.taken = true;
-        self.shared.permit()
+        let request = self.shared.lock().admitted.remove(&self.id);
+        self.shared
+            .permit(request.expect("an admitted waiter's request is kept"))
     }
 }
 
@@ -391,13 +649,13 @@ impl Drop for WaitGuard {
             return;
         }
         let mut state = self.shared.lock();
-        match state.waiters.iter().position(|waiter| waiter.id == self.id) {
-            Some(index) => {
-                state.waiters.remove(index);
-                state.renumber_from(index);
-            }
-            None => state.release_slot(None),
+        if state.remove(self.id) {
+            // It may have been what held the others back (first in turn, not fitting).
+            state.renumber();
+        } else if let Some(request) = state.admitted.remove(&self.id) {
+            state.release(&request, None);
         }
+        self.shared.admit_all(&mut state);
     }
 }
 
@@ -449,7 +707,7 @@ mod tests {
     }
 
     fn admitted_at_once(queue: &dyn RunQueue) -> Permit {
-        let ticket = queue.enqueue().expect("a free slot");
+        let ticket = queue.enqueue(&Request::default()).expect("a free slot");
         assert_eq!(ticket.position(), 0);
         ticket.now_or_never().expect("admitted at once")
     }
@@ -486,8 +744,8 @@ mod tests {
             let queue = LocalQueue::new(2, 8);
             let _p1 = admitted_at_once(&queue);
             let _p2 = admitted_at_once(&queue);
-            let mut t3 = queue.enqueue().unwrap();
-            let mut t4 = queue.enqueue().unwrap();
+            let mut t3 = queue.enqueue(&Request::default()).unwrap();
+            let mut t4 = queue.enqueue(&Request::default()).unwrap();
             assert_waiting(&mut t3, 1);
             assert_waiting(&mut t4, 2);
             assert_eq!((queue.running(), queue.queued()), (2, 2));
@@ -500,9 +758,9 @@ mod tests {
         within(async {
             let queue = LocalQueue::new(1, 8);
             let p0 = admitted_at_once(&queue);
-            let mut t1 = queue.enqueue().unwrap();
-            let mut t2 = queue.enqueue().unwrap();
-            let mut t3 = queue.enqueue().unwrap();
+            let mut t1 = queue.enqueue(&Request::default()).unwrap();
+            let mut t2 = queue.enqueue(&Request::default()).unwrap();
+            let mut t3 = queue.enqueue(&Request::default()).unwrap();
             let mut watcher = t3.positions();
             assert_eq!(*watcher.borrow(), 3);
 
@@ -541,7 +799,7 @@ mod tests {
     async fn admitted_ticket_reports_no_position_changes() {
         within(async {
             let queue = LocalQueue::new(1, 8);
-            let ticket = queue.enqueue().unwrap();
+            let ticket = queue.enqueue(&Request::default()).unwrap();
             let mut positions = ticket.positions();
             assert_eq!(ticket.position(), 0);
             assert!(positions.changed().await.is_err());
@@ -554,11 +812,11 @@ mod tests {
         within(async {
             let queue = LocalQueue::new(1, 8);
             let p0 = admitted_at_once(&queue);
-            let t1 = queue.enqueue().unwrap();
+            let t1 = queue.enqueue(&Request::default()).unwrap();
             drop(p0);
             // The freed slot went to t1 even though t1 has not been polled yet.
             assert_eq!(t1.position(), 0);
-            let mut t2 = queue.enqueue().unwrap();
+            let mut t2 = queue.enqueue(&Request::default()).unwrap();
             assert_waiting(&mut t2, 1);
             let p1 = t1.await;
             drop(p1);
@@ -573,9 +831,9 @@ mod tests {
             let queue = LocalQueue::new(2, 8);
             let p1 = admitted_at_once(&queue);
             let p2 = admitted_at_once(&queue);
-            let mut t3 = queue.enqueue().unwrap();
-            let t4 = queue.enqueue().unwrap();
-            let mut t5 = queue.enqueue().unwrap();
+            let mut t3 = queue.enqueue(&Request::default()).unwrap();
+            let t4 = queue.enqueue(&Request::default()).unwrap();
+            let mut t5 = queue.enqueue(&Request::default()).unwrap();
             let mut watcher = t5.positions();
 
             drop(t4);
@@ -603,8 +861,8 @@ mod tests {
         within(async {
             let queue = LocalQueue::new(1, 8);
             let p0 = admitted_at_once(&queue);
-            let t1 = queue.enqueue().unwrap();
-            let mut t2 = queue.enqueue().unwrap();
+            let t1 = queue.enqueue(&Request::default()).unwrap();
+            let mut t2 = queue.enqueue(&Request::default()).unwrap();
             drop(p0);
             assert_eq!(t1.position(), 0);
             drop(t1);
@@ -622,10 +880,10 @@ mod tests {
         within(async {
             let queue = LocalQueue::new(1, 2);
             let p0 = admitted_at_once(&queue);
-            let _t1 = queue.enqueue().unwrap();
-            let _t2 = queue.enqueue().unwrap();
+            let _t1 = queue.enqueue(&Request::default()).unwrap();
+            let _t2 = queue.enqueue(&Request::default()).unwrap();
 
-            let busy = queue.enqueue().unwrap_err();
+            let busy = queue.enqueue(&Request::default()).unwrap_err();
             assert_eq!((busy.queued, busy.max_queued), (2, 2));
             assert!((MIN_RETRY_AFTER..=MAX_RETRY_AFTER).contains(&busy.retry_after));
             assert_eq!(busy.retry_after_secs(), 1);
@@ -636,7 +894,9 @@ mod tests {
             assert_eq!(queue.queued(), 2, "a refused request takes no place");
 
             drop(p0);
-            let _t3 = queue.enqueue().expect("room again once the queue moved");
+            let _t3 = queue
+                .enqueue(&Request::default())
+                .expect("room again once the queue moved");
         })
         .await;
     }
@@ -646,7 +906,7 @@ mod tests {
         within(async {
             let queue = LocalQueue::new(1, 0);
             let p0 = admitted_at_once(&queue);
-            let busy = queue.enqueue().unwrap_err();
+            let busy = queue.enqueue(&Request::default()).unwrap_err();
             assert_eq!((busy.queued, busy.max_queued), (0, 0));
             drop(p0);
             let _p1 = admitted_at_once(&queue);
@@ -686,6 +946,190 @@ mod tests {
         );
     }
 
+    fn client(name: &str) -> Request {
+        Request::new(name, Cost::default())
+    }
+
+    fn cpus(name: &str, millicpus: u64) -> Request {
+        Request::new(
+            name,
+            Cost {
+                millicpus,
+                memory_mib: 0,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn clients_take_turns_so_a_backlog_holds_back_nobody_else() {
+        within(async {
+            let queue = LocalQueue::new(1, 1000);
+            let running = queue.enqueue(&client("flood")).unwrap().now_or_never();
+            let running = running.expect("the first run takes the slot");
+            let mut flood: Vec<Ticket> = (0..500)
+                .map(|_| queue.enqueue(&client("flood")).unwrap())
+                .collect();
+            let mut other = queue.enqueue(&client("other")).unwrap();
+            // The flood was served last: the other client is next, not behind 500 runs.
+            assert_waiting(&mut other, 1);
+            assert_waiting(&mut flood[0], 2);
+            assert_waiting(&mut flood[499], 501);
+
+            drop(running);
+            let p1 = (&mut other).await;
+            assert_waiting(&mut flood[0], 1);
+            let mut again = queue.enqueue(&client("other")).unwrap();
+            // Now the other client was served last: the flood's next run goes first.
+            assert_waiting(&mut again, 2);
+            drop(p1);
+            let _p2 = (&mut flood[0]).await;
+            assert_waiting(&mut again, 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn positions_interleave_the_lines_in_turn_order() {
+        within(async {
+            let queue = LocalQueue::new(1, 8);
+            let _p0 = admitted_at_once(&queue);
+            let mut a: Vec<Ticket> = (0..3)
+                .map(|_| queue.enqueue(&client("a")).unwrap())
+                .collect();
+            let mut b: Vec<Ticket> = (0..2)
+                .map(|_| queue.enqueue(&client("b")).unwrap())
+                .collect();
+            for (ticket, position) in a.iter_mut().zip([1, 3, 5]) {
+                assert_waiting(ticket, position);
+            }
+            for (ticket, position) in b.iter_mut().zip([2, 4]) {
+                assert_waiting(ticket, position);
+            }
+            // b leaving moves a's last run up.
+            b.clear();
+            assert_waiting(&mut a[2], 3);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_client_at_its_own_running_cap_waits_while_others_go_ahead() {
+        within(async {
+            let queue = LocalQueue::new(3, 8);
+            let capped = Request {
+                max_running: Some(1),
+                ..client("capped")
+            };
+            let _c1 = queue
+                .enqueue(&capped)
+                .unwrap()
+                .now_or_never()
+                .expect("first runs");
+            let mut c2 = queue.enqueue(&capped).unwrap();
+            assert_waiting(&mut c2, 1);
+            let _o1 = queue
+                .enqueue(&client("other"))
+                .unwrap()
+                .now_or_never()
+                .expect("a free slot is not held for the capped client");
+            assert_eq!((queue.running(), queue.queued()), (2, 1));
+            drop(_c1);
+            let _c2 = c2.await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_run_that_does_not_fit_the_budget_waits_and_is_not_overtaken() {
+        within(async {
+            let budget = Cost {
+                millicpus: 2000,
+                memory_mib: u64::MAX,
+            };
+            let queue = LocalQueue::with_budget(4, 8, budget);
+            let small = queue
+                .enqueue(&cpus("a", 1000))
+                .unwrap()
+                .now_or_never()
+                .expect("fits");
+            let mut big = queue.enqueue(&cpus("b", 2000)).unwrap();
+            assert_waiting(&mut big, 1);
+            // Room for a 1-CPU run, but the big one is first in turn.
+            let mut late = queue.enqueue(&cpus("c", 1000)).unwrap();
+            assert_waiting(&mut late, 2);
+
+            drop(small);
+            let big = big.await;
+            assert_waiting(&mut late, 1);
+            drop(big);
+            let _late = late.await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn cancelling_the_run_that_did_not_fit_lets_the_next_in() {
+        within(async {
+            let budget = Cost {
+                millicpus: 2000,
+                memory_mib: u64::MAX,
+            };
+            let queue = LocalQueue::with_budget(4, 8, budget);
+            let _small = queue
+                .enqueue(&cpus("a", 1000))
+                .unwrap()
+                .now_or_never()
+                .expect("fits");
+            let big = queue.enqueue(&cpus("b", 2000)).unwrap();
+            let late = queue.enqueue(&cpus("c", 1000)).unwrap();
+            drop(big);
+            assert_eq!(late.position(), 0, "admitted once the big run left");
+            let _late = late.await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn memory_counts_against_the_budget_too() {
+        within(async {
+            let budget = Cost {
+                millicpus: u64::MAX,
+                memory_mib: 1024,
+            };
+            let queue = LocalQueue::with_budget(4, 8, budget);
+            let half = Request::new(
+                "a",
+                Cost {
+                    millicpus: 0,
+                    memory_mib: 512,
+                },
+            );
+            let _p1 = queue.enqueue(&half).unwrap().now_or_never().expect("fits");
+            let _p2 = queue.enqueue(&half).unwrap().now_or_never().expect("fits");
+            let mut third = queue.enqueue(&half).unwrap();
+            assert_waiting(&mut third, 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_run_bigger_than_the_whole_budget_runs_alone() {
+        within(async {
+            let budget = Cost {
+                millicpus: 1000,
+                memory_mib: u64::MAX,
+            };
+            let queue = LocalQueue::with_budget(4, 8, budget);
+            let huge = queue.enqueue(&cpus("a", 4000)).unwrap().now_or_never();
+            let huge = huge.expect("admitted, as if it took the whole budget");
+            let mut next = queue.enqueue(&cpus("b", 100)).unwrap();
+            assert_waiting(&mut next, 1);
+            drop(huge);
+            let _next = next.await;
+        })
+        .await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn cancelling_tickets_while_permits_are_released_leaks_no_slot() {
         within(async {
@@ -695,7 +1139,14 @@ mod tests {
             for round in 0..1000 {
                 let permits: Vec<Permit> = (0..SLOTS).map(|_| admitted_at_once(&*queue)).collect();
                 let waiting = 1 + rng.below(6);
-                let tickets: Vec<Ticket> = (0..waiting).map(|_| queue.enqueue().unwrap()).collect();
+                // Waiters of three clients, so that the lines and turns are exercised too.
+                let tickets: Vec<Ticket> = (0..waiting)
+                    .map(|_| {
+                        queue
+                            .enqueue(&client(&format!("c{}", rng.below(3))))
+                            .unwrap()
+                    })
+                    .collect();
                 let barrier = Arc::new(tokio::sync::Barrier::new(2));
 
                 let release_spins: Vec<u64> = permits.iter().map(|_| rng.below(300)).collect();
@@ -725,11 +1176,13 @@ mod tests {
                             match fate {
                                 0 => drop(ticket),
                                 1 => drop(futures_util::poll!(&mut ticket)),
-                                _ => admitted.push(tokio::spawn(ticket)),
+                                // Each drops its permit when admitted: in turns, a later
+                                // ticket may be admitted before an earlier one.
+                                _ => admitted.push(tokio::spawn(async move { drop(ticket.await) })),
                             }
                         }
                         for waiter in admitted {
-                            drop(waiter.await.unwrap());
+                            waiter.await.unwrap();
                         }
                     }
                 });
@@ -758,7 +1211,7 @@ mod tests {
                     let running = Arc::clone(&running);
                     let completed = Arc::clone(&completed);
                     tokio::spawn(async move {
-                        let permit = queue.enqueue().unwrap().await;
+                        let permit = queue.enqueue(&Request::default()).unwrap().await;
                         assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
                         tokio::task::yield_now().await;
                         tokio::time::sleep(Duration::from_millis(1)).await;

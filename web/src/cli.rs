@@ -14,6 +14,7 @@ use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images::{self, BuildOptions, Built};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
 use onpyrunner_supervisor::run::{self, RunSpec};
+use onpyrunner_supervisor::scheduler::Cost;
 use std::io::Write;
 use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
@@ -46,7 +47,7 @@ pub enum Command {
     /// List the languages this build knows.
     Languages,
     /// Serve the HTTP API (and the IDE) until SIGTERM or SIGINT.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Measure latency, throughput and memory against the real daemon; print a Markdown report.
     ///
     /// Hello world per language through the pool, through a fresh container and through
@@ -144,6 +145,19 @@ pub struct ServeArgs {
         value_name = "CIDR"
     )]
     pub trusted_proxies: Vec<String>,
+    /// Runs one client may have executing at once; its further runs wait while other clients'
+    /// runs go ahead [default: no cap beyond the running slots; waiting clients take turns]
+    #[arg(long, env = "ONPYRUNNER_MAX_RUNNING_PER_CLIENT", value_name = "N")]
+    pub max_running_per_client: Option<usize>,
+    /// CPUs that running runs' CPU quotas may add up to: a run that does not fit waits, even
+    /// with a slot free. Raise it with --max-running above the CPU count [default: the CPUs
+    /// this process may use]
+    #[arg(long, env = "ONPYRUNNER_CPU_BUDGET", value_name = "CPUS")]
+    pub cpu_budget: Option<f64>,
+    /// MiB that running runs' memory limits may add up to [default: three quarters of the
+    /// machine's memory]
+    #[arg(long, env = "ONPYRUNNER_MEMORY_BUDGET_MIB", value_name = "MIB")]
+    pub memory_budget_mib: Option<u64>,
     /// Seconds a shutdown waits for runs to end before removing what is left
     #[arg(
         long,
@@ -203,6 +217,15 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub resume_grace_ms: u64,
+    /// MiB that ended runs kept for resuming may hold together (their output); past it the
+    /// oldest are forgotten before their grace is up
+    #[arg(
+        long,
+        env = "ONPYRUNNER_RESUME_MAX_MIB",
+        default_value_t = 256,
+        value_name = "MIB"
+    )]
+    pub resume_max_mib: u64,
     /// Host names the server answers to besides the loopback names and the listen address
     /// (requests naming another host get 421: DNS rebinding); with --listen 0.0.0.0 and no
     /// names, any
@@ -258,6 +281,7 @@ impl ServeArgs {
         };
         engine.caps.raise = self.allow_raised_limits;
         engine.allow_weak_daemon = self.allow_weak_daemon;
+        engine.retained_max_bytes = self.resume_max_mib.saturating_mul(1024 * 1024);
         if let Some(n) = self.max_running {
             if n == 0 {
                 bail!("--max-running must be at least 1");
@@ -273,6 +297,22 @@ impl ServeArgs {
             Some(n) => n,
             None => engine.max_running + 16,
         };
+        engine.max_running_per_client = match self.max_running_per_client {
+            Some(0) => bail!("--max-running-per-client must be at least 1"),
+            other => other,
+        };
+        if let Some(cpus) = self.cpu_budget {
+            if !(cpus.is_finite() && cpus >= 0.1) {
+                bail!("--cpu-budget must be at least 0.1 CPUs");
+            }
+            engine.budget.millicpus = Cost::of_cpus(cpus);
+        }
+        if let Some(mib) = self.memory_budget_mib {
+            if mib < 32 {
+                bail!("--memory-budget-mib must be at least 32");
+            }
+            engine.budget.memory_mib = mib;
+        }
         for pool in &self.pools {
             let Some((lang, size)) = pool.split_once('=') else {
                 bail!("--pool {pool:?}: expected LANG=N, e.g. python=4");

@@ -3,6 +3,7 @@
 //! `onpyrunner-bench` crate; the command line only parses their flags and calls them.
 pub mod api;
 pub mod assets;
+pub mod body;
 pub mod browser;
 pub mod cli;
 pub mod error;

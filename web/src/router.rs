@@ -118,7 +118,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Run,
         filter: |at, s| {
             let s = s.clone();
-            at.and(body())
+            at.and(body(&s))
                 .then(move |_, caller: Caller, body: Bytes| {
                     let s = s.clone();
                     async move {
@@ -137,7 +137,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Run,
         filter: |at, s| {
             let s = s.clone();
-            at.and(body())
+            at.and(body(&s))
                 .map(move |_, caller: Caller, body: Bytes| {
                     api::post_job(&s, &body, &caller).unwrap_or_else(ApiError::into_response)
                 })
@@ -268,11 +268,23 @@ impl Route {
     }
 }
 
-/// The request body, up to [`MAX_BODY_BYTES`].
-fn body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone + Send + Sync + 'static {
+/// The request body, up to [`MAX_BODY_BYTES`], received within the server's body bounds.
+fn body(
+    state: &AppState,
+) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let bodies = state.bodies.clone();
     warp::body::content_length_limit(MAX_BODY_BYTES)
         .and(browser::json_only())
-        .and(warp::body::bytes())
+        .and(warp::body::stream())
+        .and_then(move |stream| {
+            let bodies = bodies.clone();
+            async move {
+                bodies
+                    .receive(stream)
+                    .await
+                    .map_err(|e| warp::reject::custom(browser::Refused(e)))
+            }
+        })
 }
 
 /// Every route of the service, then 405 for a known path asked with another method, then the

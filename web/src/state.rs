@@ -1,6 +1,7 @@
 //! What the handlers share: where runs go (the engine, behind the [`Runner`] interface so
 //! that tests can stand in for it), the job table, the WebSocket endpoint's configuration, and
 //! how clients are identified and limited.
+use crate::body::Bodies;
 use crate::browser::Hosts;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// What one client may take: its rate of starting runs, its open WebSockets.
     pub quotas: Arc<Quotas>,
+    /// Bounds on request bodies being received.
+    pub bodies: Bodies,
 }
 
 impl AppState {
@@ -33,6 +36,7 @@ impl AppState {
             hosts: Arc::new(Hosts::default()),
             identity: Arc::new(Identity::open()),
             quotas: Arc::new(Quotas::default()),
+            bodies: Bodies::default(),
         }
     }
 
