@@ -2,7 +2,7 @@
 //! privilege. Each case asserts the verdict its user sees; `run_hostile` checks that its
 //! container is gone within 2 s of the run's end and that a hello-world started beside it
 //! succeeds. Output, input, source and compile-stage cases are in `hostile_programs_io.rs`.
-use onpyrunner_e2e::hostile::{run_hostile, run_hostile_with, secret, Input, SECRET_VAR};
+use onpyrunner_e2e::hostile::{run_hostile, secret, Input, SECRET_VAR};
 use onpyrunner_e2e::{spec, Harness, Ran};
 use onpyrunner_protocol::{Reason, RunState, Stage};
 use onpyrunner_supervisor::run::RunSpec;
@@ -54,9 +54,7 @@ fn assert_exited_cleanly(ran: &Ran) {
     assert_eq!(
         (s.state, s.reason, s.usage.exit_code),
         (RunState::Finished, Reason::Exited, Some(0)),
-        "stdout: {}\nstderr: {}\n{ran:?}",
-        ran.stdout_text(),
-        ran.stderr_text()
+        "{ran:?}"
     );
     assert!(s.error.is_none(), "{ran:?}");
 }
@@ -66,8 +64,7 @@ fn assert_out_of_memory(ran: &Ran) {
     assert_eq!(
         (s.state, s.reason),
         (RunState::Finished, Reason::MemoryLimit),
-        "stderr: {}\n{ran:?}",
-        ran.stderr_text()
+        "{ran:?}"
     );
     assert!(s.oom_killed, "{ran:?}");
     assert_eq!(s.usage.signal, Some(9), "{ran:?}");
@@ -810,8 +807,9 @@ async fn killing_the_launcher_gives_a_verdict_of_the_program_not_an_internal_err
     ];
     for (name, how, signal) in cases {
         let code = format!(
-            "import os, signal, time\nprint('launcher', os.getppid(), flush=True)\n{how}\ntime.sleep(3)\nprint('survived')"
+            "import os, signal, time\nprint('launcher', os.getppid(), flush=True)\n{how}\ntime.sleep(30)\nprint('survived')"
         );
+        // Had the kill not ended the run, the sleep would have run into the wall clock.
         let s = with_wall("python", &code, 8000);
         let ran = run_hostile(&format!("kill-{name}"), &s, Input::Eof).await;
         let summary = &ran.outcome;
@@ -828,11 +826,10 @@ async fn killing_the_launcher_gives_a_verdict_of_the_program_not_an_internal_err
         );
         assert!(ran.stdout_text().starts_with("launcher "), "{name}");
         assert!(!ran.stdout_text().contains("survived"), "{name}");
-        assert!(summary.usage.wall_ms < 2500, "{name}: {ran:?}");
     }
     // SIGKILL to PID 1 from inside is dropped by the kernel: the program goes on.
     let code = "import os, signal\nos.kill(1, signal.SIGKILL)\nprint('init still there')";
-    let outcome = run_hostile_with("kill-init", &spec("python", code), Input::Eof, |_| {}).await;
-    assert_exited_cleanly(&outcome.ran);
-    assert_eq!(outcome.ran.stdout_text(), "init still there\n");
+    let ran = run_hostile("kill-init", &spec("python", code), Input::Eof).await;
+    assert_exited_cleanly(&ran);
+    assert_eq!(ran.stdout_text(), "init still there\n");
 }

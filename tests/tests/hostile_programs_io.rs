@@ -68,9 +68,16 @@ async fn an_endless_yes_is_cut_at_the_output_cap() {
             "python",
             "import sys\nwhile True: sys.stdout.write('y\\n' * 4096)",
         ),
+        // Node's writes to a full pipe wait in its own memory until the event loop runs: a
+        // loop that never yields is a memory bomb. This one waits for 'drain', as a stream
+        // should.
         (
             "node",
-            "const s = 'y\\n'.repeat(4096); for (;;) process.stdout.write(s);",
+            "const s = 'y\\n'.repeat(4096); (function go() { while (process.stdout.write(s)); process.stdout.once('drain', go); })();",
+        ),
+        (
+            "java",
+            "public class Main { public static void main(String[] a) { String s = \"y\\n\".repeat(4096); while (true) System.out.print(s); } }",
         ),
     ];
     for (lang, code) in cases {
