@@ -13,7 +13,8 @@
 //! before anything is allocated.
 //!
 //! File names: 1..=64 bytes of [A-Za-z0-9._-], not starting with '.', so a name can never leave
-//! the work directory. Two files may not share a name. `validate_file_name` is public so the
+//! the work directory, nor with '-', so a name expanded into a compile command (`{files}`) can
+//! never be taken for an option. Two files may not share a name. `validate_file_name` is public so the
 //! supervisor rejects bad names before starting anything.
 //!
 //! The encoding is canonical: a body that decodes re-encodes to the same bytes.
@@ -339,6 +340,11 @@ pub fn validate_file_name(name: &str) -> Result<(), FramingError> {
     if name.starts_with('.') {
         return Err(invalid("file name", format!("{name:?} starts with '.'")));
     }
+    // `{files}` puts the names on a compiler's command line: `javac ... Main.java -d x` would
+    // take "-d" as an option.
+    if name.starts_with('-') {
+        return Err(invalid("file name", format!("{name:?} starts with '-'")));
+    }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
@@ -547,6 +553,9 @@ mod tests {
             "sp ace",
             "nul\0",
             "é.py",
+            "-rf",
+            "-d",
+            "--class-path",
             &"x".repeat(65),
         ] {
             assert_eq!(
@@ -561,6 +570,8 @@ mod tests {
             "Main.java",
             "x..y",
             "a-b_c.d",
+            "_x",
+            "x-",
             &"x".repeat(64),
         ] {
             assert_eq!(validate_file_name(name), Ok(()), "{name:?}");
@@ -660,7 +671,7 @@ mod tests {
 
     fn run_request() -> impl Strategy<Value = RunRequest> {
         let files = proptest::collection::btree_map(
-            "[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}",
+            "[A-Za-z0-9_][A-Za-z0-9._-]{0,63}",
             proptest::collection::vec(any::<u8>(), 0..300),
             1..8,
         );

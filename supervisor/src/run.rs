@@ -450,24 +450,11 @@ async fn drive(
         },
         Ending::StreamClosed | Ending::StreamError(_) => {
             let (code, oom) = exited_state(docker, id).await?;
-            usage.exit_code = Some(code as i32);
-            if code > 128 && code < 160 {
-                usage.signal = Some(code as i32 - 128);
-            }
-            if oom {
-                let mut summary = Summary::new(Reason::MemoryLimit, usage);
-                summary.oom_killed = true;
-                summary
-            } else {
-                let error = match ending {
-                    Ending::StreamError(e) => format!("attach stream failed: {e}"),
-                    _ => format!("the sandbox ended without a status (exit code {code})"),
-                };
-                Summary {
-                    usage,
-                    ..Summary::internal(Stage::Run, format!("internal error: {error}"))
-                }
-            }
+            let stream_error = match ending {
+                Ending::StreamError(e) => Some(e),
+                _ => None,
+            };
+            ended_without_status(code, oom, stream_error, usage)
         }
         Ending::Killed(reason) => {
             // The launcher could not report: the container's cgroup says what the program
@@ -508,6 +495,48 @@ fn reported(status: RunStatus, oom: bool) -> Summary {
     summary.oom_killed = oom;
     summary.error = error.map(|e| format!("internal error: {e}"));
     summary
+}
+
+/// The summary of a run whose container ended (exit `code`, `oom`: the kernel's OOM killer
+/// struck) without the launcher's status.
+///
+/// A container that died of a signal nobody outside sent (the wall clock, the output cap and
+/// Stop end a run as `Ending::Killed`, not here) was ended by its own program: the launcher and
+/// docker-init run as the program's user, so the program may kill the launcher, or send
+/// docker-init a SIGTERM that it passes on. That is the program's doing, like any signal it
+/// dies of, not an internal error. Anything else without a status is.
+fn ended_without_status(
+    code: i64,
+    oom: bool,
+    stream_error: Option<AttachError>,
+    mut usage: Usage,
+) -> Summary {
+    let signal = (code > 128 && code < 160).then(|| code as i32 - 128);
+    if oom {
+        usage.exit_code = Some(code as i32);
+        usage.signal = signal;
+        let mut summary = Summary::new(Reason::MemoryLimit, usage);
+        summary.oom_killed = true;
+        return summary;
+    }
+    match (stream_error, signal) {
+        (None, Some(signal)) => {
+            usage.signal = Some(signal);
+            Summary::new(Reason::Exited, usage)
+        }
+        (stream_error, _) => {
+            usage.exit_code = Some(code as i32);
+            usage.signal = signal;
+            let error = match stream_error {
+                Some(e) => format!("attach stream failed: {e}"),
+                None => format!("the sandbox ended without a status (exit code {code})"),
+            };
+            Summary {
+                usage,
+                ..Summary::internal(Stage::Run, format!("internal error: {error}"))
+            }
+        }
+    }
 }
 
 /// How long a killed run's cgroup counters are waited for before the summary goes without them.
@@ -627,6 +656,43 @@ mod tests {
         let broken = reported(status(Stage::Run, None, Some("bad frame")), false);
         assert_eq!(broken.reason, Reason::InternalError);
         assert_eq!(broken.error.as_deref(), Some("internal error: bad frame"));
+    }
+
+    #[test]
+    fn a_container_ended_without_a_status_is_the_programs_doing_only_when_a_signal_ended_it() {
+        let usage = || Usage {
+            wall_ms: 7,
+            ..Usage::new(Stage::Run)
+        };
+        // The program killed its launcher (137) or had docker-init pass on a SIGTERM (143).
+        for (code, signal) in [(137, 9), (143, 15)] {
+            let summary = ended_without_status(code, false, None, usage());
+            assert_eq!(
+                (summary.state, summary.reason),
+                (RunState::Finished, Reason::Exited),
+                "{code}"
+            );
+            assert_eq!(
+                (summary.usage.exit_code, summary.usage.signal),
+                (None, Some(signal))
+            );
+            assert_eq!(summary.usage.wall_ms, 7);
+            assert!(summary.error.is_none());
+        }
+        let oom = ended_without_status(137, true, None, usage());
+        assert_eq!(oom.reason, Reason::MemoryLimit);
+        assert!(oom.oom_killed);
+        // A launcher that failed before it knew the nonce, or exited without writing it.
+        for code in [125, 0, 1] {
+            let broken = ended_without_status(code, false, None, usage());
+            assert_eq!(broken.reason, Reason::InternalError, "{code}");
+            assert_eq!(broken.usage.exit_code, Some(code as i32));
+            let error = broken.error.unwrap();
+            assert!(error.contains(&format!("exit code {code}")), "{error}");
+        }
+        let lost = ended_without_status(137, false, Some(AttachError::Io("reset".into())), usage());
+        assert_eq!(lost.reason, Reason::InternalError);
+        assert!(lost.error.unwrap().contains("attach stream failed: "));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Harness for end-to-end tests: the real daemon, the real images, and a check after every run
 //! that no container of the test is left behind.
+pub mod hostile;
 pub mod stand_in;
 
 use bytes::Bytes;
@@ -7,7 +8,7 @@ use onpyrunner_languages::Language;
 use onpyrunner_protocol::{Event, OutputChunk, OutputStream, RunState, Summary};
 use onpyrunner_supervisor::container::{LABEL_MANAGED, LABEL_OWNER};
 use onpyrunner_supervisor::docker::types::ContainerSummary;
-use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::docker::{encode_query_value, ApiRequest, Docker, Payload, API_VERSION};
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::{Caps, Limits};
@@ -27,12 +28,33 @@ pub struct Harness {
 }
 
 /// What a run produced, as a user sees it.
-#[derive(Debug)]
 pub struct Ran {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub chunks: Vec<OutputChunk>,
     pub outcome: Summary,
+}
+
+/// The summary and the output as text, cut at 4 KiB a stream: a failed assertion reads as what
+/// the user saw, not as a list of byte values.
+impl std::fmt::Debug for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |bytes: &[u8]| {
+            let cut = &bytes[..bytes.len().min(4096)];
+            let more = bytes.len() - cut.len();
+            let mut text = String::from_utf8_lossy(cut).into_owned();
+            if more > 0 {
+                text.push_str(&format!("... ({more} more bytes)"));
+            }
+            text
+        };
+        f.debug_struct("Ran")
+            .field("outcome", &self.outcome)
+            .field("stdout", &text(&self.stdout))
+            .field("stderr", &text(&self.stderr))
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
 }
 
 impl Ran {
@@ -135,6 +157,23 @@ impl Harness {
             .expect("list within timeout")
             .expect("list containers");
         list.into_iter().map(|c| c.id).collect()
+    }
+
+    /// Poll the daemon until no container of this test is left, failing once `within` passed.
+    pub async fn assert_gone_within(&self, within: Duration) {
+        let started = std::time::Instant::now();
+        loop {
+            let left = self.containers_left().await;
+            if left.is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < within,
+                "containers of {} still there {within:?} after the run: {left:?}",
+                self.owner
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn assert_no_containers_left(&self) {
@@ -275,4 +314,53 @@ pub async fn until(what: &str, mut check: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Ids of the containers created with owner label `owner` from `since` until now, as the
+/// daemon's event log tells it: a container that was made and removed again still shows here.
+pub async fn containers_created(
+    docker: &Docker,
+    owner: &str,
+    since: std::time::SystemTime,
+) -> Vec<String> {
+    use http_body_util::BodyExt;
+    let unix = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+    };
+    let filters = serde_json::json!({
+        "type": ["container"],
+        "event": ["create"],
+        "label": [format!("{LABEL_OWNER}={owner}")],
+    });
+    // `until` a second ahead: the daemon streams the events up to then, then ends the answer.
+    let request = ApiRequest {
+        op: "events",
+        method: hyper::Method::GET,
+        path: format!(
+            "/{API_VERSION}/events?since={}&until={}&filters={}",
+            unix(since).saturating_sub(1),
+            unix(std::time::SystemTime::now()) + 1,
+            encode_query_value(&filters.to_string())
+        ),
+        payload: Payload::Empty,
+    };
+    let body = tokio::time::timeout(TEST_TIMEOUT, async {
+        let response = docker.send(request, None).await.expect("events");
+        response.into_body().collect().await.expect("events body")
+    })
+    .await
+    .expect("events within the timeout")
+    .to_bytes();
+    body.split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_slice(line).expect("event JSON");
+            event["Actor"]["ID"]
+                .as_str()
+                .expect("a container event names its container")
+                .to_string()
+        })
+        .collect()
 }
