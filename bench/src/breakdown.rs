@@ -40,6 +40,10 @@ pub async fn measure(
         owner: plan.owner("probe"),
         uids: Uids::new(UidRange::DEFAULT),
     };
+    let placement = Placement {
+        image: images::image_ref(spec.language),
+        runtime: plan.runtime_for(spec.language),
+    };
     for i in 0..3 * runs {
         if plan.late() {
             cut.push(format!("{}: breakdown cut (time bound)", spec.language.id));
@@ -47,7 +51,7 @@ pub async fn measure(
         }
         let variant = Variant::ALL[i % 3];
         let b = &mut breakdown[variant as usize];
-        match timeout(RUN_TIMEOUT, probe(&maker, spec, variant)).await {
+        match timeout(RUN_TIMEOUT, probe(&maker, &placement, spec, variant)).await {
             Ok(Ok(p)) => {
                 b.unpause.push(p.unpause);
                 b.first_byte.push(p.first_byte);
@@ -66,15 +70,20 @@ pub async fn measure(
 /// `Running`), left paused for a while, then run and timed. With `PausedWithRefill` another
 /// container is made the same way at the same time as the run, as the pool's refill does after
 /// a claim.
-async fn probe(maker: &Maker, spec: &RunSpec, variant: Variant) -> anyhow::Result<Probe> {
+async fn probe(
+    maker: &Maker,
+    placement: &Placement,
+    spec: &RunSpec,
+    variant: Variant,
+) -> anyhow::Result<Probe> {
     let paused = variant != Variant::Running;
-    let sandbox = make(maker, spec, paused).await?;
+    let sandbox = make(maker, placement, spec, paused).await?;
     // A pooled container waits paused for a while; let this one settle too.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let begin = Instant::now();
     let refill = async {
         if variant == Variant::PausedWithRefill {
-            make(maker, spec, true).await?.remove().await?;
+            make(maker, placement, spec, true).await?.remove().await?;
         }
         anyhow::Ok(())
     };
@@ -88,13 +97,14 @@ async fn probe(maker: &Maker, spec: &RunSpec, variant: Variant) -> anyhow::Resul
 
 /// Create, attach, start and (if `paused`) pause a container as the pool does; removed again
 /// if that fails.
-async fn make(maker: &Maker, spec: &RunSpec, paused: bool) -> anyhow::Result<Sandbox> {
+async fn make(
+    maker: &Maker,
+    placement: &Placement,
+    spec: &RunSpec,
+    paused: bool,
+) -> anyhow::Result<Sandbox> {
     let docker = &maker.docker;
-    let placement = Placement {
-        image: images::image_ref(spec.language),
-        runtime: spec.language.runtime.clone(),
-    };
-    let mut sandbox = Sandbox::create(maker, spec.language, &spec.limits, &placement).await?;
+    let mut sandbox = Sandbox::create(maker, spec.language, &spec.limits, placement).await?;
     let made = async {
         sandbox.start(docker).await?;
         // A warm language is paused only once its warm process is ready, as in the pool.

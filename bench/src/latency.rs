@@ -48,7 +48,7 @@ pub async fn measure(
             // The baseline runs the table's commands cold, as `docker run` users do.
             &[],
             crate::paths::BASELINE_UID,
-            lang.runtime.as_deref(),
+            plan.runtime_for(lang).as_deref(),
         ),
         &shell_command(lang),
     );

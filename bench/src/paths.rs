@@ -222,6 +222,7 @@ pub async fn raw_cycle(
     docker: &Docker,
     lang: &Language,
     image: &str,
+    runtime: Option<&str>,
     owner: &str,
     limits: &Limits,
 ) -> Result<(), String> {
@@ -231,7 +232,8 @@ pub async fn raw_cycle(
         run: run::random_hex(8),
         created_unix: run::unix_now(),
     };
-    let mut config = container::container_config(image, limits, &labels, &[], BASELINE_UID, None);
+    let mut config =
+        container::container_config(image, limits, &labels, &[], BASELINE_UID, runtime);
     config.cmd = raw_command(lang);
     let id = docker
         .create_container(None, &config)
