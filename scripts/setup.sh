@@ -6,6 +6,7 @@
 #   bash scripts/setup.sh            # everything
 #   SKIP_IMAGES=1 bash scripts/setup.sh   # daemon and build only
 #   SKIP_E2E=1 bash scripts/setup.sh      # without what the IDE's browser tests need
+#   SKIP_GVISOR=1 bash scripts/setup.sh   # without gVisor (runsc) for `serve --runtime runsc`
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,46 @@ fi
 
 # 2. A daemon that answers.
 bash scripts/dockerd.sh ensure
+
+# 2b. gVisor: Debian's runsc, registered with the local daemon as runtime "runsc" for
+# `serve --runtime runsc` and its tests. dockerd reads "runtimes" from daemon.json again on
+# SIGHUP, so no restart (which would end every container). The ptrace platform is the one
+# that works in a VM without nested virtualisation; --network=none because sandboxes have no
+# network (runsc refuses Docker's "none" network otherwise).
+has_runsc() { curl -sf --max-time 3 --unix-socket "$sock" http://docker/info | grep -q '"runsc":'; }
+register_gvisor() {
+    local conf=/etc/docker/daemon.json
+    if [ "$(id -u)" != 0 ]; then
+        say "gVisor skipped: installing and registering runsc needs root"; return
+    fi
+    if ! command -v runsc >/dev/null; then
+        if ! apt-cache policy runsc 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+            say "gVisor skipped: no runsc package for this system (its tests say so)"; return
+        fi
+        say "installing runsc (gVisor)"
+        apt_install runsc
+    fi
+    local entry
+    entry="\"runsc\": {\"path\": \"$(command -v runsc)\", \"runtimeArgs\": [\"--platform=ptrace\", \"--network=none\"]}"
+    if [ ! -s "$conf" ]; then
+        say "registering runsc in $conf"
+        mkdir -p /etc/docker
+        printf '{\n  "runtimes": {\n    %s\n  }\n}\n' "$entry" >"$conf"
+    elif ! grep -q '"runsc"' "$conf"; then
+        # Never rewrite an operator's file: say what to add.
+        say "gVisor skipped: $conf has no runsc; add to its \"runtimes\": $entry"; return
+    fi
+    say "reloading dockerd's configuration (SIGHUP)"
+    kill -HUP "$(pgrep -x dockerd)"
+    for _ in $(seq 1 20); do
+        has_runsc && return
+        sleep 0.5
+    done
+    say "dockerd did not pick up runsc from $conf (see its log)"
+}
+if [ -z "${SKIP_GVISOR:-}" ] && [ "$sock" = /var/run/docker.sock ] && ! has_runsc; then
+    register_gvisor
+fi
 
 # 3. Build the binaries (the launcher goes into the images).
 say "building onpyrunner (release)"

@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Stop starting new measurements after this many minutes; what is left is reported as cut
     #[arg(long, value_name = "MINUTES", default_value_t = 25)]
     pub max_minutes: u64,
+    /// OCI runtime of every path measured (e.g. runsc, for gVisor), as `serve --runtime`; it
+    /// must be registered with the daemon [default: the daemon's default]
+    #[arg(long, value_name = "NAME")]
+    pub runtime: Option<String>,
 }
 
 /// Run the whole bench; `command` is the command line the report says it was made by. The
@@ -90,6 +94,7 @@ pub async fn run(docker: &Docker, args: BenchArgs, command: String) -> anyhow::R
             warmups: if args.quick { 1 } else { 3 },
             deadline: Instant::now() + Duration::from_secs(args.max_minutes.max(1) * 60),
             lang_budget: Duration::from_secs(args.lang_seconds.max(1)),
+            runtime: args.runtime.clone(),
         },
         selected,
     };
@@ -149,6 +154,7 @@ impl Bench {
             // Each level measures the daemon at that many runs at once, not the admission
             // budget, which on a small machine would hold them to its CPUs.
             budget: Cost::UNLIMITED,
+            runtime: self.plan.runtime.clone(),
             ..EngineConfig::default()
         }
     }

@@ -9,8 +9,9 @@ use anyhow::{bail, Context};
 use onpyrunner_protocol::{OutputStream, Reason};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::images;
-use onpyrunner_supervisor::run::{self, Controls, RunSpec, Sandbox};
+use onpyrunner_supervisor::run::{self, Controls, Maker, Placement, RunSpec, Sandbox};
 use onpyrunner_supervisor::session::StopSignal;
+use onpyrunner_supervisor::uids::{UidRange, Uids};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -34,7 +35,15 @@ pub async fn measure(
     cut: &mut Vec<String>,
 ) -> [Breakdown; 3] {
     let mut breakdown: [Breakdown; 3] = Default::default();
-    let owner = plan.owner("probe");
+    let maker = Maker {
+        docker: docker.clone(),
+        owner: plan.owner("probe"),
+        uids: Uids::new(UidRange::DEFAULT),
+    };
+    let placement = Placement {
+        image: images::image_ref(spec.language),
+        runtime: plan.runtime_for(spec.language),
+    };
     for i in 0..3 * runs {
         if plan.late() {
             cut.push(format!("{}: breakdown cut (time bound)", spec.language.id));
@@ -42,7 +51,7 @@ pub async fn measure(
         }
         let variant = Variant::ALL[i % 3];
         let b = &mut breakdown[variant as usize];
-        match timeout(RUN_TIMEOUT, probe(docker, &owner, spec, variant)).await {
+        match timeout(RUN_TIMEOUT, probe(&maker, &placement, spec, variant)).await {
             Ok(Ok(p)) => {
                 b.unpause.push(p.unpause);
                 b.first_byte.push(p.first_byte);
@@ -62,24 +71,26 @@ pub async fn measure(
 /// container is made the same way at the same time as the run, as the pool's refill does after
 /// a claim.
 async fn probe(
-    docker: &Docker,
-    owner: &str,
+    maker: &Maker,
+    placement: &Placement,
     spec: &RunSpec,
     variant: Variant,
 ) -> anyhow::Result<Probe> {
     let paused = variant != Variant::Running;
-    let sandbox = make(docker, owner, spec, paused).await?;
+    let sandbox = make(maker, placement, spec, paused).await?;
     // A pooled container waits paused for a while; let this one settle too.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let begin = Instant::now();
     let refill = async {
         if variant == Variant::PausedWithRefill {
-            make(docker, owner, spec, true).await?.remove().await?;
+            make(maker, placement, spec, true).await?.remove().await?;
         }
         anyhow::Ok(())
     };
-    let (measured, refilled) =
-        tokio::join!(timed_run(docker, sandbox, spec, begin, paused), refill);
+    let (measured, refilled) = tokio::join!(
+        timed_run(&maker.docker, sandbox, spec, begin, paused),
+        refill
+    );
     refilled?;
     measured
 }
@@ -87,13 +98,13 @@ async fn probe(
 /// Create, attach, start and (if `paused`) pause a container as the pool does; removed again
 /// if that fails.
 async fn make(
-    docker: &Docker,
-    owner: &str,
+    maker: &Maker,
+    placement: &Placement,
     spec: &RunSpec,
     paused: bool,
 ) -> anyhow::Result<Sandbox> {
-    let image = images::image_ref(spec.language);
-    let mut sandbox = Sandbox::create(docker, &image, owner, spec.language, &spec.limits).await?;
+    let docker = &maker.docker;
+    let mut sandbox = Sandbox::create(maker, spec.language, &spec.limits, placement).await?;
     let made = async {
         sandbox.start(docker).await?;
         // A warm language is paused only once its warm process is ready, as in the pool.

@@ -47,6 +47,8 @@ pub async fn measure(
             },
             // The baseline runs the table's commands cold, as `docker run` users do.
             &[],
+            crate::paths::BASELINE_UID,
+            plan.runtime_for(lang).as_deref(),
         ),
         &shell_command(lang),
     );

@@ -12,6 +12,7 @@ use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::limits::Limits;
 use onpyrunner_supervisor::run::{self, RunSpec};
+use onpyrunner_supervisor::uids::UidRange;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
@@ -83,6 +84,9 @@ pub fn docker_run_args(config: &ContainerConfig, command: &[String]) -> Vec<Stri
     }
     flag("--user", config.user.clone());
     flag("--workdir", config.working_dir.clone());
+    if let Some(runtime) = &h.runtime {
+        flag("--runtime", runtime.clone());
+    }
     for cap in &h.cap_drop {
         flag("--cap-drop", cap.clone());
     }
@@ -208,12 +212,17 @@ pub fn raw_command(lang: &Language) -> Vec<String> {
     vec![interpreter, "-c".into(), "pass".into()]
 }
 
+/// The uid of the baselines' containers (the raw cycle, `docker run`): the last of the default
+/// range, the one an engine hands out last.
+pub const BASELINE_UID: u32 = UidRange::DEFAULT.last();
+
 /// One create+start+wait+remove cycle of a container shaped like ours, running
 /// [`raw_command`], through the raw client.
 pub async fn raw_cycle(
     docker: &Docker,
     lang: &Language,
     image: &str,
+    runtime: Option<&str>,
     owner: &str,
     limits: &Limits,
 ) -> Result<(), String> {
@@ -223,7 +232,8 @@ pub async fn raw_cycle(
         run: run::random_hex(8),
         created_unix: run::unix_now(),
     };
-    let mut config = container::container_config(image, limits, &labels, &[]);
+    let mut config =
+        container::container_config(image, limits, &labels, &[], BASELINE_UID, runtime);
     config.cmd = raw_command(lang);
     let id = docker
         .create_container(None, &config)
@@ -257,13 +267,13 @@ mod tests {
             run: "r".into(),
             created_unix: 1,
         };
-        let config = container::container_config("img:tag", &limits, &labels, &[]);
+        let config = container::container_config("img:tag", &limits, &labels, &[], 20_999, None);
         let args = docker_run_args(&config, &shell_command(lang));
         let text = args.join(" ");
         for want in [
             "run --rm -i --network none",
             "--read-only",
-            "--user 1000:1000",
+            "--user 20999:20999",
             "--cap-drop ALL",
             "--security-opt no-new-privileges",
             "--memory 805306368b",
@@ -276,7 +286,7 @@ mod tests {
             "--init",
             "--log-driver none",
             "--label onpyrunner.owner=bench-x-cli",
-            "--tmpfs /work:rw,exec,nosuid,nodev,size=128m",
+            "--tmpfs /work:rw,exec,nosuid,nodev,size=128m,nr_inodes=4096,uid=20999,gid=20999,",
         ] {
             assert!(text.contains(want), "{want} missing from {text}");
         }

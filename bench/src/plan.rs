@@ -1,5 +1,6 @@
 //! How much one bench run measures and for how long: run counts, time bounds, and the tag that
 //! tells this run's engines and containers from everyone else's.
+use onpyrunner_languages::Language;
 use std::time::{Duration, Instant};
 
 /// The language of the throughput measurement (CPython: the fastest start-up, so the daemon
@@ -28,6 +29,8 @@ pub struct Plan {
     pub deadline: Instant,
     /// Longest the timed latency runs of one language may take.
     pub lang_budget: Duration,
+    /// The OCI runtime of every path measured, as `serve --runtime` (`None`: the daemon's).
+    pub runtime: Option<String>,
 }
 
 impl Plan {
@@ -40,6 +43,12 @@ impl Plan {
     /// an engine, for `what`.
     pub fn owner(&self, what: &str) -> String {
         format!("bench-{}-{what}", self.tag)
+    }
+
+    /// The runtime a language's containers run under on every path, as an engine with
+    /// `runtime` as its default picks it (the table's `runtime` first).
+    pub fn runtime_for(&self, lang: &Language) -> Option<String> {
+        lang.runtime.clone().or_else(|| self.runtime.clone())
     }
 }
 

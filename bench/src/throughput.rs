@@ -68,13 +68,22 @@ pub async fn measure(
             "throughput: raw daemon cycles, {callers} callers, {window:?}"
         ));
         let image = images::image_ref(lang);
+        let runtime = plan.runtime_for(lang);
         let owner = plan.owner("raw");
-        let (ok, failed, secs) = concurrently(callers, window, || {
-            let (docker, image, owner, limits) =
-                (docker.clone(), image.clone(), owner.clone(), limits.clone());
-            async move { raw_cycle(&docker, lang, &image, &owner, &limits).await }
-        })
-        .await;
+        let (ok, failed, secs) =
+            concurrently(callers, window, || {
+                let (docker, image, runtime, owner, limits) = (
+                    docker.clone(),
+                    image.clone(),
+                    runtime.clone(),
+                    owner.clone(),
+                    limits.clone(),
+                );
+                async move {
+                    raw_cycle(&docker, lang, &image, runtime.as_deref(), &owner, &limits).await
+                }
+            })
+            .await;
         (row.raw_cycles, row.raw_failed, row.raw_secs) = (ok, failed, secs);
         rows.push(row);
     }

@@ -49,6 +49,11 @@ pub struct Language {
     /// warm files were copied.
     #[serde(default)]
     pub warm_build: Vec<Vec<String>>,
+    /// The OCI runtime this language's containers run under, by its name in the Docker
+    /// daemon's configuration (`runsc` for gVisor); absent: the supervisor's `--runtime`, or
+    /// the daemon's default. Not part of the image.
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 impl Language {
@@ -75,6 +80,15 @@ pub struct DefaultLimits {
 #[serde(deny_unknown_fields)]
 struct Table {
     language: Vec<Language>,
+}
+
+/// Whether a name can be a Docker runtime's (`runc`, `runsc`, `io.containerd.runc.v2`).
+pub fn valid_runtime_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Parse a table; the embedded one goes through `languages()`.
@@ -110,6 +124,14 @@ pub fn parse(text: &str) -> Result<Vec<Language>, String> {
                 "language {:?}: warm file {name:?} is not in images/warm/ (WARM_FILES)",
                 lang.id
             ));
+        }
+        if let Some(runtime) = &lang.runtime {
+            if !valid_runtime_name(runtime) {
+                return Err(format!(
+                    "language {:?}: runtime {runtime:?} must be [A-Za-z0-9._-]+",
+                    lang.id
+                ));
+            }
         }
         if lang.warm_build.iter().any(|argv| argv.is_empty()) {
             return Err(format!(
@@ -176,6 +198,30 @@ mod tests {
             1,
         );
         assert!(parse(&text).unwrap_err().contains("no warm command"));
+    }
+
+    #[test]
+    fn a_language_may_name_its_runtime() {
+        assert!(
+            languages().iter().all(|l| l.runtime.is_none()),
+            "the daemon's default"
+        );
+        let python = TABLE.split("\n[[language]]\n").nth(1).unwrap();
+        let with = |runtime: &str| {
+            format!("[[language]]\n{python}").replacen(
+                "\npool_size",
+                &format!("\nruntime = {runtime:?}\npool_size"),
+                1,
+            )
+        };
+        assert_eq!(
+            parse(&with("runsc")).unwrap()[0].runtime.as_deref(),
+            Some("runsc")
+        );
+        let err = parse(&with("run sc; rm")).unwrap_err();
+        assert!(err.contains("runtime"), "{err}");
+        assert!(!valid_runtime_name(""));
+        assert!(valid_runtime_name("io.containerd.runc.v2"));
     }
 
     #[test]

@@ -12,9 +12,8 @@ pub const LABEL_LANGUAGE: &str = "onpyrunner.language";
 pub const LABEL_RUN: &str = "onpyrunner.run";
 /// Unix seconds at creation, for the age sweep.
 pub const LABEL_CREATED: &str = "onpyrunner.created";
-
-/// Unprivileged user and group the program runs as (an entry the image build adds).
-pub const RUN_USER: &str = "1000:1000";
+/// The uid (and gid) the container runs as, one of its supervisor's range (see `uids`).
+pub const LABEL_UID: &str = "onpyrunner.uid";
 /// The launcher: the container's main process (under Docker's init).
 pub const LAUNCHER_PATH: &str = "/usr/local/bin/onpyrunner-launcher";
 /// The program's work directory, a tmpfs.
@@ -22,10 +21,35 @@ pub const WORK_DIR: &str = "/work";
 
 const MIB: i64 = 1024 * 1024;
 
+/// Host tasks of a gVisor sandbox before the program forks: the Sentry's threads and the gofer
+/// (about 40 measured here, with CPython or Node.js blocked on stdin), with room.
+const GVISOR_PIDS_BASE: i64 = 64;
+/// Host tasks per program process under gVisor's ptrace platform: its stub process and the
+/// Sentry threads that serve it (about 5 measured here: 188 forks in a limit of 1000).
+const GVISOR_PIDS_PER_PROCESS: i64 = 5;
+
+/// Whether a runtime name is gVisor's, as its docs name them (`runsc`, `runsc-kvm`, ...).
+pub fn is_gvisor(runtime: &str) -> bool {
+    runtime == "runsc" || runtime.starts_with("runsc-")
+}
+
+/// The container's PidsLimit for a run limited to `pids` processes. The cgroup counts host
+/// tasks: under gVisor those are mostly the sandbox's own, so at the bare limit the sandbox
+/// itself ran out (a Node.js hello world failed 2 runs in 30 at 64, Python could fork twice)
+/// and died (google/gvisor#3942). A fork bomb is still bounded, by about `pids` processes.
+pub fn host_pids_limit(pids: i64, runtime: Option<&str>) -> i64 {
+    match runtime {
+        Some(runtime) if is_gvisor(runtime) => GVISOR_PIDS_BASE + GVISOR_PIDS_PER_PROCESS * pids,
+        _ => pids,
+    }
+}
+
 /// The only environment a program sees.
 pub fn environment() -> Vec<String> {
     [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        // The run's uid has no /etc/passwd entry: this is where CPython, PyPy, Node.js and the
+        // JVM's user.home take the home directory from.
         "HOME=/work",
         "TMPDIR=/tmp",
         "LANG=C.UTF-8",
@@ -60,6 +84,10 @@ impl Labels {
 /// no new privileges, capped memory (no swap), CPU, pids, open files, file size and tmpfs,
 /// private IPC, an init as PID 1, no logs kept, no binds, no devices.
 ///
+/// `uid` is the user and group the container runs as and owns its work directory: one of its
+/// own, so that no per-user kernel counter is shared with another run (`uids`). `runtime` is
+/// the OCI runtime (`runsc` for gVisor); `None` is the daemon's default.
+///
 /// `warm` is the language's warm command (empty for none): the launcher gets it as
 /// `--warm ARGV...` and starts it at container start (`onpyrunner_protocol::warm`). It comes
 /// from the table only; the source still travels on stdin.
@@ -68,6 +96,8 @@ pub fn container_config(
     limits: &Limits,
     labels: &Labels,
     warm: &[String],
+    uid: u32,
+    runtime: Option<&str>,
 ) -> ContainerConfig {
     let mut cmd = vec![LAUNCHER_PATH.to_string()];
     if !warm.is_empty() {
@@ -77,9 +107,11 @@ pub fn container_config(
     let memory = limits.memory_mib as i64 * MIB;
     let file_size = limits.file_size_mib as i64 * MIB;
     let tmpfs_work = format!(
-        "rw,exec,nosuid,nodev,size={}m,nr_inodes=4096,uid=1000,gid=1000,mode=0700",
+        "rw,exec,nosuid,nodev,size={}m,nr_inodes=4096,uid={uid},gid={uid},mode=0700",
         limits.tmpfs_mib
     );
+    let mut labels = labels.to_map();
+    labels.insert(LABEL_UID.to_string(), uid.to_string());
     let tmpfs_tmp = format!(
         "rw,noexec,nosuid,nodev,size={}m,nr_inodes=4096,mode=1777",
         limits.tmpfs_mib
@@ -89,9 +121,9 @@ pub fn container_config(
         cmd,
         entrypoint: Some(vec![]),
         env: environment(),
-        user: RUN_USER.to_string(),
+        user: format!("{uid}:{uid}"),
         working_dir: WORK_DIR.to_string(),
-        labels: labels.to_map(),
+        labels,
         attach_stdin: true,
         attach_stdout: true,
         attach_stderr: true,
@@ -106,7 +138,7 @@ pub fn container_config(
             tmpfs: HashMap::from([(WORK_DIR.into(), tmpfs_work), ("/tmp".into(), tmpfs_tmp)]),
             cap_drop: vec!["ALL".into()],
             security_opt: vec!["no-new-privileges".into()],
-            pids_limit: limits.pids,
+            pids_limit: host_pids_limit(limits.pids, runtime),
             memory,
             memory_swap: memory,
             nano_cpus: (limits.cpus * 1e9) as i64,
@@ -134,6 +166,7 @@ pub fn container_config(
                 config: HashMap::new(),
             },
             auto_remove: false,
+            runtime: runtime.map(String::from),
         },
     }
 }
@@ -153,7 +186,7 @@ mod tests {
             run: "r".into(),
             created_unix: 1,
         };
-        let c = container_config("img", &limits, &labels, &lang.warm);
+        let c = container_config("img", &limits, &labels, &lang.warm, 20_123, None);
         assert_eq!(c.cmd, [LAUNCHER_PATH]);
         let h = &c.host_config;
         assert_eq!(h.network_mode, "none");
@@ -168,9 +201,15 @@ mod tests {
         assert!(h.init);
         assert_eq!(h.ipc_mode, "private");
         assert_eq!(h.log_config.kind, "none");
-        assert_ne!(c.user, "");
-        assert!(!c.user.starts_with("0:") && c.user != "root");
+        assert_eq!(c.user, "20123:20123");
+        assert_eq!(c.labels[LABEL_UID], "20123");
         assert!(h.tmpfs["/work"].contains("size=64m"));
+        assert!(
+            h.tmpfs["/work"].contains(",uid=20123,gid=20123,"),
+            "the work directory belongs to the run's uid: {}",
+            h.tmpfs["/work"]
+        );
+        assert_eq!(h.runtime, None, "the daemon's default runtime");
         assert!(h.ulimits.iter().any(|u| u.name == "core" && u.hard == 0));
         assert_eq!(c.labels[LABEL_MANAGED], "1");
         assert_eq!(c.labels[LABEL_OWNER], "o");
@@ -187,8 +226,42 @@ mod tests {
             run: "r".into(),
             created_unix: 1,
         };
-        let c = container_config("img", &limits, &labels, &java.warm);
+        let c = container_config("img", &limits, &labels, &java.warm, 20_000, None);
         assert_eq!(c.cmd[..2], [LAUNCHER_PATH, "--warm"]);
         assert_eq!(c.cmd[2..], java.warm[..]);
+    }
+
+    #[test]
+    fn under_gvisor_the_pids_limit_leaves_room_for_the_sandboxs_own_tasks() {
+        assert_eq!(host_pids_limit(64, None), 64);
+        assert_eq!(host_pids_limit(64, Some("runc")), 64);
+        assert_eq!(host_pids_limit(64, Some("runsc")), 64 + 5 * 64);
+        assert_eq!(host_pids_limit(128, Some("runsc-kvm")), 64 + 5 * 128);
+        assert!(!is_gvisor("runscx") && !is_gvisor("kata"));
+    }
+
+    #[test]
+    fn a_runtime_is_asked_for_by_name_and_left_out_otherwise() {
+        let lang = onpyrunner_languages::find("python").unwrap();
+        let limits = Limits::defaults(lang, &Caps::default());
+        let labels = Labels {
+            owner: "o".into(),
+            language: "python".into(),
+            run: "r".into(),
+            created_unix: 1,
+        };
+        let body = |runtime| {
+            let c = container_config("img", &limits, &labels, &[], 20_000, runtime);
+            serde_json::to_value(&c).unwrap()["HostConfig"].clone()
+        };
+        assert_eq!(body(Some("runsc"))["Runtime"], "runsc");
+        assert_eq!(
+            body(Some("io.containerd.runc.v2"))["PidsLimit"],
+            limits.pids
+        );
+        assert!(
+            body(None).get("Runtime").is_none(),
+            "absent, so the daemon uses its default"
+        );
     }
 }

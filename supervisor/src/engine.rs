@@ -12,17 +12,19 @@
 //!   period; after the daemon comes back from a restart the pools are flushed and refilled.
 //! - `shutdown` stops admitting, ends every queued or running session as STOPPED (reason
 //!   `shutdown`), drains the pools and removes anything left of this owner, within a bound.
-use crate::container::{LABEL_CREATED, LABEL_MANAGED, LABEL_OWNER};
+use crate::container::{LABEL_CREATED, LABEL_MANAGED, LABEL_OWNER, LABEL_UID};
 use crate::docker::{Docker, DockerError};
 use crate::images;
 use crate::limits::Caps;
 use crate::metrics::Metrics;
 use crate::owner::{self, OwnerLock};
 use crate::pool::Pool;
-use crate::run::{self, Controls, RunError, RunSpec, Sandbox};
+use crate::run::{self, Controls, Maker, Placement, RunError, RunSpec, Sandbox};
 use crate::run_log::LogFull;
 use crate::scheduler::{Cost, LocalQueue, Request, RunQueue, Ticket};
 use crate::session::{unix_ms, Detach, RunShared, RunWriter, Session};
+use crate::uids::{UidRange, Uids};
+use onpyrunner_languages::Language;
 use onpyrunner_protocol::{Event, Reason, RunState, Stage, Summary, Usage};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,6 +79,34 @@ pub struct EngineConfig {
     /// Start even when the daemon says it would not enforce seccomp or a limit (the engine
     /// refuses to by default).
     pub allow_weak_daemon: bool,
+    /// The uids containers run as, one per live container: at least `max_running` plus every
+    /// pooled container (checked at start).
+    pub run_uids: UidRange,
+    /// The OCI runtime of languages whose table entry names none (`None`: the daemon's
+    /// default). It must be registered with the daemon (checked at start).
+    pub runtime: Option<String>,
+    /// The OCI runtime per language id, over the table's and `runtime`.
+    pub runtimes: BTreeMap<String, String>,
+}
+
+impl EngineConfig {
+    /// The runtime a language's containers run under: this config's for the language, else
+    /// the table's, else the config's default; `None` is the daemon's default.
+    pub fn runtime_for(&self, language: &Language) -> Option<String> {
+        self.runtimes
+            .get(&language.id)
+            .or(language.runtime.as_ref())
+            .or(self.runtime.as_ref())
+            .cloned()
+    }
+
+    /// Containers the pools keep, in all (ready or being made).
+    pub fn pooled(&self) -> usize {
+        onpyrunner_languages::languages()
+            .iter()
+            .map(|l| self.pool_sizes.get(&l.id).copied().unwrap_or(l.pool_size))
+            .sum()
+    }
 }
 
 impl Default for EngineConfig {
@@ -96,6 +126,9 @@ impl Default for EngineConfig {
             shutdown_grace: Duration::from_secs(10),
             retained_max_bytes: 256 * 1024 * 1024,
             allow_weak_daemon: false,
+            run_uids: UidRange::DEFAULT,
+            runtime: None,
+            runtimes: BTreeMap::new(),
         }
     }
 }
@@ -119,9 +152,11 @@ struct Inner {
     docker: Docker,
     config: EngineConfig,
     owner: String,
+    /// Makes every container of this engine, each as a uid of its own.
+    maker: Maker,
     pools: BTreeMap<String, Pool>,
-    /// Language id -> image, for the languages whose image exists.
-    images: BTreeMap<String, String>,
+    /// Language id -> image and runtime, for the languages whose image exists.
+    placements: BTreeMap<String, Placement>,
     queue: Arc<dyn RunQueue>,
     /// Cancelled by `shutdown`: no new runs; queued and running ones end as STOPPED.
     shutdown: CancellationToken,
@@ -166,17 +201,30 @@ impl Engine {
                 "max_running: must be at least 1".into(),
             ));
         }
-        for id in config.pool_sizes.keys() {
+        for id in config.pool_sizes.keys().chain(config.runtimes.keys()) {
             if onpyrunner_languages::find(id).is_none() {
                 return Err(EngineError::Config(format!(
-                    "pool size for unknown language {id:?}"
+                    "pool size or runtime for unknown language {id:?}"
                 )));
             }
+        }
+        // Every live container holds a uid of its own: each running slot and each pooled
+        // container needs one.
+        let needed = config.max_running + config.pooled();
+        if config.run_uids.len() < needed {
+            return Err(EngineError::Config(format!(
+                "run_uids (--run-uids): {} holds {} uids; {} running slots and {} pooled containers need {needed}",
+                config.run_uids,
+                config.run_uids.len(),
+                config.max_running,
+                config.pooled()
+            )));
         }
         docker.ping().await?;
         // Every sandbox relies on these; a daemon that would silently not enforce one is
         // refused, with what is missing.
-        let missing = docker.info().await?.missing();
+        let info = docker.info().await?;
+        let missing = info.missing();
         if !missing.is_empty() {
             if config.allow_weak_daemon {
                 tracing::warn!(?missing, "the Docker daemon would not enforce all of a sandbox's limits; running anyway as told");
@@ -203,7 +251,11 @@ impl Engine {
         let prefix = format!("{}.", config.instance);
         let mut swept = 0;
         let mut neighbours = HashSet::new();
+        let mut sharing_uids = 0;
         for c in list_managed(&docker).await? {
+            if c.uid.is_some_and(|uid| config.run_uids.contains(uid)) && owner::is_alive(&c.owner) {
+                sharing_uids += 1;
+            }
             if !c.owner.starts_with(&prefix) {
                 continue;
             }
@@ -220,34 +272,54 @@ impl Engine {
         if !neighbours.is_empty() {
             tracing::warn!(instance = %config.instance, others = ?neighbours, "another live supervisor uses this instance name on this daemon; its containers are left alone");
         }
+        if sharing_uids > 0 {
+            tracing::warn!(run_uids = %config.run_uids, containers = sharing_uids, "containers of another live supervisor on this daemon run as uids of this one's range; give each supervisor a --run-uids range of its own");
+        }
+        let maker = Maker {
+            docker: docker.clone(),
+            owner: owner.clone(),
+            uids: Uids::new(config.run_uids),
+        };
 
         let shutdown = CancellationToken::new();
-        let mut images = BTreeMap::new();
-        let mut pools = BTreeMap::new();
+        let mut placements = BTreeMap::new();
         for lang in onpyrunner_languages::languages() {
             let image = images::image_ref(lang);
             if docker.inspect_image(&image).await?.is_none() {
                 tracing::warn!(language = %lang.id, %image, "image missing: language unavailable (build it with `onpyrunner images`)");
                 continue;
             }
-            let size = config
-                .pool_sizes
-                .get(&lang.id)
-                .copied()
-                .unwrap_or(lang.pool_size);
+            let runtime = config.runtime_for(lang);
+            if let Some(runtime) = &runtime {
+                if !info.runtimes.contains_key(runtime) {
+                    let mut known: Vec<&str> = info.runtimes.keys().map(String::as_str).collect();
+                    known.sort_unstable();
+                    return Err(EngineError::Config(format!(
+                        "runtime {runtime:?} (of language {}) is not registered with the Docker daemon, which has: {}; register it under \"runtimes\" in /etc/docker/daemon.json and send dockerd SIGHUP (scripts/setup.sh does this for runsc), or choose another with --runtime",
+                        lang.id,
+                        known.join(", ")
+                    )));
+                }
+            }
+            placements.insert(lang.id.clone(), Placement { image, runtime });
+        }
+        // The pools start once every language's runtime is known to exist: none is left
+        // filling when the engine refuses to start.
+        let mut pools = BTreeMap::new();
+        for (id, placement) in &placements {
+            let lang = onpyrunner_languages::find(id).expect("a language of the table");
+            let size = config.pool_sizes.get(id).copied().unwrap_or(lang.pool_size);
             if size > 0 {
                 let pool = Pool::start(
-                    docker.clone(),
+                    maker.clone(),
                     lang,
-                    image.clone(),
-                    owner.clone(),
+                    placement.clone(),
                     size,
                     &config.caps,
                     shutdown.clone(),
                 );
-                pools.insert(lang.id.clone(), pool);
+                pools.insert(id.clone(), pool);
             }
-            images.insert(lang.id.clone(), image);
         }
         let queue: Arc<dyn RunQueue> = Arc::new(LocalQueue::with_budget(
             config.max_running,
@@ -258,8 +330,9 @@ impl Engine {
             docker,
             config,
             owner,
+            maker,
             pools,
-            images,
+            placements,
             queue,
             shutdown,
             sessions: TaskTracker::new(),
@@ -297,7 +370,12 @@ impl Engine {
 
     /// Whether this language's image is there, so runs of it can be accepted.
     pub fn available(&self, language: &str) -> bool {
-        self.inner.images.contains_key(language)
+        self.inner.placements.contains_key(language)
+    }
+
+    /// The uids this engine's containers run as.
+    pub fn uids(&self) -> &Uids {
+        &self.inner.maker.uids
     }
 
     pub fn queue(&self) -> &dyn RunQueue {
@@ -331,7 +409,7 @@ impl Engine {
             return Err(SubmitError::ShuttingDown);
         }
         run::check(&spec).map_err(SubmitError::Invalid)?;
-        let Some(image) = inner.images.get(&spec.language.id).cloned() else {
+        let Some(placement) = inner.placements.get(&spec.language.id).cloned() else {
             return Err(SubmitError::LanguageUnavailable {
                 language: spec.language.id.clone(),
                 image: images::image_ref(spec.language),
@@ -382,7 +460,7 @@ impl Engine {
             inner: inner.clone(),
             run,
             spec,
-            image,
+            placement,
             stdin: Some(stdin),
             accepted: Instant::now(),
             state: RunState::Ready,
@@ -499,6 +577,7 @@ struct Managed {
     owner: String,
     state: String,
     created_unix: u64,
+    uid: Option<u32>,
 }
 
 async fn list_managed(docker: &Docker) -> Result<Vec<Managed>, DockerError> {
@@ -514,6 +593,7 @@ async fn list_managed(docker: &Docker) -> Result<Vec<Managed>, DockerError> {
                 .get(LABEL_CREATED)
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            uid: c.labels.get(LABEL_UID).and_then(|v| v.parse().ok()),
             id: c.id,
             state: c.state,
         })
@@ -570,6 +650,16 @@ async fn maintain(inner: Arc<Inner>) {
 /// alive (an earlier incarnation), and ones neither pooled nor running that are older than `SWEEP_GRACE`, or
 /// (`dead_too`, after a daemon restart) that have exited.
 async fn sweep_once(inner: &Inner, suspects: &mut HashSet<String>, dead_too: bool) {
+    // Containers whose removal failed hold their uid until they are gone.
+    let uids = &inner.maker.uids;
+    for id in uids.parked() {
+        match inner.docker.remove_container(&id).await {
+            Ok(()) => uids.removed(&id),
+            Err(e) => {
+                tracing::warn!(container_id = %id, error = %e, "a container holding a uid still cannot be removed")
+            }
+        }
+    }
     let Ok(list) = list_managed(&inner.docker).await else {
         return;
     };
@@ -612,7 +702,7 @@ struct SessionTask {
     inner: Arc<Inner>,
     run: Arc<RunShared>,
     spec: RunSpec,
-    image: String,
+    placement: Placement,
     /// The program's stdin, handed to the run once it starts.
     stdin: Option<mpsc::Receiver<bytes::Bytes>>,
     accepted: Instant,
@@ -715,7 +805,7 @@ impl SessionTask {
         let mut making = self.inner.sessions.spawn(make_sandbox(
             self.inner.clone(),
             self.spec.clone(),
-            self.image.clone(),
+            self.placement.clone(),
         ));
         let sandbox = tokio::select! {
             made = &mut making => made.unwrap_or_else(|e| Err(RunError::Internal(format!("making the sandbox failed: {e}")))),
@@ -941,7 +1031,7 @@ impl SessionTask {
 async fn make_sandbox(
     inner: Arc<Inner>,
     spec: RunSpec,
-    image: String,
+    placement: Placement,
 ) -> Result<Sandbox, RunError> {
     if let Some(pool) = inner.pools.get(&spec.language.id) {
         if pool.fits(&spec.limits) {
@@ -950,14 +1040,7 @@ async fn make_sandbox(
             }
         }
     }
-    Sandbox::create(
-        &inner.docker,
-        &image,
-        &inner.owner,
-        spec.language,
-        &spec.limits,
-    )
-    .await
+    Sandbox::create(&inner.maker, spec.language, &spec.limits, &placement).await
 }
 
 /// Resolves when the run must end early, and says why: a Stop, the server's shutdown, or

@@ -13,6 +13,8 @@ pub enum RunError {
     Invalid(String),
     #[error("no image for language {language:?} ({image}); build it with `onpyrunner images`")]
     ImageMissing { language: String, image: String },
+    #[error(transparent)]
+    NoUid(#[from] crate::uids::NoFreeUid),
     #[error("attach stream broke: {0}")]
     Attach(#[from] AttachError),
     #[error("{what} took longer than {after:?}")]

@@ -369,7 +369,9 @@ fn trim(rootfs: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The program runs as 1000:1000; give it a name so tools that look the user up work.
+/// A named user 1000:1000, which programs ran as before each container got a uid of its own
+/// from the supervisor's range (`uids`; those have no entry, and HOME says where home is).
+/// Kept because it is part of the base recipe: removing it would rebuild every image.
 fn add_run_user(rootfs: &Path) -> std::io::Result<()> {
     use std::io::Write;
     let append = |file: &str, line: &str| -> std::io::Result<()> {

@@ -16,3 +16,4 @@ pub mod runner;
 pub mod sandbox;
 pub mod scheduler;
 pub mod session;
+pub mod uids;

@@ -17,9 +17,8 @@
 //! Paused --claim (unpause)--> Claimed
 //! Creating, Starting, Paused, Hot --fail/drain--> Removed
 //! ```
-use crate::docker::Docker;
 use crate::limits::{Caps, Limits};
-use crate::run::{RunError, Sandbox};
+use crate::run::{Maker, Placement, RunError, Sandbox};
 use onpyrunner_languages::Language;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -91,10 +90,11 @@ pub struct PoolStats {
 }
 
 struct Inner {
-    docker: Docker,
+    /// Every container the pool makes takes a uid of its own from `maker.uids` when it is
+    /// created, and gives it back when it is removed, claimed or not.
+    maker: Maker,
     language: &'static Language,
-    image: String,
-    owner: String,
+    placement: Placement,
     limits: Limits,
     target: usize,
     ready: Mutex<VecDeque<Warm>>,
@@ -118,19 +118,17 @@ impl Pool {
     /// Start a pool of `size` containers for `language`; it fills in the background until
     /// `drain()` is called or `cancel` is cancelled.
     pub fn start(
-        docker: Docker,
+        maker: Maker,
         language: &'static Language,
-        image: String,
-        owner: String,
+        placement: Placement,
         size: usize,
         caps: &Caps,
         cancel: CancellationToken,
     ) -> Pool {
         let inner = Arc::new(Inner {
-            docker,
+            maker,
             language,
-            image,
-            owner,
+            placement,
             limits: Limits::defaults(language, caps),
             target: size,
             ready: Mutex::new(VecDeque::new()),
@@ -199,7 +197,7 @@ impl Pool {
             });
             let unpaused = match warm.state {
                 PooledState::Hot => Ok(()),
-                _ => self.inner.docker.unpause_container(warm.id()).await,
+                _ => self.inner.maker.docker.unpause_container(warm.id()).await,
             };
             match unpaused {
                 Ok(()) => {
@@ -343,7 +341,7 @@ async fn heat_head(inner: &Inner) {
         }
     };
     let Some(mut warm) = head else { return };
-    match inner.docker.unpause_container(warm.id()).await {
+    match inner.maker.docker.unpause_container(warm.id()).await {
         Ok(()) => {
             warm.state = warm.state.go(PooledState::Hot).expect("paused -> hot");
             inner.ready.lock().expect("pool lock").push_front(warm);
@@ -366,25 +364,25 @@ const MAKE_TIMEOUT: Duration = Duration::from_secs(120);
 async fn make_one(inner: &Inner, hot: bool) -> Result<Warm, RunError> {
     let state = PooledState::Creating;
     let mut sandbox = Sandbox::create(
-        &inner.docker,
-        &inner.image,
-        &inner.owner,
+        &inner.maker,
         inner.language,
         &inner.limits,
+        &inner.placement,
     )
     .await?;
     let state = state
         .go(PooledState::Starting)
         .expect("creating -> starting");
     let started = async {
-        sandbox.start(&inner.docker).await?;
+        let docker = &inner.maker.docker;
+        sandbox.start(docker).await?;
         // A warm language's container is paused only once its warm process is ready: paused
         // earlier, the warm-up would be frozen and the run would pay for it.
         sandbox
-            .wait_ready(&inner.docker, crate::run::WARM_READY_TIMEOUT)
+            .wait_ready(docker, crate::run::WARM_READY_TIMEOUT)
             .await?;
         if !hot {
-            inner.docker.pause_container(sandbox.id()).await?;
+            docker.pause_container(sandbox.id()).await?;
         }
         Ok::<(), RunError>(())
     }

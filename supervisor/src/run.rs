@@ -5,7 +5,7 @@ pub use crate::error::RunError;
 pub use crate::ids::{random_hex, unix_now};
 use crate::limits::Limits;
 use crate::sandbox::{with_room, Resume};
-pub use crate::sandbox::{Leftover, Sandbox};
+pub use crate::sandbox::{Leftover, Maker, Placement, Sandbox};
 use crate::session::StopSignal;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -209,15 +209,15 @@ pub struct Controls {
 /// sends EOF to the program. The container is removed before this returns (or, if the future is
 /// dropped, right after).
 pub async fn run_fresh(
-    docker: &Docker,
-    image: &str,
-    owner: &str,
+    maker: &Maker,
+    placement: &Placement,
     spec: &RunSpec,
     stdin: mpsc::Receiver<Bytes>,
     output: mpsc::Sender<OutputChunk>,
 ) -> Result<Summary, RunError> {
     validate(spec)?;
-    let sandbox = Sandbox::create(docker, image, owner, spec.language, &spec.limits).await?;
+    let docker = &maker.docker;
+    let sandbox = Sandbox::create(maker, spec.language, &spec.limits, placement).await?;
     let controls = Controls {
         stdin,
         output,

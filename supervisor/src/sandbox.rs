@@ -1,12 +1,13 @@
 //! The live handle on one run's container: created with its limits and labels (the shape is
-//! [`container`](crate::container)'s), attached before it starts so no output is missed, maybe
-//! started and paused by the pool, and removed on every path (a guard removes it if the handle
-//! is dropped).
+//! [`container`](crate::container)'s) as a uid of its own, attached before it starts so no
+//! output is missed, maybe started and paused by the pool, and removed on every path (a guard
+//! removes it if the handle is dropped, and gives its uid back only once it is removed).
 use crate::container::{self, Labels};
 use crate::docker::{AttachIo, Docker, DockerError};
 use crate::error::RunError;
 use crate::ids::{random_hex, unix_now};
 use crate::limits::Limits;
+use crate::uids::{UidLease, Uids};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use onpyrunner_languages::Language;
@@ -29,19 +30,51 @@ pub(crate) fn with_room(rest: BytesMut) -> BytesMut {
     buffer
 }
 
-/// Removes the container when dropped unless `removed()` was called: the run future may be
-/// cancelled at any await, and the container must go on every path.
+/// What every sandbox of one supervisor is made with: the daemon, the owner label, and the uids
+/// its containers take. Cheap to clone.
+#[derive(Clone)]
+pub struct Maker {
+    pub docker: Docker,
+    pub owner: String,
+    pub uids: Uids,
+}
+
+/// What a language's sandboxes are made from: its image, and the OCI runtime they run under
+/// (`None`: the daemon's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub image: String,
+    pub runtime: Option<String>,
+}
+
+/// Removes the container when dropped unless `remove()` was called: the run future may be
+/// cancelled at any await, and the container must go on every path. Holds the container's uid
+/// until the container is removed; when removal fails the uid is parked under the container's
+/// id (the engine's sweep frees it once the container is gone).
 pub(crate) struct ContainerGuard {
     docker: Docker,
     id: Option<String>,
+    uid: Option<UidLease>,
 }
 
 impl ContainerGuard {
     pub(crate) async fn remove(mut self) -> Result<(), DockerError> {
         match self.id.take() {
-            Some(id) => self.docker.remove_container(&id).await,
+            Some(id) => {
+                let removed = self.docker.remove_container(&id).await;
+                release(self.uid.take(), &id, removed.is_ok());
+                removed
+            }
             None => Ok(()),
         }
+    }
+}
+
+/// Give a removed container's uid back, or park it while the container may still exist.
+fn release(uid: Option<UidLease>, container_id: &str, removed: bool) {
+    match uid {
+        Some(uid) if !removed => uid.park(container_id),
+        _ => {}
     }
 }
 
@@ -49,12 +82,18 @@ impl Drop for ContainerGuard {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             let docker = self.docker.clone();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    if let Err(e) = docker.remove_container(&id).await {
-                        tracing::warn!(container_id = %id, error = %e, "removing abandoned container failed");
-                    }
-                });
+            let uid = self.uid.take();
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn(async move {
+                        let removed = docker.remove_container(&id).await;
+                        if let Err(e) = &removed {
+                            tracing::warn!(container_id = %id, error = %e, "removing abandoned container failed");
+                        }
+                        release(uid, &id, removed.is_ok());
+                    });
+                }
+                Err(_) => release(uid, &id, false),
             }
         }
     }
@@ -85,29 +124,40 @@ pub(crate) struct Resume {
 }
 
 impl Sandbox {
-    /// Create and attach a container for `language` with `limits`; not started yet.
+    /// Create and attach a container for `language` with `limits`, as a uid of its own; not
+    /// started yet. No free uid is an error ([`RunError::NoUid`]).
     pub async fn create(
-        docker: &Docker,
-        image: &str,
-        owner: &str,
+        maker: &Maker,
         language: &Language,
         limits: &Limits,
+        placement: &Placement,
     ) -> Result<Sandbox, RunError> {
+        let uid = maker.uids.take()?;
+        let docker = &maker.docker;
         let run_id = random_hex(8);
         let labels = Labels {
-            owner: owner.to_string(),
+            owner: maker.owner.clone(),
             language: language.id.clone(),
             run: run_id.clone(),
             created_unix: unix_now(),
         };
-        let config = container::container_config(image, limits, &labels, &language.warm);
+        let config = container::container_config(
+            &placement.image,
+            limits,
+            &labels,
+            &language.warm,
+            uid.uid(),
+            placement.runtime.as_deref(),
+        );
         let name = format!("onpyrunner-{}-{run_id}", language.id);
+        // A failed create made no container (one made with warnings is removed before the
+        // error comes back), so the uid goes back with the lease.
         let id = match docker.create_container(Some(&name), &config).await {
             Ok(id) => id,
             Err(e) if e.is_not_found() => {
                 return Err(RunError::ImageMissing {
                     language: language.id.clone(),
-                    image: image.to_string(),
+                    image: placement.image.clone(),
                 })
             }
             Err(e) => return Err(e.into()),
@@ -115,6 +165,7 @@ impl Sandbox {
         let guard = ContainerGuard {
             docker: docker.clone(),
             id: Some(id.clone()),
+            uid: Some(uid),
         };
         // Attach before start: the attach survives a later pause, and a paused container
         // refuses new attaches (409).

@@ -12,9 +12,11 @@ use onpyrunner_supervisor::docker::{encode_query_value, ApiRequest, Docker, Payl
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::{Caps, Limits};
-use onpyrunner_supervisor::run::{self, RunSpec};
+use onpyrunner_supervisor::run::{self, Maker, Placement, RunSpec};
 use onpyrunner_supervisor::run_log::Follower;
+use onpyrunner_supervisor::uids::{UidRange, Uids};
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -70,6 +72,22 @@ pub fn language(id: &str) -> &'static Language {
     onpyrunner_languages::find(id).unwrap_or_else(|| panic!("language {id} is in the table"))
 }
 
+/// What the language's sandboxes are made from, as an engine with no `--runtime` makes them.
+pub fn placement(lang: &Language) -> Placement {
+    Placement {
+        image: images::image_ref(lang),
+        runtime: lang.runtime.clone(),
+    }
+}
+
+/// The uids of the containers the harness makes (not an engine's): one allocator for the test
+/// binary, so that concurrent tests' containers run as distinct uids too, apart from the
+/// engines' default range.
+pub fn harness_uids() -> &'static Uids {
+    static UIDS: OnceLock<Uids> = OnceLock::new();
+    UIDS.get_or_init(|| Uids::new(UidRange::new(21_000, 21_999).expect("a valid range")))
+}
+
 pub fn spec(lang: &str, code: &str) -> RunSpec {
     let lang = language(lang);
     RunSpec::single(lang, code, Limits::defaults(lang, &Caps::default()))
@@ -85,6 +103,15 @@ impl Harness {
         Harness {
             docker,
             owner: format!("test-{test}-{}", run::random_hex(4)),
+        }
+    }
+
+    /// Makes containers labelled as this test's, as uids of [`harness_uids`].
+    pub fn maker(&self) -> Maker {
+        Maker {
+            docker: self.docker.clone(),
+            owner: self.owner.clone(),
+            uids: harness_uids().clone(),
         }
     }
 
@@ -109,18 +136,22 @@ impl Harness {
         stdin: mpsc::Receiver<Bytes>,
         mut on_chunk: impl FnMut(&OutputChunk) + Send,
     ) -> Ran {
-        let image = images::image_ref(spec.language);
+        let placement = placement(spec.language);
         if self
             .docker
-            .inspect_image(&image)
+            .inspect_image(&placement.image)
             .await
             .expect("inspect image")
             .is_none()
         {
-            panic!("image {image} is missing: build it with `bash scripts/setup.sh`");
+            panic!(
+                "image {} is missing: build it with `bash scripts/setup.sh`",
+                placement.image
+            );
         }
         let (out_tx, mut out_rx) = mpsc::channel(16);
-        let running = run::run_fresh(&self.docker, &image, &self.owner, spec, stdin, out_tx);
+        let maker = self.maker();
+        let running = run::run_fresh(&maker, &placement, spec, stdin, out_tx);
         let collecting = async {
             let mut chunks = Vec::new();
             while let Some(chunk) = out_rx.recv().await {

@@ -423,12 +423,15 @@ async fn the_start_up_sweep_removes_what_an_earlier_run_of_the_instance_left() {
     // process that died). The first engine is a live neighbour under the same name.
     let lang = onpyrunner_e2e::language("python");
     let dead_owner = format!("{}.{}-dead", config.instance, u32::MAX);
+    let maker = onpyrunner_supervisor::run::Maker {
+        owner: dead_owner,
+        ..h.maker()
+    };
     let crashed = onpyrunner_supervisor::run::Sandbox::create(
-        &h.docker,
-        &onpyrunner_supervisor::images::image_ref(lang),
-        &dead_owner,
+        &maker,
         lang,
         &Limits::defaults(lang, &Caps::default()),
+        &onpyrunner_e2e::placement(lang),
     )
     .await
     .unwrap();

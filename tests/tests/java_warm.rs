@@ -27,10 +27,9 @@ async fn java_pool(h: &Harness) -> (Pool, CancellationToken) {
     let cancel = CancellationToken::new();
     let lang = language("java");
     let pool = Pool::start(
-        h.docker.clone(),
+        h.maker(),
         lang,
-        images::image_ref(lang),
-        h.owner.clone(),
+        onpyrunner_e2e::placement(lang),
         1,
         &Caps::default(),
         cancel.clone(),
@@ -305,10 +304,9 @@ async fn measure_java_hello_world_pool_vs_docker_run() {
     let lang = language("java");
     let cancel = CancellationToken::new();
     let pool = Pool::start(
-        h.docker.clone(),
+        h.maker(),
         lang,
-        images::image_ref(lang),
-        h.owner.clone(),
+        onpyrunner_e2e::placement(lang),
         2,
         &Caps::default(),
         cancel.clone(),

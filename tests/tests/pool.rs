@@ -2,7 +2,6 @@
 use bytes::Bytes;
 use onpyrunner_e2e::{language, spec, until, Harness, TEST_TIMEOUT};
 use onpyrunner_protocol::{OutputChunk, Reason, Summary};
-use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::Caps;
 use onpyrunner_supervisor::pool::Pool;
 use onpyrunner_supervisor::run::{self, Controls, RunSpec, Sandbox};
@@ -15,10 +14,9 @@ use tokio_util::sync::CancellationToken;
 fn start_pool(h: &Harness, lang: &str, size: usize, cancel: &CancellationToken) -> Pool {
     let lang = language(lang);
     Pool::start(
-        h.docker.clone(),
+        h.maker(),
         lang,
-        images::image_ref(lang),
-        h.owner.clone(),
+        onpyrunner_e2e::placement(lang),
         size,
         &Caps::default(),
         cancel.clone(),
@@ -174,11 +172,10 @@ async fn eof_ends_a_program_that_reads_to_the_end() {
     let h = Harness::new("eof").await;
     let s = spec("node", "let n = 0; process.stdin.on('data', d => n += d.length); process.stdin.on('end', () => console.log('got', n));");
     let sandbox = Sandbox::create(
-        &h.docker,
-        &images::image_ref(s.language),
-        &h.owner,
+        &h.maker(),
         s.language,
         &s.limits,
+        &onpyrunner_e2e::placement(s.language),
     )
     .await
     .unwrap();

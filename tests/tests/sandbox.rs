@@ -162,6 +162,7 @@ async fn sandbox_is_non_root_without_network_with_read_only_root() {
     let code = r#"
 import os, socket, errno
 assert os.getuid() != 0 and os.geteuid() != 0 and os.getgid() != 0, "runs as root"
+assert os.stat('/work').st_uid == os.getuid(), "the work directory is the run's"
 assert sorted(os.listdir('/sys/class/net')) == ['lo'], os.listdir('/sys/class/net')
 try:
     socket.create_connection(('1.1.1.1', 53), timeout=2)
@@ -185,6 +186,41 @@ print('locked down')
     assert_eq!(ran.stderr_text(), "");
     assert_eq!(ran.stdout_text(), "locked down\n");
     assert_eq!(ran.outcome.usage.exit_code, Some(0));
+}
+
+#[tokio::test]
+async fn a_fork_bomb_stops_at_the_pids_limit() {
+    let h = Harness::new("fork-bomb").await;
+    let code = r#"
+import errno, os, time
+forked = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(60)
+            os._exit(0)
+        forked += 1
+except OSError as e:
+    print(forked, errno.errorcode[e.errno], os.getuid(), flush=True)
+"#;
+    let s = spec("python", code);
+    let pids = s.limits.pids as usize;
+    let ran = h.run(&s, b"").await;
+    assert_eq!(ran.outcome.usage.exit_code, Some(0), "{ran:?}");
+    let out = ran.stdout_text();
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words.len(), 3, "{out:?} {}", ran.stderr_text());
+    let forked: usize = words[0].parse().unwrap();
+    assert!(
+        forked > 0 && forked < pids,
+        "{forked} forks under a limit of {pids}"
+    );
+    assert_eq!(words[1], "EAGAIN");
+    let uid: u32 = words[2].parse().unwrap();
+    assert!(
+        onpyrunner_e2e::harness_uids().range().contains(uid),
+        "uid {uid} is one of the harness's"
+    );
 }
 
 #[tokio::test]

@@ -13,8 +13,9 @@ use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images::{self, BuildOptions, Built};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
-use onpyrunner_supervisor::run::{self, RunSpec};
+use onpyrunner_supervisor::run::{self, Maker, Placement, RunSpec};
 use onpyrunner_supervisor::scheduler::Cost;
+use onpyrunner_supervisor::uids::{UidRange, Uids};
 use std::io::Write;
 use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
@@ -253,6 +254,28 @@ pub struct ServeArgs {
     /// or CPU limits (refused by default, saying what is missing)
     #[arg(long, env = "ONPYRUNNER_ALLOW_WEAK_DAEMON")]
     pub allow_weak_daemon: bool,
+    /// Uids the containers run as, START-END: each live container (running or pooled) has one
+    /// of its own, so per-user kernel counters (RLIMIT_NPROC, inotify instances) are not
+    /// shared between runs. Must hold at least --max-running plus all pooled containers;
+    /// supervisors sharing a daemon should have ranges of their own
+    #[arg(
+        long,
+        env = "ONPYRUNNER_RUN_UIDS",
+        default_value_t = UidRange::DEFAULT,
+        value_name = "START-END"
+    )]
+    pub run_uids: UidRange,
+    /// OCI runtime the containers run under, by its name in the Docker daemon's configuration
+    /// (e.g. runsc, for gVisor), for every language (NAME) or one (LANG=NAME, over the language
+    /// table's `runtime`); repeatable. It must be registered with the daemon [default: the
+    /// daemon's default, runc]
+    #[arg(
+        long = "runtime",
+        env = "ONPYRUNNER_RUNTIME",
+        value_delimiter = ',',
+        value_name = "[LANG=]NAME"
+    )]
+    pub runtimes: Vec<String>,
     /// HTTP connections open at once, in all
     #[arg(
         long,
@@ -282,6 +305,23 @@ impl ServeArgs {
         engine.caps.raise = self.allow_raised_limits;
         engine.allow_weak_daemon = self.allow_weak_daemon;
         engine.retained_max_bytes = self.resume_max_mib.saturating_mul(1024 * 1024);
+        engine.run_uids = self.run_uids;
+        for runtime in &self.runtimes {
+            let (lang, name) = match runtime.split_once('=') {
+                Some((lang, name)) => (Some(lang), name),
+                None => (None, runtime.as_str()),
+            };
+            if !onpyrunner_languages::valid_runtime_name(name) {
+                bail!("--runtime {runtime:?}: a runtime name is [A-Za-z0-9._-]+, e.g. runsc");
+            }
+            match lang {
+                Some(lang) => {
+                    find_language(lang).with_context(|| format!("--runtime {runtime:?}"))?;
+                    engine.runtimes.insert(lang.to_string(), name.to_string());
+                }
+                None => engine.runtime = Some(name.to_string()),
+            }
+        }
         if let Some(n) = self.max_running {
             if n == 0 {
                 bail!("--max-running must be at least 1");
@@ -338,6 +378,16 @@ impl ServeArgs {
             }
             None => None,
         };
+        let needed = engine.max_running + engine.pooled();
+        if self.run_uids.len() < needed {
+            bail!(
+                "--run-uids {}: holds {} uids; --max-running ({}) plus the pooled containers ({}) need {needed}",
+                self.run_uids,
+                self.run_uids.len(),
+                engine.max_running,
+                engine.pooled()
+            );
+        }
         if self.ws_ping_ms < 100 {
             bail!("--ws-ping-ms must be at least 100");
         }
@@ -641,9 +691,22 @@ async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
         }
     });
     let owner = format!("cli-{}", run::random_hex(6));
-    let image = images::image_ref(lang);
+    // One run and no supervisor to share uids with: a uid of the default range picked at
+    // random, unlikely to be one a local `serve` has handed out.
+    let range = UidRange::DEFAULT;
+    let pick = u32::from_str_radix(&run::random_hex(4), 16).unwrap_or(0);
+    let uid = range.first() + pick % range.len() as u32;
+    let maker = Maker {
+        docker: docker.clone(),
+        owner: owner.clone(),
+        uids: Uids::new(UidRange::new(uid, uid).expect("a uid of the default range")),
+    };
+    let placement = Placement {
+        image: images::image_ref(lang),
+        runtime: lang.runtime.clone(),
+    };
     let outcome = tokio::select! {
-        outcome = run::run_fresh(docker, &image, &owner, &spec, stdin_rx, out_tx) => outcome?,
+        outcome = run::run_fresh(&maker, &placement, &spec, stdin_rx, out_tx) => outcome?,
         _ = tokio::signal::ctrl_c() => {
             remove_owned(docker, &owner).await;
             eprintln!("onpyrunner: interrupted");

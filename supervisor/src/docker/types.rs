@@ -41,6 +41,9 @@ pub struct HostConfig {
     pub init: bool,
     pub log_config: LogConfig,
     pub auto_remove: bool,
+    /// The OCI runtime by its name in the daemon's configuration; absent: the default (runc).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -200,6 +203,18 @@ pub struct DaemonInfo {
     pub cpu_cfs_quota: bool,
     #[serde(default)]
     pub cpu_cfs_period: bool,
+    /// The OCI runtimes the daemon knows, by name: `runc`, and those of its daemon.json.
+    #[serde(default)]
+    pub runtimes: HashMap<String, RuntimeInfo>,
+    #[serde(default)]
+    pub default_runtime: String,
+}
+
+/// One runtime of `GET /info`'s `Runtimes` (its keys are lower case, unlike the rest).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuntimeInfo {
+    #[serde(default)]
+    pub path: String,
 }
 
 impl DaemonInfo {
@@ -280,5 +295,19 @@ mod tests {
         assert!(missing.contains(&"process count limits"));
         assert!(missing.contains(&"CPU quotas"));
         assert!(!missing.contains(&"memory limits"));
+    }
+
+    #[test]
+    fn the_daemons_runtimes_are_read_by_name() {
+        let info: DaemonInfo = serde_json::from_str(
+            r#"{"Runtimes":{"runc":{"path":"runc"},"runsc":{"path":"/usr/bin/runsc","runtimeArgs":["--platform=ptrace"]}},
+                "DefaultRuntime":"runc"}"#,
+        )
+        .unwrap();
+        assert_eq!(info.runtimes["runsc"].path, "/usr/bin/runsc");
+        assert!(info.runtimes.contains_key("runc"));
+        assert_eq!(info.default_runtime, "runc");
+        let old: DaemonInfo = serde_json::from_str("{}").unwrap();
+        assert!(old.runtimes.is_empty());
     }
 }
