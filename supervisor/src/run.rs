@@ -250,6 +250,7 @@ pub async fn run_in_keep(
         awaiting_ready: _,
         resume,
         cpu_before_ns,
+        sigkill_means_oom,
         guard,
     } = sandbox;
     let leftover = Leftover { guard };
@@ -264,6 +265,7 @@ pub async fn run_in_keep(
         resume,
         started,
         cpu_before_ns,
+        sigkill_means_oom,
         spec,
         frame,
         nonce,
@@ -281,6 +283,7 @@ async fn drive(
     resume: Resume,
     started: bool,
     cpu_before_ns: u64,
+    sigkill_means_oom: bool,
     spec: &RunSpec,
     frame: Vec<u8>,
     nonce: String,
@@ -427,6 +430,7 @@ async fn drive(
         },
         Ending::StreamClosed | Ending::StreamError(_) => {
             let (code, oom) = exited_state(docker, id).await?;
+            let oom = oom || (sigkill_means_oom && code == 128 + i64::from(SIGKILL));
             usage.exit_code = Some(code as i32);
             if code > 128 && code < 160 {
                 usage.signal = Some(code as i32 - 128);
