@@ -273,6 +273,7 @@ pub async fn run_in_keep(
         awaiting_ready: _,
         resume,
         cpu_before_ns,
+        sigkill_means_oom,
         guard,
     } = sandbox;
     let leftover = Leftover { guard };
@@ -287,6 +288,7 @@ pub async fn run_in_keep(
         resume,
         started,
         cpu_before_ns,
+        sigkill_means_oom,
         spec,
         frame,
         nonce,
@@ -304,6 +306,7 @@ async fn drive(
     resume: Resume,
     started: bool,
     cpu_before_ns: u64,
+    sigkill_means_oom: bool,
     spec: &RunSpec,
     frame: Vec<u8>,
     nonce: String,
@@ -450,6 +453,9 @@ async fn drive(
         },
         Ending::StreamClosed | Ending::StreamError(_) => {
             let (code, oom) = exited_state(docker, id).await?;
+            // Under gVisor the memory limit's kill hits the sandbox, and Docker often does not
+            // say OOM: a SIGKILL we did not send is the memory limit there.
+            let oom = oom || (sigkill_means_oom && code == 128 + i64::from(SIGKILL));
             let stream_error = match ending {
                 Ending::StreamError(e) => Some(e),
                 _ => None,

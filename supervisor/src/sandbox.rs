@@ -112,6 +112,12 @@ pub struct Sandbox {
     /// CPU the container had used when it got ready (a warm JVM's warm-up), in ns: not the
     /// run's, when its CPU time has to be read from the cgroup.
     pub(crate) cpu_before_ns: u64,
+    /// The container ending by a SIGKILL we did not send means the memory limit, whatever
+    /// Docker's OOMKilled says. Under gVisor the OOM killer picks the Sentry itself (the
+    /// whole sandbox ends with 137, no status), and Docker's flag races with the exit: it was
+    /// false for 3 of 6 such kills here, each with the kernel's memcg OOM in the log. (A kill
+    /// from outside, `docker kill` or a daemon restart, reads the same.)
+    pub(crate) sigkill_means_oom: bool,
     pub(crate) guard: ContainerGuard,
 }
 
@@ -181,6 +187,10 @@ impl Sandbox {
                 pending: Vec::new(),
             },
             cpu_before_ns: 0,
+            sigkill_means_oom: placement
+                .runtime
+                .as_deref()
+                .is_some_and(container::is_gvisor),
             guard,
         })
     }
