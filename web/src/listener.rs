@@ -1,8 +1,11 @@
 //! The HTTP server's own accept loop, so that a hostile client cannot exhaust it: warp's
 //! `serve` starts hyper without a timer (no header-read or idle timeout) and accepts without
 //! bound, so a slowloris holds connections until the process runs out of descriptors.
-//! - every connection must send a request's headers within `header_read_timeout`, also between
-//!   requests on a kept-alive connection (hyper's timer restarts at each request);
+//! - every connection must send a request's headers within `header_read_timeout`, from the
+//!   moment it is accepted, and between requests on a kept-alive connection (hyper's timer
+//!   restarts at each request). This is hyper's HTTP/1 server itself: hyper-util's `auto`
+//!   builder first waits, without any timeout, for the bytes that tell HTTP/1 from HTTP/2, so a
+//!   connection that sent nothing (or the first bytes of the HTTP/2 preface) was held for good;
 //! - at most `max_connections` at once, and `max_per_address` from one address (an IPv6 peer
 //!   counts by its /64); a connection past a cap is closed at once, before anything is read;
 //! - an accept that fails (out of descriptors) is retried after a pause instead of spinning;
@@ -17,6 +20,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use warp::reply::Response;
 use warp::Filter;
 
@@ -95,7 +99,8 @@ pub async fn serve<F>(
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     let open = Arc::new(Mutex::new(Open::default()));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = CancellationToken::new();
+    let mut connections = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -109,6 +114,8 @@ pub async fn serve<F>(
                     continue;
                 }
             },
+            // Ended connections are reaped as they go, so the set holds only open ones.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             _ = &mut shutdown => break,
         };
         let Some(slot) = admit(&open, proxies::network(peer.ip()), &limits) else {
@@ -122,24 +129,32 @@ pub async fn serve<F>(
             request.extensions_mut().insert(Peer(peer));
             tower_service::Service::call(&mut warp.clone(), request)
         });
-        let mut builder =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        let mut builder = hyper::server::conn::http1::Builder::new();
         builder
-            .http1()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout);
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        connections.spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
-            let connection = builder.serve_connection_with_upgrades(io, service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
+            let connection = builder.serve_connection(io, service).with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    // Finish the request in progress, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    stop.cancel();
+    while connections.join_next().await.is_some() {}
 }
 
 #[cfg(test)]

@@ -118,3 +118,29 @@ async fn connections_past_the_cap_of_one_address_are_closed_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(healthz(addr).await, "HTTP/1.1 200 OK", "places came back");
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_or_part_of_an_http2_preface_is_closed_at_the_header_timeout(
+) {
+    let addr = start(ListenLimits {
+        header_read_timeout: Duration::from_millis(700),
+        ..ListenLimits::default()
+    })
+    .await;
+    // Not a byte; and the first bytes of HTTP/2's preface, which a server that sniffs the
+    // version waits to see the end of.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut preface = TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)).await,
+        "a silent connection was closed"
+    );
+    assert!(
+        closed_within(&mut preface, Duration::from_secs(3)).await,
+        "a half preface was closed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(healthz(addr).await, "HTTP/1.1 200 OK", "served meanwhile");
+}
