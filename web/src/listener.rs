@@ -11,7 +11,8 @@
 //! - an accept that fails (out of descriptors) is retried after a pause instead of spinning;
 //! - shutdown stops accepting and lets open connections finish within the server's bound.
 //!
-//! A WebSocket leaves hyper once upgraded; its own heartbeat bounds it from then on.
+//! A WebSocket leaves hyper once upgraded; its own heartbeat bounds it from then on, and it
+//! keeps its connection's [`Place`] under the caps until it closes.
 use crate::proxies;
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -55,7 +56,15 @@ struct Open {
     by_address: HashMap<IpAddr, usize>,
 }
 
-/// One admitted connection's place; given back when dropped.
+/// One admitted connection's place under the caps, in every request's extensions (a request
+/// from the test client has none). It is given back when the connection ends and every copy is
+/// dropped: what takes the connection's socket beyond its HTTP part (an upgraded WebSocket)
+/// holds a copy, so the caps count it until it closes. Without it a client opened as many
+/// WebSockets as it liked, past the per-address cap, each one freeing its place at the upgrade.
+#[derive(Clone)]
+pub struct Place(#[allow(dead_code)] Arc<Slot>);
+
+/// What [`Place`] shares.
 struct Slot {
     open: Arc<Mutex<Open>>,
     address: IpAddr,
@@ -118,15 +127,19 @@ pub async fn serve<F>(
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             _ = &mut shutdown => break,
         };
-        let Some(slot) = admit(&open, proxies::network(peer.ip()), &limits) else {
+        let Some(place) =
+            admit(&open, proxies::network(peer.ip()), &limits).map(|slot| Place(Arc::new(slot)))
+        else {
             tracing::debug!(%peer, "connection refused: over the connection cap");
             drop(stream);
             continue;
         };
         let warp = warp::service(filter.clone());
+        let here = place.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
-            // Who asked, for the per-client caps (see `Peer`).
+            // Who asked, for the per-client caps (see `Peer`), and the connection's place.
             request.extensions_mut().insert(Peer(peer));
+            request.extensions_mut().insert(here.clone());
             tower_service::Service::call(&mut warp.clone(), request)
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -149,7 +162,7 @@ pub async fn serve<F>(
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(slot);
+            drop(place);
         });
     }
     drop(listener);

@@ -13,7 +13,7 @@
 //! client past its rate or its WebSockets), 503 (shutting down, daemon down, image missing).
 use crate::error::ApiError;
 use crate::identity::{Access, Caller};
-use crate::listener::Peer;
+use crate::listener::{Peer, Place};
 use crate::state::AppState;
 use crate::{api, assets, browser, metrics, openapi, sse, ws};
 use bytes::Bytes;
@@ -187,8 +187,9 @@ pub static ROUTES: &[Route] = &[
             let s = s.clone();
             at.and(warp::header::headers_cloned())
                 .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
-                .map(move |_, caller, headers, upgrade| {
-                    ws::upgrade(headers, upgrade, s.clone(), caller)
+                .and(warp::ext::optional::<Place>())
+                .map(move |_, caller, headers, upgrade, place| {
+                    ws::upgrade(headers, upgrade, s.clone(), caller, place)
                 })
                 .boxed()
         },
