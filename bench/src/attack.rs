@@ -559,7 +559,7 @@ struct Answer {
     body: Vec<u8>,
 }
 
-/// Read one answer framed by its `Content-Length` (the server's JSON answers are).
+/// Read one answer, framed by its `Content-Length` or chunked (a run's answer is streamed).
 async fn read_answer(conn: &mut BufReader<TcpStream>) -> anyhow::Result<Answer> {
     let mut line = String::new();
     if conn.read_line(&mut line).await? == 0 {
@@ -571,6 +571,7 @@ async fn read_answer(conn: &mut BufReader<TcpStream>) -> anyhow::Result<Answer> 
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("not an HTTP status line: {line:?}"))?;
     let mut length = None;
+    let mut chunked = false;
     for _ in 0..100 {
         line.clear();
         if conn.read_line(&mut line).await? == 0 {
@@ -578,18 +579,53 @@ async fn read_answer(conn: &mut BufReader<TcpStream>) -> anyhow::Result<Answer> 
         }
         let header = line.trim_end();
         if header.is_empty() {
-            let length = length.context("an answer without Content-Length")?;
-            let mut body = vec![0; length];
-            conn.read_exact(&mut body).await?;
+            let body = match (length, chunked) {
+                (_, true) => read_chunked(conn).await?,
+                (Some(length), false) => {
+                    let mut body = vec![0; length];
+                    conn.read_exact(&mut body).await?;
+                    body
+                }
+                (None, false) => bail!("an answer with neither Content-Length nor chunks"),
+            };
             return Ok(Answer { status, body });
         }
         if let Some((name, value)) = header.split_once(':') {
             if name.eq_ignore_ascii_case("content-length") {
                 length = Some(value.trim().parse::<usize>().context("Content-Length")?);
             }
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.to_ascii_lowercase().contains("chunked");
+            }
         }
     }
     bail!("more than 100 header lines")
+}
+
+/// A chunked body put together (hello worlds' answers are small: at most 1 MiB is taken).
+async fn read_chunked(conn: &mut BufReader<TcpStream>) -> anyhow::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        conn.read_line(&mut line).await?;
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            .with_context(|| format!("not a chunk size: {line:?}"))?;
+        if size == 0 {
+            // The trailer's end.
+            line.clear();
+            conn.read_line(&mut line).await?;
+            return Ok(body);
+        }
+        if body.len() + size > 1024 * 1024 {
+            bail!("an answer over 1 MiB");
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        conn.read_exact(&mut body[start..]).await?;
+        line.clear();
+        conn.read_line(&mut line).await?;
+    }
 }
 
 /// Whether an answer is a hello world that FINISHED with the right output.

@@ -4,7 +4,7 @@ use crate::identity::Caller;
 use crate::request::{parse_body, run_spec};
 use crate::state::AppState;
 use bytes::Bytes;
-use onpyrunner_protocol::{Event, OutputStream};
+use onpyrunner_protocol::Event;
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -72,17 +72,11 @@ pub async fn post_run(s: AppState, body: Bytes, caller: Caller) -> Result<Respon
     }
     session.close_stdin();
     // Dropping this future (the client left) drops the session: the run ends as client_gone.
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
+    // The output stays in the run's log, from which the answer is rendered a piece at a time.
     let mut summary = None;
     while let Some(event) = session.recv().await {
-        match event {
-            Event::Output(c) if c.stream == OutputStream::Stdout => {
-                stdout.extend_from_slice(&c.data)
-            }
-            Event::Output(c) => stderr.extend_from_slice(&c.data),
-            Event::Summary(s) => summary = Some(s),
-            _ => {}
+        if let Event::Summary(s) = event {
+            summary = Some(s);
         }
     }
     let summary = summary.ok_or_else(|| {
@@ -91,10 +85,15 @@ pub async fn post_run(s: AppState, body: Bytes, caller: Caller) -> Result<Respon
             "the run ended without a summary",
         )
     })?;
-    let mut reply = serde_json::to_value(&summary).expect("summary serializes");
-    reply["stdout"] = String::from_utf8_lossy(&stdout).into_owned().into();
-    reply["stderr"] = String::from_utf8_lossy(&stderr).into_owned().into();
-    Ok(warp::reply::json(&reply).into_response())
+    let fields = serde_json::to_string(&summary).expect("summary serializes");
+    let opening = fields[1..fields.len() - 1].to_string();
+    let body = crate::output_json::stream(session.log().clone(), opening, |_| String::new());
+    Ok(warp::reply::with_header(
+        warp::reply::stream(body),
+        "content-type",
+        "application/json",
+    )
+    .into_response())
 }
 
 /// `POST /api/v1/jobs`: the run as a job, answered at once.

@@ -8,6 +8,7 @@
 //!   connection that sent nothing (or the first bytes of the HTTP/2 preface) was held for good;
 //! - at most `max_connections` at once, and `max_per_address` from one address (an IPv6 peer
 //!   counts by its /64); a connection past a cap is closed at once, before anything is read;
+//! - hyper buffers at most [`MAX_BUF_BYTES`] for a connection (headers up to that size);
 //! - an accept that fails (out of descriptors) is retried after a pause instead of spinning;
 //! - shutdown stops accepting and lets open connections finish within the server's bound.
 //!
@@ -24,6 +25,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::reply::Response;
 use warp::Filter;
+
+/// What hyper buffers for a connection at most: a request's headers, and an answer's bytes
+/// written ahead of the client (hyper stops asking a streamed answer for more beyond it). Its
+/// default, about 400 KiB, let each client that never reads hold that much (plus a piece of
+/// the answer): 200 unread job views held 156 MB.
+const MAX_BUF_BYTES: usize = 64 * 1024;
 
 /// The TCP peer a request came from, put in its extensions by [`serve`] (a request from the
 /// test client has none). Who the client is follows from it (`identity`): its address, or
@@ -145,7 +152,8 @@ pub async fn serve<F>(
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(MAX_BUF_BYTES);
         let stop = stop.clone();
         connections.spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
