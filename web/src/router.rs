@@ -99,7 +99,10 @@ pub static ROUTES: &[Route] = &[
         methods: &["GET"],
         documented: true,
         access: Access::Read,
-        filter: |at, _| at.map(|_, _| openapi::reply()).boxed(),
+        filter: |at, s| {
+            let document = openapi::document(s.engine.caps());
+            at.map(move |_, _| openapi::reply(&document)).boxed()
+        },
     },
     Route {
         path: "/api/v1/languages",
