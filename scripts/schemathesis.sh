@@ -88,7 +88,7 @@ status=0
 st=$venv/bin/st
 (
     cd "$report"
-    SCHEMATHESIS_HOOKS=$hooks "$st" --no-color --config-file "$config" run "$url/api/v1/openapi.json" \
+    PYTHONDONTWRITEBYTECODE=1 SCHEMATHESIS_HOOKS=$hooks "$st" --no-color --config-file "$config" run "$url/api/v1/openapi.json" \
         --url "$url" \
         --max-examples "$examples" \
         --max-time "$seconds" \
