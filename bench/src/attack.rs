@@ -761,6 +761,21 @@ fn render(r: &Report) -> String {
     }
     let f = &r.flood_counts;
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    if let (true, Some(flooded)) = (r.flood > 0, r.phases.last()) {
+        let _ = writeln!(
+            o,
+            "Under the flood, the well-behaved client's run waits in the queue, first come first \
+             served, behind what the flood already has there: it may have {} runs waiting or \
+             running (`--max-runs-per-client`), {} of which run at once, and posts again as soon \
+             as one ends. So nearly every well-behaved run waits for about {} of the flood's runs \
+             to end; over the attack the flood ran {} runs and the well-behaved client {}.\n",
+            r.per_client,
+            r.running,
+            r.per_client.saturating_sub(r.running),
+            n(&f.ran),
+            flooded.runs.len(),
+        );
+    }
     if r.flood > 0 {
         let _ = writeln!(
             o,
