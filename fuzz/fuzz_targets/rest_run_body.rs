@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    let (spec, stdin) = match run_spec_within(&body, &caps) {
+    let (spec, stdin) = match run_spec_within(body, &caps) {
         Ok(accepted) => accepted,
         Err(e) => {
             assert!(matches!(e.status.as_u16(), 413 | 422), "{e:?}");

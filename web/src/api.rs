@@ -1,9 +1,9 @@
 //! The REST API's handlers (`/api/v1/...` and `/healthz`); `crate::router` routes to them.
+use crate::body::Received;
 use crate::error::{no_such_job, ApiError};
 use crate::identity::Caller;
 use crate::request::{parse_body, run_spec};
 use crate::state::AppState;
-use bytes::Bytes;
 use onpyrunner_protocol::Event;
 use serde_json::json;
 use warp::http::StatusCode;
@@ -59,9 +59,13 @@ pub fn languages(s: &AppState) -> Response {
 }
 
 /// `POST /api/v1/runs`: the run, to its end.
-pub async fn post_run(s: AppState, body: Bytes, caller: Caller) -> Result<Response, ApiError> {
-    let body = parse_body(&body)?;
-    let (spec, stdin) = run_spec(&body, s.engine.as_ref(), &caller)?;
+pub async fn post_run(s: AppState, body: Received, caller: Caller) -> Result<Response, ApiError> {
+    let Received { bytes, room } = body;
+    // The body and its parse go once the spec is made (the source and stdin move into it); the
+    // body's room in the budget stays until the run ends, for the spec holds them that long.
+    let (spec, stdin) = run_spec(parse_body(&bytes)?, s.engine.as_ref(), &caller)?;
+    drop(bytes);
+    let _room = room;
     let mut session = s.engine.submit(spec)?;
     if let Some(tx) = session.stdin() {
         tokio::spawn(async move {
@@ -97,9 +101,10 @@ pub async fn post_run(s: AppState, body: Bytes, caller: Caller) -> Result<Respon
 }
 
 /// `POST /api/v1/jobs`: the run as a job, answered at once.
-pub fn post_job(s: &AppState, body: &[u8], caller: &Caller) -> Result<Response, ApiError> {
-    let body = parse_body(body)?;
-    let (spec, stdin) = run_spec(&body, s.engine.as_ref(), caller)?;
+pub fn post_job(s: &AppState, body: Received, caller: &Caller) -> Result<Response, ApiError> {
+    let Received { bytes, room } = body;
+    let (spec, stdin) = run_spec(parse_body(&bytes)?, s.engine.as_ref(), caller)?;
+    drop(bytes);
     if !s.jobs.has_room() {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -111,11 +116,14 @@ pub fn post_job(s: &AppState, body: &[u8], caller: &Caller) -> Result<Response, 
     }
     let language = spec.language.id.clone();
     let session = s.engine.submit(spec)?;
-    let id = s.jobs.insert(session, &language, stdin).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).limit(e.max);
-        err.retry_after = Some(5);
-        err
-    })?;
+    let id = s
+        .jobs
+        .insert(session, &language, stdin, room)
+        .map_err(|e| {
+            let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).limit(e.max);
+            err.retry_after = Some(5);
+            err
+        })?;
     let location = format!("/api/v1/jobs/{id}");
     let reply = warp::reply::with_status(
         warp::reply::json(&json!({"id": id, "location": location})),

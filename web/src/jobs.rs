@@ -5,6 +5,7 @@
 //! they end, at most `max` at once, and the oldest ended ones go early when the output kept
 //! passes `max_bytes` (the embedded default; a shared store comes with the Redis queue). Both
 //! are enforced when a job ends, when one is posted, and on a timer (`expire_every`).
+use crate::body::Room;
 use bytes::Bytes;
 use onpyrunner_protocol::{OutputStream, Reason, RunState, Summary};
 use onpyrunner_supervisor::run_log::RunLog;
@@ -92,12 +93,14 @@ impl Jobs {
         table.len() < self.max || oldest_ended(&table).is_some()
     }
 
-    /// Keep a submitted session as a job: feed it `stdin` then EOF, and hold it until its end.
+    /// Keep a submitted session as a job: feed it `stdin` then EOF, and hold it until its end,
+    /// and `room` (its body's room in the budget) as long.
     pub fn insert(
         &self,
         session: Session,
         language: &str,
         stdin: Bytes,
+        room: Room,
     ) -> Result<String, JobsFull> {
         let mut session = session.unpaced();
         let id = session.id.clone();
@@ -140,6 +143,7 @@ impl Jobs {
             session.log().closed().await;
             *ended_at.lock().expect("job lock") = Some(Instant::now());
             drop(session);
+            drop(room);
             // The byte budget holds as soon as a job ends, not only when the next one comes.
             jobs.expire_now();
         });

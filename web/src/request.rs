@@ -38,7 +38,7 @@ pub fn parse_body(body: &[u8]) -> Result<RunBody, ApiError> {
 /// Turn a posted run of `caller` into a spec; the error names the field and the limit. The
 /// caller's token may let it raise its limits up to the caps.
 pub fn run_spec(
-    body: &RunBody,
+    body: RunBody,
     engine: &dyn Runner,
     caller: &Caller,
 ) -> Result<(RunSpec, Bytes), ApiError> {
@@ -52,19 +52,21 @@ pub fn run_spec(
 }
 
 /// [`run_spec`] against the caps alone, for no one in particular: no IO and no engine (the
-/// `rest_run_body` fuzz target calls it).
-pub fn run_spec_within(body: &RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), ApiError> {
+/// `rest_run_body` fuzz target calls it). The source and stdin move into the spec, not copied
+/// (they may be 17 MiB).
+pub fn run_spec_within(body: RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), ApiError> {
     let language = find_language(&body.language)?;
-    let files = match (&body.code, &body.files) {
+    let source_field = if body.code.is_some() { "code" } else { "files" };
+    let files = match (body.code, body.files) {
         (Some(code), None) => vec![SourceFile {
             name: language.source_file.clone(),
-            content: code.clone().into_bytes(),
+            content: code.into_bytes(),
         }],
         (None, Some(files)) if !files.is_empty() => files
-            .iter()
+            .into_iter()
             .map(|f| SourceFile {
-                name: f.name.clone(),
-                content: f.content.clone().into_bytes(),
+                name: f.name,
+                content: f.content.into_bytes(),
             })
             .collect(),
         (Some(_), Some(_)) => {
@@ -78,10 +80,10 @@ pub fn run_spec_within(body: &RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), 
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("source of {total} bytes exceeds the limit of {MAX_SOURCE_BYTES} bytes"),
         )
-        .field(if body.code.is_some() { "code" } else { "files" })
+        .field(source_field)
         .limit(MAX_SOURCE_BYTES));
     }
-    let stdin = Bytes::from(body.stdin.clone().unwrap_or_default().into_bytes());
+    let stdin = Bytes::from(body.stdin.unwrap_or_default().into_bytes());
     if stdin.len() as u64 > caps.stdin_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,7 +96,7 @@ pub fn run_spec_within(body: &RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), 
         .field("stdin")
         .limit(caps.stdin_bytes));
     }
-    let request = body.limits.clone().unwrap_or_default();
+    let request = body.limits.unwrap_or_default();
     let limits = Limits::resolve(language, &request, caps).map_err(|e| {
         unprocessable(e.to_string())
             .field(format!("limits.{}", e.field))
@@ -104,7 +106,7 @@ pub fn run_spec_within(body: &RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), 
         client: None,
         language,
         files,
-        args: body.args.clone().unwrap_or_default(),
+        args: body.args.unwrap_or_default(),
         limits,
     };
     Ok((spec, stdin))

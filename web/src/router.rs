@@ -11,12 +11,12 @@
 //! or job), 405 with `Allow` (a known route, another method), 411, 413 (body too large), 422 (a
 //! field is invalid or out of range), 429 with `Retry-After` (queue or job table full, or this
 //! client past its rate or its WebSockets), 503 (shutting down, daemon down, image missing).
+use crate::body::Received;
 use crate::error::ApiError;
 use crate::identity::{Access, Caller};
 use crate::listener::{Peer, Place};
 use crate::state::AppState;
 use crate::{api, assets, browser, metrics, openapi, sse, ws};
-use bytes::Bytes;
 use std::convert::Infallible;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -122,7 +122,7 @@ pub static ROUTES: &[Route] = &[
         filter: |at, s| {
             let s = s.clone();
             at.and(body(&s))
-                .then(move |_, caller: Caller, body: Bytes| {
+                .then(move |_, caller: Caller, body: Received| {
                     let s = s.clone();
                     async move {
                         api::post_run(s, body, caller)
@@ -141,8 +141,8 @@ pub static ROUTES: &[Route] = &[
         filter: |at, s| {
             let s = s.clone();
             at.and(body(&s))
-                .map(move |_, caller: Caller, body: Bytes| {
-                    api::post_job(&s, &body, &caller).unwrap_or_else(ApiError::into_response)
+                .map(move |_, caller: Caller, body: Received| {
+                    api::post_job(&s, body, &caller).unwrap_or_else(ApiError::into_response)
                 })
                 .boxed()
         },
@@ -275,7 +275,7 @@ impl Route {
 /// The request body, up to [`MAX_BODY_BYTES`], received within the server's body bounds.
 fn body(
     state: &AppState,
-) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone + Send + Sync + 'static {
+) -> impl Filter<Extract = (Received,), Error = Rejection> + Clone + Send + Sync + 'static {
     let bodies = state.bodies.clone();
     warp::body::content_length_limit(MAX_BODY_BYTES)
         .and(browser::json_only())

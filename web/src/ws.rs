@@ -346,7 +346,7 @@ fn start_run(
 ) -> Result<(), ApiError> {
     idle(run)?;
     state.quotas.start_run(caller)?;
-    let (spec, stdin) = request::run_spec(&body, state.engine.as_ref(), caller)?;
+    let (spec, stdin) = request::run_spec(body, state.engine.as_ref(), caller)?;
     let session = state
         .engine
         .submit_with(spec, Detach::After(state.ws.resume_grace))?;

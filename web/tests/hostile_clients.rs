@@ -363,9 +363,15 @@ async fn a_flood_of_1000_runs_from_one_address_gets_429s_beyond_its_share_and_ot
                 assert_eq!(a.json()["stdout"], "flood\n");
                 ran += 1;
             }
+            // Beyond its share: its runs waiting or running (8 here), or the pace of starting
+            // runs (`--runs-per-minute`, with its burst).
             Ok(a) if a.status == 429 => {
-                assert_eq!(a.json()["field"], "client", "{:?}", a.json());
-                assert_eq!(a.json()["limit"], "8");
+                let json = a.json();
+                match json["field"].as_str() {
+                    Some("client") => assert_eq!(json["limit"], "8"),
+                    Some("runs_per_minute") => {}
+                    _ => panic!("the flood's 429 names neither cap: {json}"),
+                }
                 assert!(a.header("retry-after").is_some());
                 refused += 1;
             }
@@ -581,9 +587,11 @@ async fn an_oversized_body_is_refused_before_it_is_read_and_big_bodies_do_not_pi
         mib(before),
         mib(peak)
     );
-    // The budget (256 MiB) and the server's own memory.
+    // The budget (256 MiB of bodies) and, for a moment, what a body's parse makes of it before
+    // the body goes (at most as much again). Before the budget there was no bound (620 MB), and
+    // with its room given back as soon as a body was in, the parses came on top of it (381 MB).
     assert!(
-        peak < before + 300 * 1024,
+        peak < before + (2 * 256 + 32) * 1024,
         "20 bodies of 30 MiB took the server from {:.1} to {:.1} MiB",
         mib(before),
         mib(peak)
