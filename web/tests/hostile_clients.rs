@@ -535,7 +535,7 @@ async fn an_oversized_body_is_refused_before_it_is_read_and_big_bodies_do_not_pi
 
     // Bodies within the cap but with source above the source cap (1 MiB): 413 naming `code`;
     // and twenty of them at once, 30 MiB each, do not pile up in the server: beyond the budget
-    // of bodies held at once they are refused (503) before they are read.
+    // of bodies held at once they are refused (503) as they arrive.
     let code = "#".repeat(30 << 20);
     let body = json!({"language": "python", "code": code}).to_string();
     let request = std::sync::Arc::new(format!(
@@ -568,7 +568,7 @@ async fn an_oversized_body_is_refused_before_it_is_read_and_big_bodies_do_not_pi
                 assert_eq!(answer.json()["field"], "code");
                 too_large += 1;
             }
-            // The budget of bodies held at once is spent: refused before the body is read.
+            // The budget of bodies held at once is spent: refused before the rest is read.
             503 => {
                 assert!(answer.header("retry-after").is_some());
                 busy += 1;
