@@ -49,12 +49,15 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -qF "$version"; then
 fi
 
 # 2. The server, on a free port (port 0: it says which on its "listening" line). Small pools
-# and one running slot: the generated runs are many and short.
+# and one running slot: the generated runs are many and short. No pace on starting runs and
+# room for more of them in the queue: schemathesis posts much faster than a person, and runs
+# refused with 429 for that would go untested.
 rm -rf "$report"
 mkdir -p "$report"
 log=$report/server.log
 "$bin" serve --listen 127.0.0.1:0 --instance "$instance" \
-    --pool python=1 --pool pypy=0 --pool node=0 --pool java=0 --max-running 1 2>"$log" &
+    --pool python=1 --pool pypy=0 --pool node=0 --pool java=0 --max-running 1 \
+    --runs-per-minute 0 --max-runs-per-client 64 --max-queued 128 2>"$log" &
 server=$!
 stop_server() {
     if kill -0 "$server" 2>/dev/null; then
