@@ -762,18 +762,19 @@ fn render(r: &Report) -> String {
     let f = &r.flood_counts;
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     if let (true, Some(flooded)) = (r.flood > 0, r.phases.last()) {
+        let p50 = |phase: &Phase| phase.quantiles().map_or(0.0, |q| q.p50);
+        let first = r.phases.first().map_or(0.0, p50);
         let _ = writeln!(
             o,
-            "Under the flood, the well-behaved client's run waits in the queue, first come first \
-             served, behind what the flood already has there: it may have {} runs waiting or \
-             running (`--max-runs-per-client`), {} of which run at once, and posts again as soon \
-             as one ends. So nearly every well-behaved run waits for about {} of the flood's runs \
-             to end; over the attack the flood ran {} runs and the well-behaved client {}.\n",
-            r.per_client,
-            r.running,
-            r.per_client.saturating_sub(r.running),
+            "In the flood's phase the flood ran {} runs and the well-behaved client {}, one after \
+             another: the queue takes turns across clients (the least recently served first), so \
+             a well-behaved run waits for one of the {} running slots to free, not behind the \
+             {} more the flood may keep waiting; its p50 is {:.0} ms above the unattacked one.\n",
             n(&f.ran),
             flooded.runs.len(),
+            r.running,
+            r.per_client.saturating_sub(r.running),
+            p50(flooded) - first,
         );
     }
     if r.flood > 0 {
