@@ -100,8 +100,11 @@ pub static ROUTES: &[Route] = &[
         documented: true,
         access: Access::Read,
         filter: |at, s| {
-            let document = openapi::document(s.engine.caps());
-            at.map(move |_, _| openapi::reply(&document)).boxed()
+            // Made at the first request, not with the routes (tests build them per request).
+            let caps = s.engine.caps().clone();
+            let document = std::sync::Arc::new(std::sync::OnceLock::new());
+            at.map(move |_, _| openapi::reply(document.get_or_init(|| openapi::document(&caps))))
+                .boxed()
         },
     },
     Route {
