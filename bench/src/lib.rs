@@ -1,7 +1,9 @@
-//! `onpyrunner bench` and `onpyrunner load` as a library: the engine measured against the real
-//! daemon and images, next to the baselines that give its figures a meaning, and the service
-//! measured under many WebSocket clients. The `onpyrunner` binary parses the flags
-//! ([`bench::BenchArgs`], [`load::LoadArgs`]) and calls [`bench::run`] or [`load::run`].
+//! `onpyrunner bench`, `onpyrunner load` and `onpyrunner attack` as a library: the engine
+//! measured against the real daemon and images, next to the baselines that give its figures a
+//! meaning, the service measured under many WebSocket clients, and a well-behaved client's
+//! latency among hostile ones. The `onpyrunner` binary parses the flags ([`bench::BenchArgs`],
+//! [`load::LoadArgs`], [`attack::AttackArgs`]) and calls [`bench::run`], [`load::run`] or
+//! [`attack::run`].
 //!
 //! - [`bench`]: the benchmark's order of work, from the pools filling to the report.
 //! - [`latency`]: one language's hello world through the pool, a fresh container and
@@ -9,8 +11,10 @@
 //! - [`breakdown`]: where the pooled path's time goes, on the supervisor's sandbox API.
 //! - [`throughput`]: runs per second through the engine next to the daemon's raw cycle rate.
 //! - [`report`]: what one bench run measured and the targets; [`render`]: its Markdown.
-//! - [`load`]: the load test; [`section`]: a report's own section of a Markdown file.
+//! - [`load`]: the load test (and the server under test as a child process, which
+//!   [`attack`] shares); [`attack`]: floods and slow connections; [`section`]: a report's own section of a Markdown file.
 //! - [`stats`], [`machine`], [`engines`], [`plan`], [`hello`]: the pieces those share.
+pub mod attack;
 pub mod bench;
 pub mod breakdown;
 pub mod engines;

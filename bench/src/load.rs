@@ -94,9 +94,8 @@ struct Report {
 /// How to start the server under test.
 #[derive(Debug, Clone)]
 pub struct Serve {
-    /// An executable taking `serve --listen ADDR --instance NAME --max-queued N
-    /// --max-runs-per-client N --max-connections-per-address N --max-websockets-per-client N
-    /// --runs-per-minute N`.
+    /// An executable taking `serve --listen ADDR --instance NAME` and the flags of
+    /// `onpyrunner serve` (`--max-queued N`, `--max-runs-per-client N`, ...).
     pub program: PathBuf,
     /// What it prints on stderr before its address once it listens (`http://` included).
     pub listening: &'static str,
@@ -111,7 +110,12 @@ pub async fn run(args: LoadArgs, serve: Serve) -> anyhow::Result<i32> {
     let language = onpyrunner_languages::find(&args.lang)
         .with_context(|| format!("--lang {:?}: unknown language", args.lang))?;
     let started = Instant::now();
-    let mut server = Server::start(&serve, args.clients, args.clients.max(args.idle)).await?;
+    let mut server = Server::start(
+        &serve,
+        "load",
+        &flags(args.clients, args.clients.max(args.idle)),
+    )
+    .await?;
     let bound = Duration::from_secs(args.max_seconds);
     let measured = tokio::time::timeout(bound, measure(&args, language, &server)).await;
     let stopped = server.stop().await;
@@ -297,34 +301,48 @@ async fn hello(server: &Server, language: &onpyrunner_languages::Language) -> Cl
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The server under test as a child process on a free loopback port.
-struct Server {
+/// The server's flags for `clients` hello worlds at once and `connections` connections at once,
+/// all from loopback's one address.
+fn flags(clients: usize, connections: usize) -> Vec<String> {
+    let n = |n: usize| n.to_string();
+    vec![
+        // Every client gets a place in the queue: none is refused as busy.
+        "--max-queued".into(),
+        n(clients + 64),
+        // All of them come from one address: the per-client cap must not refuse them.
+        "--max-runs-per-client".into(),
+        n(clients + 64),
+        // Nor the per-address connection cap, the per-client WebSocket cap or the per-client
+        // rate of starting runs.
+        "--max-connections-per-address".into(),
+        n(connections + 64),
+        "--max-websockets-per-client".into(),
+        n(connections + 64),
+        "--runs-per-minute".into(),
+        "0".into(),
+    ]
+}
+
+/// The server under test as a child process on a free loopback port (`load` and `attack`
+/// share it).
+pub(crate) struct Server {
     child: Child,
-    addr: String,
-    pid: u32,
+    pub(crate) addr: String,
+    pub(crate) pid: u32,
 }
 
 impl Server {
-    /// `connections`: how many the load opens at once, all from loopback.
-    async fn start(serve: &Serve, clients: usize, connections: usize) -> anyhow::Result<Server> {
-        let instance = format!("load-{}", std::process::id());
+    /// Start `serve` with `--listen 127.0.0.1:0`, an instance named `NAME-PID` and `flags`, and
+    /// wait until it listens.
+    pub(crate) async fn start(
+        serve: &Serve,
+        name: &str,
+        flags: &[String],
+    ) -> anyhow::Result<Server> {
+        let instance = format!("{name}-{}", std::process::id());
         let mut child = Command::new(&serve.program)
             .args(["serve", "--listen", "127.0.0.1:0", "--instance", &instance])
-            // Every client gets a place in the queue: none is refused as busy.
-            .args(["--max-queued", &(clients + 64).to_string()])
-            // All of them come from one address: the per-client cap must not refuse them.
-            .args(["--max-runs-per-client", &(clients + 64).to_string()])
-            // Nor the per-address connection cap, the per-client WebSocket cap or the per-client
-            // rate of starting runs.
-            .args([
-                "--max-connections-per-address",
-                &(connections + 64).to_string(),
-            ])
-            .args([
-                "--max-websockets-per-client",
-                &(connections + 64).to_string(),
-            ])
-            .args(["--runs-per-minute", "0"])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -345,7 +363,7 @@ impl Server {
         .await
         .context("onpyrunner serve did not listen within 120 s")??;
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        eprintln!("load: server {pid} (instance {instance}) listening on {addr}");
+        eprintln!("{name}: server {pid} (instance {instance}) listening on {addr}");
         Ok(Server { child, addr, pid })
     }
 
@@ -357,12 +375,12 @@ impl Server {
         Ok(ws)
     }
 
-    fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         rss_kib(self.pid)
     }
 
     /// Sample the server's RSS every 50 ms into `peak` until aborted.
-    fn sample_peak(&self, peak: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn sample_peak(&self, peak: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
         let pid = self.pid;
         tokio::spawn(async move {
             loop {
@@ -373,7 +391,7 @@ impl Server {
     }
 
     /// SIGTERM, then wait for a clean exit (the server removes its containers).
-    async fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<()> {
         // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
         unsafe { libc::kill(self.pid as i32, libc::SIGTERM) };
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())

@@ -29,20 +29,43 @@ pub enum Stage {
     Run,
 }
 
-/// A run as clients post it (REST and WebSocket alike).
+/// A run as clients post it (REST and WebSocket alike). A field may be left out, but one that is
+/// given is a value: `null` is refused, as `web/openapi.json` has it, rather than taken for
+/// absent (`{"code": null, "files": [...]}` was a run, and `"limits": {"wall_ms": null}` the
+/// default, while the document said neither was valid).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunBody {
     pub language: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub files: Option<Vec<FileBody>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stdin: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub args: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub limits: Option<LimitRequest>,
 }
 
@@ -67,18 +90,44 @@ pub struct FileBody {
     pub content: String,
 }
 
-/// The limits a request may ask for; `None` keeps the language default.
+/// The limits a request may ask for; `None` (left out, not `null`) keeps the language default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub wall_ms: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub memory_mib: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpus: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub output_bytes: Option<u64>,
+}
+
+/// An optional field that was given: its value, never `null` (`#[serde(default)]` makes it
+/// `None` when left out).
+fn given<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// The five states of a run.
@@ -389,6 +438,25 @@ mod tests {
         assert!(Running.go(Ready).is_err());
         let err = Timeout.go(Running).unwrap_err();
         assert_eq!(err.to_string(), "a run cannot go from TIMEOUT to RUNNING");
+    }
+
+    #[test]
+    fn a_field_left_out_is_none_and_a_null_one_is_refused() {
+        let run: RunBody = serde_json::from_str(r#"{"language":"python","code":"x"}"#).unwrap();
+        assert_eq!(run, RunBody::code("python", "x"));
+        let limits: LimitRequest = serde_json::from_str(r#"{"wall_ms":100}"#).unwrap();
+        assert_eq!((limits.wall_ms, limits.cpus), (Some(100), None));
+        for body in [
+            r#"{"language":"python","code":null,"files":[{"name":"a.py","content":""}]}"#,
+            r#"{"language":"python","code":"x","files":null}"#,
+            r#"{"language":"python","code":"x","stdin":null}"#,
+            r#"{"language":"python","code":"x","args":null}"#,
+            r#"{"language":"python","code":"x","limits":null}"#,
+            r#"{"language":"python","code":"x","limits":{"output_bytes":null}}"#,
+            r#"{"language":"python","code":"x","limits":{"cpus":null}}"#,
+        ] {
+            assert!(serde_json::from_str::<RunBody>(body).is_err(), "{body}");
+        }
     }
 
     #[test]

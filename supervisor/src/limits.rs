@@ -63,6 +63,15 @@ const MIN_MEMORY_MIB: u64 = 32;
 const MIN_CPUS: f64 = 0.1;
 const MIN_OUTPUT_BYTES: u64 = 1;
 
+/// The most a request may ask for: the default unless `raise`, never above the cap.
+fn most<T: PartialOrd>(default: T, cap: T, raise: bool) -> T {
+    if raise || default > cap {
+        cap
+    } else {
+        default
+    }
+}
+
 /// A requested limit within `min` and, unless `raise`, the default (never above the cap).
 fn check<T: PartialOrd + ToString + Copy>(
     field: &'static str,
@@ -72,7 +81,7 @@ fn check<T: PartialOrd + ToString + Copy>(
     cap: T,
     raise: bool,
 ) -> Result<T, LimitError> {
-    let max = if raise || default > cap { cap } else { default };
+    let max = most(default, cap, raise);
     match requested {
         None => Ok(if default > max { max } else { default }),
         Some(v) if v >= min && v <= max => Ok(v),
@@ -130,6 +139,25 @@ impl Limits {
             file_size_mib: d.file_size_mib,
             tmpfs_mib: d.tmpfs_mib,
         })
+    }
+
+    /// The largest request [`resolve`](Self::resolve) accepts for `lang` under `caps`, field
+    /// by field (the OpenAPI document states it per language), and the smallest.
+    pub fn request_range(lang: &Language, caps: &Caps) -> (LimitRequest, LimitRequest) {
+        let d = &lang.limits;
+        let max = LimitRequest {
+            wall_ms: Some(most(d.wall_ms, caps.wall_ms, caps.raise)),
+            memory_mib: Some(most(d.memory_mib, caps.memory_mib, caps.raise)),
+            cpus: Some(most(d.cpus, caps.cpus, caps.raise)),
+            output_bytes: Some(most(d.output_bytes, caps.output_bytes, caps.raise)),
+        };
+        let min = LimitRequest {
+            wall_ms: Some(MIN_WALL_MS),
+            memory_mib: Some(MIN_MEMORY_MIB),
+            cpus: Some(MIN_CPUS),
+            output_bytes: Some(MIN_OUTPUT_BYTES),
+        };
+        (min, max)
     }
 
     /// The language's defaults, within the caps.

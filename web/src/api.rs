@@ -1,10 +1,10 @@
 //! The REST API's handlers (`/api/v1/...` and `/healthz`); `crate::router` routes to them.
+use crate::body::Received;
 use crate::error::{no_such_job, ApiError};
 use crate::identity::Caller;
 use crate::request::{parse_body, run_spec};
 use crate::state::AppState;
-use bytes::Bytes;
-use onpyrunner_protocol::{Event, OutputStream};
+use onpyrunner_protocol::Event;
 use serde_json::json;
 use warp::http::StatusCode;
 use warp::reply::Response;
@@ -59,9 +59,13 @@ pub fn languages(s: &AppState) -> Response {
 }
 
 /// `POST /api/v1/runs`: the run, to its end.
-pub async fn post_run(s: AppState, body: Bytes, caller: Caller) -> Result<Response, ApiError> {
-    let body = parse_body(&body)?;
-    let (spec, stdin) = run_spec(&body, s.engine.as_ref(), &caller)?;
+pub async fn post_run(s: AppState, body: Received, caller: Caller) -> Result<Response, ApiError> {
+    let Received { bytes, room } = body;
+    // The body and its parse go once the spec is made (the source and stdin move into it); the
+    // body's room in the budget stays until the run ends, for the spec holds them that long.
+    let (spec, stdin) = run_spec(parse_body(&bytes)?, s.engine.as_ref(), &caller)?;
+    drop(bytes);
+    let _room = room;
     let mut session = s.engine.submit(spec)?;
     if let Some(tx) = session.stdin() {
         tokio::spawn(async move {
@@ -72,17 +76,11 @@ pub async fn post_run(s: AppState, body: Bytes, caller: Caller) -> Result<Respon
     }
     session.close_stdin();
     // Dropping this future (the client left) drops the session: the run ends as client_gone.
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
+    // The output stays in the run's log, from which the answer is rendered a piece at a time.
     let mut summary = None;
     while let Some(event) = session.recv().await {
-        match event {
-            Event::Output(c) if c.stream == OutputStream::Stdout => {
-                stdout.extend_from_slice(&c.data)
-            }
-            Event::Output(c) => stderr.extend_from_slice(&c.data),
-            Event::Summary(s) => summary = Some(s),
-            _ => {}
+        if let Event::Summary(s) = event {
+            summary = Some(s);
         }
     }
     let summary = summary.ok_or_else(|| {
@@ -91,16 +89,22 @@ pub async fn post_run(s: AppState, body: Bytes, caller: Caller) -> Result<Respon
             "the run ended without a summary",
         )
     })?;
-    let mut reply = serde_json::to_value(&summary).expect("summary serializes");
-    reply["stdout"] = String::from_utf8_lossy(&stdout).into_owned().into();
-    reply["stderr"] = String::from_utf8_lossy(&stderr).into_owned().into();
-    Ok(warp::reply::json(&reply).into_response())
+    let fields = serde_json::to_string(&summary).expect("summary serializes");
+    let opening = fields[1..fields.len() - 1].to_string();
+    let body = crate::output_json::stream(session.log().clone(), opening, |_| String::new());
+    Ok(warp::reply::with_header(
+        warp::reply::stream(body),
+        "content-type",
+        "application/json",
+    )
+    .into_response())
 }
 
 /// `POST /api/v1/jobs`: the run as a job, answered at once.
-pub fn post_job(s: &AppState, body: &[u8], caller: &Caller) -> Result<Response, ApiError> {
-    let body = parse_body(body)?;
-    let (spec, stdin) = run_spec(&body, s.engine.as_ref(), caller)?;
+pub fn post_job(s: &AppState, body: Received, caller: &Caller) -> Result<Response, ApiError> {
+    let Received { bytes, room } = body;
+    let (spec, stdin) = run_spec(parse_body(&bytes)?, s.engine.as_ref(), caller)?;
+    drop(bytes);
     if !s.jobs.has_room() {
         let mut err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -112,11 +116,14 @@ pub fn post_job(s: &AppState, body: &[u8], caller: &Caller) -> Result<Response, 
     }
     let language = spec.language.id.clone();
     let session = s.engine.submit(spec)?;
-    let id = s.jobs.insert(session, &language, stdin).map_err(|e| {
-        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).limit(e.max);
-        err.retry_after = Some(5);
-        err
-    })?;
+    let id = s
+        .jobs
+        .insert(session, &language, stdin, room)
+        .map_err(|e| {
+            let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).limit(e.max);
+            err.retry_after = Some(5);
+            err
+        })?;
     let location = format!("/api/v1/jobs/{id}");
     let reply = warp::reply::with_status(
         warp::reply::json(&json!({"id": id, "location": location})),

@@ -1,4 +1,5 @@
-//! Command-line interface: `onpyrunner serve`, `run`, `images`, `languages`, `bench`, `load`.
+//! Command-line interface: `onpyrunner serve`, `run`, `images`, `languages`, `bench`, `load`,
+//! `attack`.
 use crate::proxies::TrustedProxies;
 use crate::quota::{QuotaConfig, Rate};
 use crate::server::ServerConfig;
@@ -61,6 +62,15 @@ pub enum Command {
     /// Starts `onpyrunner serve` itself (on a free loopback port) and stops it at the end. Bounded
     /// in count (--clients, --idle) and time (--max-seconds). Exits 1 if a client was lost.
     Load(onpyrunner_bench::load::LoadArgs),
+    /// Time a well-behaved client's hello world on loopback with no attack, among 2000 slow
+    /// connections (slowloris), and among those and a flood of 1000 runs from one address.
+    ///
+    /// Starts `onpyrunner serve` itself (on a free loopback port) with its bounds at their
+    /// defaults; each kind of client binds its own loopback address (127.0.0.2, .3, .10 and on).
+    /// Prints p50/p90/p99 next to the unattacked ones, what the attackers got and the server's
+    /// memory. Bounded in time (--phase-seconds, --max-seconds). Exits 1 if a well-behaved run
+    /// failed.
+    Attack(onpyrunner_bench::attack::AttackArgs),
 }
 
 #[derive(Debug, Args)]
@@ -492,6 +502,13 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
                 listening: crate::server::LISTENING,
             };
             onpyrunner_bench::load::run(args, serve).await
+        }
+        Command::Attack(args) => {
+            let serve = onpyrunner_bench::load::Serve {
+                program: std::env::current_exe().context("cannot find this executable")?,
+                listening: crate::server::LISTENING,
+            };
+            onpyrunner_bench::attack::run(args, serve).await
         }
         Command::Bench(args) => {
             let docker = connect(cli.docker_host.as_deref()).await?;

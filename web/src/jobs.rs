@@ -5,9 +5,10 @@
 //! they end, at most `max` at once, and the oldest ended ones go early when the output kept
 //! passes `max_bytes` (the embedded default; a shared store comes with the Redis queue). Both
 //! are enforced when a job ends, when one is posted, and on a timer (`expire_every`).
+use crate::body::Room;
 use bytes::Bytes;
 use onpyrunner_protocol::{OutputStream, Reason, RunState, Summary};
-use onpyrunner_supervisor::run_log::{RunLog, StreamCursor};
+use onpyrunner_supervisor::run_log::RunLog;
 use onpyrunner_supervisor::session::{Session, StopSignal};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -92,12 +93,14 @@ impl Jobs {
         table.len() < self.max || oldest_ended(&table).is_some()
     }
 
-    /// Keep a submitted session as a job: feed it `stdin` then EOF, and hold it until its end.
+    /// Keep a submitted session as a job: feed it `stdin` then EOF, and hold it until its end,
+    /// and `room` (its body's room in the budget) as long.
     pub fn insert(
         &self,
         session: Session,
         language: &str,
         stdin: Bytes,
+        room: Room,
     ) -> Result<String, JobsFull> {
         let mut session = session.unpaced();
         let id = session.id.clone();
@@ -140,6 +143,7 @@ impl Jobs {
             session.log().closed().await;
             *ended_at.lock().expect("job lock") = Some(Instant::now());
             drop(session);
+            drop(room);
             // The byte budget holds as soon as a job ends, not only when the next one comes.
             jobs.expire_now();
         });
@@ -248,10 +252,9 @@ fn oldest_ended(table: &HashMap<String, Arc<Job>>) -> Option<String> {
         .map(|(_, id)| id.clone())
 }
 
-/// A job as the JSON of a [`JobView`], produced a piece at a time: the output is read from the
-/// run's log 64 KiB at a time and escaped as it goes, so a poll of a job with 16 MiB of output
-/// costs the server one piece, not the output copied and escaped whole (about six times its
-/// size for control bytes).
+/// A job as the JSON of a [`JobView`], produced a piece at a time from the run's log
+/// ([`crate::output_json`]): a poll of a job with 16 MiB of output costs the server a piece,
+/// not the output copied and escaped whole (about six times its size for control bytes).
 pub fn view_json(
     jobs: &Jobs,
     id: &str,
@@ -270,62 +273,14 @@ pub fn view_json(
         head.insert("queue_position".into(), position.into());
     }
     let head = serde_json::Value::Object(head).to_string();
-    // `{...fields` without its closing brace, then the two streams, then the summary.
-    let opening = format!("{},\"stdout\":\"", &head[..head.len() - 1]);
-    enum Part {
-        Stream(OutputStream, StreamCursor, Vec<u8>),
-        Summary,
-        Done,
-    }
-    let state = (
-        job,
-        Part::Stream(OutputStream::Stdout, StreamCursor::default(), Vec::new()),
-        Some(opening),
-    );
-    Some(futures_util::stream::unfold(
-        state,
-        |(job, part, first)| async move {
-            if let Some(first) = first {
-                return Some((Ok(Bytes::from(first)), (job, part, None)));
-            }
-            let (text, next) = match part {
-                Part::Stream(stream, offset, held) => match job.log.output_piece(stream, offset) {
-                    Some((piece, after)) => {
-                        // A character split between two pieces is kept whole for the next.
-                        let mut bytes = held;
-                        bytes.extend_from_slice(&piece);
-                        let cut = onpyrunner_supervisor::run_log::complete_prefix(&bytes);
-                        let rest = bytes.split_off(cut);
-                        (escape(&bytes), Part::Stream(stream, after, rest))
-                    }
-                    None => {
-                        let mut text = escape(&held);
-                        text.push('"');
-                        match stream {
-                            OutputStream::Stdout => {
-                                text.push_str(",\"stderr\":\"");
-                                let start = StreamCursor::default();
-                                (text, Part::Stream(OutputStream::Stderr, start, Vec::new()))
-                            }
-                            OutputStream::Stderr => (text, Part::Summary),
-                        }
-                    }
-                },
-                Part::Summary => {
-                    let summary =
-                        serde_json::to_string(&job.log.summary()).expect("a summary serializes");
-                    (format!(",\"summary\":{summary}}}"), Part::Done)
-                }
-                Part::Done => return None,
-            };
-            Some((Ok(Bytes::from(text)), (job, next, None)))
+    // The fields without their braces, then the output, then the summary.
+    let opening = head[1..head.len() - 1].to_string();
+    Some(crate::output_json::stream(
+        job.log.clone(),
+        opening,
+        |log| {
+            let summary = serde_json::to_string(&log.summary()).expect("a summary serializes");
+            format!(",\"summary\":{summary}")
         },
     ))
-}
-
-/// Bytes as the inside of a JSON string, invalid UTF-8 replaced.
-fn escape(bytes: &[u8]) -> String {
-    let quoted =
-        serde_json::to_string(&String::from_utf8_lossy(bytes)).expect("a string serializes");
-    quoted[1..quoted.len() - 1].to_string()
 }

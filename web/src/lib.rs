@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;
+pub mod output_json;
 pub mod proxies;
 pub mod quota;
 pub mod request;

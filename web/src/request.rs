@@ -15,6 +15,16 @@ pub use onpyrunner_protocol::run::{FileBody, RunBody};
 
 /// The posted JSON: 400 when it is not JSON, 422 when it is not a run.
 pub fn parse_body(body: &[u8]) -> Result<RunBody, ApiError> {
+    // Whether it is JSON at all is asked first: parsing a run stops at the first error it
+    // meets, which in `[[[[...` (unclosed) is the shape, an array where a run should be, and
+    // the answer was 422 for what is not JSON. The scan keeps nothing and nests without
+    // recursion, however deep the brackets.
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: not JSON: {e}"),
+        )
+    })?;
     serde_json::from_slice(body).map_err(|e| {
         let status = if e.is_data() {
             StatusCode::UNPROCESSABLE_ENTITY
@@ -28,21 +38,35 @@ pub fn parse_body(body: &[u8]) -> Result<RunBody, ApiError> {
 /// Turn a posted run of `caller` into a spec; the error names the field and the limit. The
 /// caller's token may let it raise its limits up to the caps.
 pub fn run_spec(
-    body: &RunBody,
+    body: RunBody,
     engine: &dyn Runner,
     caller: &Caller,
 ) -> Result<(RunSpec, Bytes), ApiError> {
+    let caps = Caps {
+        raise: engine.caps().raise || caller.raise_limits(),
+        ..engine.caps().clone()
+    };
+    let (mut spec, stdin) = run_spec_within(body, &caps)?;
+    spec.client = caller.client();
+    Ok((spec, stdin))
+}
+
+/// [`run_spec`] against the caps alone, for no one in particular: no IO and no engine (the
+/// `rest_run_body` fuzz target calls it). The source and stdin move into the spec, not copied
+/// (they may be 17 MiB).
+pub fn run_spec_within(body: RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), ApiError> {
     let language = find_language(&body.language)?;
-    let files = match (&body.code, &body.files) {
+    let source_field = if body.code.is_some() { "code" } else { "files" };
+    let files = match (body.code, body.files) {
         (Some(code), None) => vec![SourceFile {
             name: language.source_file.clone(),
-            content: code.clone().into_bytes(),
+            content: code.into_bytes(),
         }],
         (None, Some(files)) if !files.is_empty() => files
-            .iter()
+            .into_iter()
             .map(|f| SourceFile {
-                name: f.name.clone(),
-                content: f.content.clone().into_bytes(),
+                name: f.name,
+                content: f.content.into_bytes(),
             })
             .collect(),
         (Some(_), Some(_)) => {
@@ -56,11 +80,10 @@ pub fn run_spec(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("source of {total} bytes exceeds the limit of {MAX_SOURCE_BYTES} bytes"),
         )
-        .field(if body.code.is_some() { "code" } else { "files" })
+        .field(source_field)
         .limit(MAX_SOURCE_BYTES));
     }
-    let caps = engine.caps();
-    let stdin = Bytes::from(body.stdin.clone().unwrap_or_default().into_bytes());
+    let stdin = Bytes::from(body.stdin.unwrap_or_default().into_bytes());
     if stdin.len() as u64 > caps.stdin_bytes {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -73,21 +96,17 @@ pub fn run_spec(
         .field("stdin")
         .limit(caps.stdin_bytes));
     }
-    let request = body.limits.clone().unwrap_or_default();
-    let caps = Caps {
-        raise: caps.raise || caller.raise_limits(),
-        ..caps.clone()
-    };
-    let limits = Limits::resolve(language, &request, &caps).map_err(|e| {
+    let request = body.limits.unwrap_or_default();
+    let limits = Limits::resolve(language, &request, caps).map_err(|e| {
         unprocessable(e.to_string())
             .field(format!("limits.{}", e.field))
             .limit(&e.max)
     })?;
     let spec = RunSpec {
-        client: caller.client(),
+        client: None,
         language,
         files,
-        args: body.args.clone().unwrap_or_default(),
+        args: body.args.unwrap_or_default(),
         limits,
     };
     Ok((spec, stdin))
@@ -109,4 +128,34 @@ fn find_language(id: &str) -> Result<&'static Language, ApiError> {
         ))
         .field("language")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(body: &str) -> u16 {
+        match parse_body(body.as_bytes()) {
+            Ok(_) => 200,
+            Err(e) => e.status.as_u16(),
+        }
+    }
+
+    #[test]
+    fn what_is_not_json_is_400_and_json_that_is_not_a_run_is_422() {
+        let deep = "[".repeat(100_000);
+        assert_eq!(status(&deep), 400, "unclosed, however deep");
+        assert_eq!(
+            status(&format!(r#"{{"language":"python","limits":{deep}"#)),
+            400
+        );
+        assert_eq!(status(r#"{"language": 1"#), 400, "cut short");
+        assert_eq!(status(r#"{"language":"python"} x"#), 400, "trailing bytes");
+        assert_eq!(status(""), 400);
+        let closed = format!("{deep}{}", "]".repeat(100_000));
+        assert_eq!(status(&closed), 422, "deep but JSON: not a run");
+        assert_eq!(status(r#"{"language": 1}"#), 422);
+        assert_eq!(status(r#"{"code": "x"}"#), 422, "no language");
+        assert_eq!(status(r#"{"language":"python","code":"x"}"#), 200);
+    }
 }

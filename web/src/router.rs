@@ -11,12 +11,12 @@
 //! or job), 405 with `Allow` (a known route, another method), 411, 413 (body too large), 422 (a
 //! field is invalid or out of range), 429 with `Retry-After` (queue or job table full, or this
 //! client past its rate or its WebSockets), 503 (shutting down, daemon down, image missing).
+use crate::body::Received;
 use crate::error::ApiError;
 use crate::identity::{Access, Caller};
-use crate::listener::Peer;
+use crate::listener::{Peer, Place};
 use crate::state::AppState;
 use crate::{api, assets, browser, metrics, openapi, sse, ws};
-use bytes::Bytes;
 use std::convert::Infallible;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -99,7 +99,13 @@ pub static ROUTES: &[Route] = &[
         methods: &["GET"],
         documented: true,
         access: Access::Read,
-        filter: |at, _| at.map(|_, _| openapi::reply()).boxed(),
+        filter: |at, s| {
+            // Made at the first request, not with the routes (tests build them per request).
+            let caps = s.engine.caps().clone();
+            let document = std::sync::Arc::new(std::sync::OnceLock::new());
+            at.map(move |_, _| openapi::reply(document.get_or_init(|| openapi::document(&caps))))
+                .boxed()
+        },
     },
     Route {
         path: "/api/v1/languages",
@@ -119,7 +125,7 @@ pub static ROUTES: &[Route] = &[
         filter: |at, s| {
             let s = s.clone();
             at.and(body(&s))
-                .then(move |_, caller: Caller, body: Bytes| {
+                .then(move |_, caller: Caller, body: Received| {
                     let s = s.clone();
                     async move {
                         api::post_run(s, body, caller)
@@ -138,8 +144,8 @@ pub static ROUTES: &[Route] = &[
         filter: |at, s| {
             let s = s.clone();
             at.and(body(&s))
-                .map(move |_, caller: Caller, body: Bytes| {
-                    api::post_job(&s, &body, &caller).unwrap_or_else(ApiError::into_response)
+                .map(move |_, caller: Caller, body: Received| {
+                    api::post_job(&s, body, &caller).unwrap_or_else(ApiError::into_response)
                 })
                 .boxed()
         },
@@ -187,8 +193,9 @@ pub static ROUTES: &[Route] = &[
             let s = s.clone();
             at.and(warp::header::headers_cloned())
                 .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
-                .map(move |_, caller, headers, upgrade| {
-                    ws::upgrade(headers, upgrade, s.clone(), caller)
+                .and(warp::ext::optional::<Place>())
+                .map(move |_, caller, headers, upgrade, place| {
+                    ws::upgrade(headers, upgrade, s.clone(), caller, place)
                 })
                 .boxed()
         },
@@ -271,7 +278,7 @@ impl Route {
 /// The request body, up to [`MAX_BODY_BYTES`], received within the server's body bounds.
 fn body(
     state: &AppState,
-) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone + Send + Sync + 'static {
+) -> impl Filter<Extract = (Received,), Error = Rejection> + Clone + Send + Sync + 'static {
     let bodies = state.bodies.clone();
     warp::body::content_length_limit(MAX_BODY_BYTES)
         .and(browser::json_only())

@@ -14,6 +14,7 @@
 //! connection may resume it by id and position (docs/protocol.md, "Resuming after a drop").
 use crate::error::ApiError;
 use crate::identity::Caller;
+use crate::listener::Place;
 use crate::request::{self, RunBody};
 use crate::state::AppState;
 use crate::tokens;
@@ -64,6 +65,7 @@ pub fn upgrade(
     on_upgrade: Option<OnUpgrade>,
     state: AppState,
     caller: Caller,
+    place: Option<Place>,
 ) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let has_token = |name: &str, token: &str| {
@@ -115,7 +117,10 @@ pub fn upgrade(
                     )
                     .await;
                     connection(socket, state, caller).await;
+                    // The connection counts against the client's and the server's caps until
+                    // here.
                     drop(slot);
+                    drop(place);
                 }
                 Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
             }
@@ -341,7 +346,7 @@ fn start_run(
 ) -> Result<(), ApiError> {
     idle(run)?;
     state.quotas.start_run(caller)?;
-    let (spec, stdin) = request::run_spec(&body, state.engine.as_ref(), caller)?;
+    let (spec, stdin) = request::run_spec(body, state.engine.as_ref(), caller)?;
     let session = state
         .engine
         .submit_with(spec, Detach::After(state.ws.resume_grace))?;

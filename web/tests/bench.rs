@@ -161,3 +161,60 @@ fn load_runs_clients_and_idle_connections_against_its_own_server_and_writes_its_
     assert!(started.elapsed() < std::time::Duration::from_secs(90));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn attack_times_a_well_behaved_client_among_slow_connections_and_a_flood() {
+    let started = std::time::Instant::now();
+    let out = onpyrunner()
+        .args([
+            "attack",
+            "--runs",
+            "3",
+            "--flood",
+            "30",
+            "--slow",
+            "40",
+            "--slow-addresses",
+            "2",
+            "--phase-seconds",
+            "30",
+            "--max-seconds",
+            "150",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{report}");
+    for phase in [
+        "| no attack |",
+        "| 40 slow connections |",
+        "| 40 slow connections and a flood of 30 runs",
+    ] {
+        let cells = row_numbers(&report, phase);
+        // Runs, succeeded, p50, p90, p99, and two ratios ("1.0x" is no number).
+        assert!(cells[0].is_some_and(|n| n >= 1.0), "{phase} {cells:?}");
+        assert_eq!(cells[0], cells[1], "every run succeeded: {phase} {cells:?}");
+        assert!(
+            cells[2..5].iter().all(|c| c.is_some_and(|ms| ms > 0.0)),
+            "{phase} {cells:?}"
+        );
+    }
+    assert!(
+        report.contains("**Every well-behaved run succeeded: yes**"),
+        "{report}"
+    );
+    assert!(
+        report.contains("were refused with 429 naming `client`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("| Before the attack (after the warm-up) |"),
+        "{report}"
+    );
+    assert!(
+        !stderr.contains("serve: "),
+        "the server complained: {stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(150));
+}

@@ -1,6 +1,7 @@
 //! The HTTP server's own bounds, without a daemon (a stand-in runner behind the routes): a
-//! client that sends its headers a byte at a time is cut off, connections past the per-address
-//! cap are closed at once, and a well-behaved client is served throughout.
+//! client that sends its headers a byte at a time, or nothing, is cut off, connections past the
+//! per-address cap are closed at once (WebSockets count until they close), and a well-behaved
+//! client is served throughout.
 use onpyrunner::jobs::Jobs;
 use onpyrunner::listener::{self, ListenLimits};
 use onpyrunner::router::routes;
@@ -117,4 +118,76 @@ async fn connections_past_the_cap_of_one_address_are_closed_at_once() {
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(healthz(addr).await, "HTTP/1.1 200 OK", "places came back");
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_or_part_of_an_http2_preface_is_closed_at_the_header_timeout(
+) {
+    let addr = start(ListenLimits {
+        header_read_timeout: Duration::from_millis(700),
+        ..ListenLimits::default()
+    })
+    .await;
+    // Not a byte; and the first bytes of HTTP/2's preface, which a server that sniffs the
+    // version waits to see the end of.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut preface = TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3)).await,
+        "a silent connection was closed"
+    );
+    assert!(
+        closed_within(&mut preface, Duration::from_secs(3)).await,
+        "a half preface was closed"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(healthz(addr).await, "HTTP/1.1 200 OK", "served meanwhile");
+}
+
+#[tokio::test]
+async fn websockets_keep_their_place_under_the_per_address_cap_until_they_close() {
+    use futures_util::{SinkExt, StreamExt};
+    let addr = start(ListenLimits {
+        max_per_address: 5,
+        ..ListenLimits::default()
+    })
+    .await;
+    let url = format!("ws://{addr}/api/v1/ws");
+    let mut sockets = Vec::new();
+    for _ in 0..5 {
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        sockets.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2)).await,
+        "5 WebSockets are open: the 6th connection is closed at once"
+    );
+    let mut first = sockets.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut again, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .expect("a closed WebSocket gave its place back");
+    again
+        .send(tokio_tungstenite::tungstenite::Message::text(
+            r#"{"type":"ping"}"#,
+        ))
+        .await
+        .unwrap();
+    // The server's own heartbeat pings may come first.
+    loop {
+        match again.next().await.unwrap().unwrap() {
+            tokio_tungstenite::tungstenite::Message::Text(text) => {
+                assert!(text.contains("pong"), "{text}");
+                break;
+            }
+            _ => continue,
+        }
+    }
 }
