@@ -155,7 +155,7 @@ fn load_runs_clients_and_idle_connections_against_its_own_server_and_writes_its_
     assert!(report.trim_end().ends_with("<!-- load:end -->"), "{report}");
     // The server it started stopped and took its containers with it.
     assert!(
-        !stderr.contains("serve: "),
+        complaints(&stderr).is_empty(),
         "the server complained: {stderr}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(90));
@@ -213,8 +213,19 @@ fn attack_times_a_well_behaved_client_among_slow_connections_and_a_flood() {
         "{report}"
     );
     assert!(
-        !stderr.contains("serve: "),
+        complaints(&stderr).is_empty(),
         "the server complained: {stderr}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(150));
+}
+
+/// What the server under test logged, but for the warning that another live supervisor uses
+/// uids of its range: the other test of this file runs its own server, on the default range,
+/// at the same time.
+fn complaints(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|line| line.starts_with("serve: "))
+        .filter(|line| !line.contains("run as uids of this one's range"))
+        .collect()
 }
