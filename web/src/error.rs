@@ -1,6 +1,5 @@
 //! Errors as clients get them: JSON `{error, field?, limit?}` with a fitting status (and
 //! `Retry-After` where waiting helps), the same on REST, SSE and WebSocket.
-use crate::quota::{RateLimited, TooManyWebSockets};
 use onpyrunner_supervisor::engine::SubmitError;
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -99,26 +98,6 @@ impl From<SubmitError> for ApiError {
                 err
             }
         }
-    }
-}
-
-impl From<RateLimited> for ApiError {
-    fn from(e: RateLimited) -> Self {
-        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-            .field("runs_per_minute")
-            .limit(e.rate.per_minute);
-        err.retry_after = Some(e.retry_after.as_secs().max(1));
-        err
-    }
-}
-
-impl From<TooManyWebSockets> for ApiError {
-    fn from(e: TooManyWebSockets) -> Self {
-        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-            .field("websockets")
-            .limit(e.max);
-        err.retry_after = Some(5);
-        err
     }
 }
 

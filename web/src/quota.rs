@@ -10,10 +10,12 @@
 //! time than the table holds), the least recently used quarter goes, and those clients start
 //! again with a full burst. IPv6 clients are keyed by their /64 (`identity::ClientKey`), so one
 //! attacker's 2^64 addresses are one client.
+use crate::error::ApiError;
 use crate::identity::{Caller, ClientKey};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use warp::http::StatusCode;
 
 /// Most clients whose buckets are remembered at once.
 pub const MAX_BUCKETS: usize = 16 * 1024;
@@ -250,6 +252,26 @@ impl Buckets {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+impl From<RateLimited> for ApiError {
+    fn from(e: RateLimited) -> Self {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            .field("runs_per_minute")
+            .limit(e.rate.per_minute);
+        err.retry_after = Some(e.retry_after.as_secs().max(1));
+        err
+    }
+}
+
+impl From<TooManyWebSockets> for ApiError {
+    fn from(e: TooManyWebSockets) -> Self {
+        let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            .field("websockets")
+            .limit(e.max);
+        err.retry_after = Some(5);
+        err
     }
 }
 
