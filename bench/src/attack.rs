@@ -22,7 +22,7 @@
 use crate::hello::{hello_world, HELLO_OUTPUT};
 use crate::load::{Serve, Server};
 use crate::machine::{kib_to_mb, utc_now};
-use crate::section::write_section;
+use crate::section::{command_line, publish};
 use crate::stats::{percentile, Quantiles};
 use anyhow::{bail, Context};
 use clap::Args;
@@ -225,19 +225,8 @@ pub async fn run(args: AttackArgs, serve: Serve) -> anyhow::Result<i32> {
     }
     stopped?;
     report.total = started.elapsed();
-    report.command = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--write" && !a.ends_with(".md"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let markdown = render(&report);
-    match &args.write {
-        Some(path) => {
-            write_section(path, "attack", &markdown)?;
-            eprintln!("attack: wrote the attack section of {}", path.display());
-        }
-        None => print!("{markdown}"),
-    }
+    report.command = command_line();
+    publish("attack", args.write.as_deref(), &render(&report))?;
     let ok = report.phases.iter().all(|p| p.failed() == 0) && report.healthy_after;
     Ok(if ok { 0 } else { 1 })
 }

@@ -13,7 +13,7 @@
 //! knows its command line and its "listening" line, not its code.
 use crate::hello::{hello_world, HELLO_OUTPUT};
 use crate::machine::{kib_to_mb, rss_kib, utc_now};
-use crate::section::write_section;
+use crate::section::{command_line, publish};
 use crate::stats::Quantiles;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -128,19 +128,8 @@ pub async fn run(args: LoadArgs, serve: Serve) -> anyhow::Result<i32> {
     };
     stopped?;
     report.total = started.elapsed();
-    report.command = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--write" && !a.ends_with(".md"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let markdown = render(&report);
-    match &args.write {
-        Some(path) => {
-            write_section(path, "load", &markdown)?;
-            eprintln!("load: wrote the load section of {}", path.display());
-        }
-        None => print!("{markdown}"),
-    }
+    report.command = command_line();
+    publish("load", args.write.as_deref(), &render(&report))?;
     let ok = report.lost.is_empty()
         && report.wrong_output == 0
         && report.idle_opened == report.idle

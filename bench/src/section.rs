@@ -42,6 +42,27 @@ pub fn replace_section(old: &str, name: &str, content: &str) -> String {
     format!("{old}{sep}{begin}{body}{end}")
 }
 
+/// This process's arguments as a reader would type them again, without `--write FILE`.
+pub fn command_line() -> String {
+    std::env::args()
+        .skip(1)
+        .filter(|a| a != "--write" && !a.ends_with(".md"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Write `markdown` as the `name` section of `write`, or print it when there is no file.
+pub fn publish(name: &str, write: Option<&Path>, markdown: &str) -> anyhow::Result<()> {
+    match write {
+        Some(path) => {
+            write_section(path, name, markdown)?;
+            eprintln!("{name}: wrote the {name} section of {}", path.display());
+        }
+        None => print!("{markdown}"),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
