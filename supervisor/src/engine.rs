@@ -933,19 +933,8 @@ impl SessionTask {
         let state = summary.state;
         if summary.reason == Reason::InternalError {
             // Say so when the cause is the daemon going away (a restart ends every container).
-            // The container can die a moment before the daemon stops answering, so look for
-            // up to two seconds (an internal error is rare; the caller waits that long at most).
-            let mut answers = true;
-            for _ in 0..4 {
-                answers =
-                    tokio::time::timeout(Duration::from_millis(500), self.inner.docker.ping())
-                        .await
-                        .is_ok_and(|r| r.is_ok());
-                if !answers {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            // An internal error is rare; the caller waits the two seconds this takes at most.
+            let answers = self.inner.docker.stays_up().await;
             if !answers {
                 let error = summary.error.get_or_insert_with(|| "internal error".into());
                 error.push_str(

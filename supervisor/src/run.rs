@@ -460,7 +460,21 @@ async fn drive(
                 Ending::StreamError(e) => Some(e),
                 _ => None,
             };
-            ended_without_status(code, oom, stream_error, usage)
+            let summary = ended_without_status(code, oom, stream_error, usage);
+            if summary.reason == Reason::Exited && !docker.stays_up().await {
+                // Not the program's doing: the daemon stopping ended the container.
+                Summary {
+                    usage: summary.usage,
+                    ..Summary::internal(
+                        Stage::Run,
+                        format!(
+                            "internal error: the sandbox ended without a status (exit code {code})"
+                        ),
+                    )
+                }
+            } else {
+                summary
+            }
         }
         Ending::Killed(reason) => {
             // The launcher could not report: the container's cgroup says what the program

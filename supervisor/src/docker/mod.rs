@@ -162,6 +162,21 @@ impl Docker {
         self.no_content(request::ping()).await
     }
 
+    /// Whether the daemon keeps answering for about two seconds: a container can die a moment
+    /// before a daemon that is stopping (a restart ends every container) stops answering.
+    pub async fn stays_up(&self) -> bool {
+        for _ in 0..4 {
+            let answers = tokio::time::timeout(std::time::Duration::from_millis(500), self.ping())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !answers {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        true
+    }
+
     pub async fn version(&self) -> Result<Version, DockerError> {
         self.json(request::version()).await
     }
