@@ -697,11 +697,22 @@ print('uid', os.getuid(), os.geteuid(), os.getgid(), os.getegid())
 "#;
     let ran = run_hostile("privilege", &spec("python", code), Input::Eof).await;
     assert_exited_cleanly(&ran);
+    let text = ran.stdout_text();
+    let (attempts, uids) = text.rsplit_once("uid ").expect("the uid line");
     assert_eq!(
-        ran.stdout_text(),
+        attempts,
         "setuid EPERM\nsetgid EPERM\nsetgroups EPERM\nunshare user EPERM\nunshare mount EPERM\n\
-         mount EPERM\nchroot EPERM\nsetuid mount True False\nuid 1000 1000 1000 1000\n"
+         mount EPERM\nchroot EPERM\nsetuid mount True False\n"
     );
+    // Real and effective uid and gid: the run's own uid, from the engine's default --run-uids
+    // range (20000-20999) or the harness's own (21000-21999), never root nor the image's user.
+    let ids: Vec<u32> = uids
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "{text}");
+    assert!(ids.iter().all(|&id| id == ids[0]), "{text}");
+    assert!((20000..=21999).contains(&ids[0]), "{text}");
 }
 
 #[tokio::test]
