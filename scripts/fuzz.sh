@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every fuzz target in fuzz/Cargo.toml (`cargo fuzz list`: the protocol's decoders and
-# messages, and a posted run through the web crate) for a bounded time; exits non-zero if any
-# finds a crash.
+# messages, the judge's output comparison, and a posted run through the web crate) for a bounded
+# time; exits non-zero if any finds a crash.
 # FUZZ_SECONDS sets the time per target (default 20). Crashing inputs land in fuzz/artifacts/.
 set -euo pipefail
 

@@ -56,7 +56,7 @@ rm -rf "$report"
 mkdir -p "$report"
 log=$report/server.log
 "$bin" serve --listen 127.0.0.1:0 --instance "$instance" \
-    --pool python=1 --pool pypy=0 --pool node=0 --pool java=0 --max-running 1 \
+    --pool python=1 --pool pypy=0 --pool node=0 --pool java=0 --pool c=0 --pool cpp=0 --pool rust=0 --pool go=0 --max-running 1 \
     --runs-per-minute 0 --max-runs-per-client 64 --max-queued 128 2>"$log" &
 server=$!
 stop_server() {

@@ -13,10 +13,20 @@ pub const FILES_PLACEHOLDER: &str = "{files}";
 pub const WARM_DIR: &str = "/usr/local/lib/onpyrunner";
 
 /// The files a table's `warm_files` may name, embedded like the table itself.
-pub const WARM_FILES: &[(&str, &str)] = &[(
-    "OnpyrunnerWarm.java",
-    include_str!("../warm/OnpyrunnerWarm.java"),
-)];
+pub const WARM_FILES: &[(&str, &str)] = &[
+    (
+        "OnpyrunnerWarm.java",
+        include_str!("../warm/OnpyrunnerWarm.java"),
+    ),
+    (
+        "onpyrunner_fork.py",
+        include_str!("../warm/onpyrunner_fork.py"),
+    ),
+];
+
+/// Where an image with a `judge_server` keeps its argv, one argument a line; the launcher
+/// starts it for a judged run when the file is there.
+pub const JUDGE_SERVER_ARGV_FILE: &str = "/usr/local/lib/onpyrunner/judge-server";
 
 /// The content of an embedded warm file.
 pub fn warm_file(name: &str) -> Option<&'static str> {
@@ -36,6 +46,10 @@ pub struct Language {
     pub source_file: String,
     pub compile: Vec<String>,
     pub run: Vec<String>,
+    /// argv of the run stage of an interactive run (the IDE's WebSocket runs, the CLI), whose
+    /// output must show as it comes; empty: `run` for every run (see [`live`]).
+    #[serde(default)]
+    pub run_live: Vec<String>,
     pub pool_size: usize,
     pub limits: DefaultLimits,
     /// argv of the warm process the launcher starts when the container starts, before the run
@@ -49,11 +63,28 @@ pub struct Language {
     /// warm files were copied.
     #[serde(default)]
     pub warm_build: Vec<Vec<String>>,
+    /// Commands (argv each) run when the image is built, as root, network off, before the
+    /// warm steps: e.g. a precompiled header, or a compiler's cache of its standard library.
+    #[serde(default)]
+    pub build: Vec<Vec<String>>,
+    /// Variables (`NAME=value`) added to the environment of the language's containers, for
+    /// its compile and run stages alike. Not part of the image.
+    #[serde(default)]
+    pub env: Vec<String>,
     /// The OCI runtime this language's containers run under, by its name in the Docker
     /// daemon's configuration (`runsc` for gVisor); absent: the supervisor's `--runtime`, or
     /// the daemon's default. Not part of the image.
     #[serde(default)]
     pub runtime: Option<String>,
+    /// argv of the fork server a judged run starts once, to run each test as a fork of it
+    /// instead of a fresh process (images/warm/onpyrunner_fork.py); empty for none. It must
+    /// begin like `run` (the interpreter and its flags), or the server refuses and the tests
+    /// run fresh.
+    #[serde(default)]
+    pub judge_server: Vec<String>,
+    /// Names from `WARM_FILES` copied into `WARM_DIR` for the judge server.
+    #[serde(default)]
+    pub judge_files: Vec<String>,
 }
 
 impl Language {
@@ -74,6 +105,20 @@ pub struct DefaultLimits {
     pub output_bytes: u64,
     pub file_size_mib: u64,
     pub tmpfs_mib: u64,
+    /// The compile stage's wall clock, apart from `wall_ms` (which the run stage gets whole).
+    #[serde(default = "default_compile_wall_ms")]
+    pub compile_wall_ms: u64,
+    /// What the compile stage may write, apart from `output_bytes`.
+    #[serde(default = "default_compile_output_bytes")]
+    pub compile_output_bytes: u64,
+}
+
+fn default_compile_wall_ms() -> u64 {
+    10_000
+}
+
+fn default_compile_output_bytes() -> u64 {
+    256 * 1024
 }
 
 #[derive(Deserialize)]
@@ -89,6 +134,19 @@ pub fn valid_runtime_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether a table `env` entry is `NAME=value` with a plain upper-case name.
+fn valid_env(var: &str) -> bool {
+    let Some((name, value)) = var.split_once('=') else {
+        return false;
+    };
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        && !value.contains('\0')
 }
 
 /// Parse a table; the embedded one goes through `languages()`.
@@ -125,6 +183,18 @@ pub fn parse(text: &str) -> Result<Vec<Language>, String> {
                 lang.id
             ));
         }
+        if !lang.judge_files.is_empty() && lang.judge_server.is_empty() {
+            return Err(format!(
+                "language {:?} has judge_files but no judge_server",
+                lang.id
+            ));
+        }
+        if let Some(name) = lang.judge_files.iter().find(|n| warm_file(n).is_none()) {
+            return Err(format!(
+                "language {:?}: judge file {name:?} is not in images/warm/ (WARM_FILES)",
+                lang.id
+            ));
+        }
         if let Some(runtime) = &lang.runtime {
             if !valid_runtime_name(runtime) {
                 return Err(format!(
@@ -139,6 +209,15 @@ pub fn parse(text: &str) -> Result<Vec<Language>, String> {
                 lang.id
             ));
         }
+        if lang.build.iter().any(|argv| argv.is_empty()) {
+            return Err(format!("language {:?} has an empty build command", lang.id));
+        }
+        if let Some(var) = lang.env.iter().find(|v| !valid_env(v)) {
+            return Err(format!(
+                "language {:?}: env {var:?} must be NAME=value (NAME of [A-Z0-9_], no NUL)",
+                lang.id
+            ));
+        }
     }
     Ok(table.language)
 }
@@ -147,6 +226,30 @@ pub fn parse(text: &str) -> Result<Vec<Language>, String> {
 pub fn languages() -> &'static [Language] {
     static LANGS: OnceLock<Vec<Language>> = OnceLock::new();
     LANGS.get_or_init(|| parse(TABLE).expect("images/languages.toml is valid (checked by tests)"))
+}
+
+/// The language as an interactive run uses it: `run_live` in place of `run`, where the table
+/// has one (CPython and PyPy: `-u`, output unbuffered, where every other run is buffered as the
+/// judges run it). The container is the same (pooled ones are made before the run is known);
+/// only the command the launcher is given differs.
+pub fn live(lang: &'static Language) -> &'static Language {
+    static LIVE: OnceLock<Vec<Language>> = OnceLock::new();
+    if lang.run_live.is_empty() {
+        return lang;
+    }
+    let all = LIVE.get_or_init(|| {
+        languages()
+            .iter()
+            .map(|l| {
+                let mut l = l.clone();
+                if !l.run_live.is_empty() {
+                    l.run = l.run_live.clone();
+                }
+                l
+            })
+            .collect()
+    });
+    all.iter().find(|l| l.id == lang.id).unwrap_or(lang)
 }
 
 /// The language with this id.
@@ -159,9 +262,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn embedded_table_parses_with_the_four_languages() {
+    fn embedded_table_parses_with_every_language() {
         let ids: Vec<_> = languages().iter().map(|l| l.id.as_str()).collect();
-        assert_eq!(ids, ["python", "pypy", "node", "java"]);
+        assert_eq!(
+            ids,
+            ["python", "pypy", "node", "java", "c", "cpp", "rust", "go"]
+        );
     }
 
     #[test]
@@ -201,6 +307,32 @@ mod tests {
     }
 
     #[test]
+    fn judge_servers_begin_like_the_run_command_and_their_files_are_embedded() {
+        let ids: Vec<_> = languages()
+            .iter()
+            .filter(|l| !l.judge_server.is_empty())
+            .map(|l| l.id.as_str())
+            .collect();
+        assert_eq!(ids, ["python", "pypy"]);
+        for lang in languages().iter().filter(|l| !l.judge_server.is_empty()) {
+            // The interpreter and its flags are the run's, so a fork has the run's buffering.
+            let (_server, interpreter) = lang.judge_server.split_last().unwrap();
+            let (_script, run_prefix) = lang.run.split_last().unwrap();
+            assert_eq!(interpreter, run_prefix, "{}", lang.id);
+            for name in &lang.judge_files {
+                assert!(warm_file(name).unwrap().contains("fork"), "{name}");
+            }
+        }
+        let python = TABLE.split("\n[[language]]\n").nth(1).unwrap();
+        let text = format!("[[language]]\n{python}").replacen(
+            "\"onpyrunner_fork.py\"]",
+            "\"nope.py\"]",
+            1,
+        );
+        assert!(parse(&text).unwrap_err().contains("nope.py"));
+    }
+
+    #[test]
     fn a_language_may_name_its_runtime() {
         assert!(
             languages().iter().all(|l| l.runtime.is_none()),
@@ -222,6 +354,82 @@ mod tests {
         assert!(err.contains("runtime"), "{err}");
         assert!(!valid_runtime_name(""));
         assert!(valid_runtime_name("io.containerd.runc.v2"));
+    }
+
+    #[test]
+    fn build_steps_and_env_are_checked() {
+        let python = TABLE.split("\n[[language]]\n").nth(1).unwrap();
+        let with = |fields: &str| {
+            format!("[[language]]\n{python}").replacen(
+                "\npool_size",
+                &format!("\n{fields}\npool_size"),
+                1,
+            )
+        };
+        let ok = parse(&with(
+            "build = [[\"true\"]]\nenv = [\"GOCACHE=/x\", \"A_1=\"]",
+        ))
+        .unwrap();
+        assert_eq!(ok[0].build, [["true"]]);
+        assert_eq!(ok[0].env, ["GOCACHE=/x", "A_1="]);
+        assert!(parse(&with("build = [[]]"))
+            .unwrap_err()
+            .contains("empty build command"));
+        for bad in ["NOEQUALS", "=x", "lower=x", "1A=x", "A B=x"] {
+            let err = parse(&with(&format!("env = [{bad:?}]"))).unwrap_err();
+            assert!(err.contains("env"), "{bad}: {err}");
+        }
+        // Go's cache and C++'s precompiled header are made when the image is built.
+        assert!(!find("go").unwrap().build.is_empty());
+        assert!(find("cpp").unwrap().build[0]
+            .iter()
+            .any(|a| a.ends_with("stdc++.h.gch")));
+        assert!(languages()
+            .iter()
+            .filter(|l| !["cpp", "go"].contains(&l.id.as_str()))
+            .all(|l| l.build.is_empty() && l.env.is_empty()));
+    }
+
+    #[test]
+    fn compiled_languages_define_online_judge_as_the_judges_do() {
+        for id in ["c", "cpp"] {
+            assert!(find(id)
+                .unwrap()
+                .compile
+                .contains(&"-DONLINE_JUDGE".to_string()));
+        }
+        let rust = &find("rust").unwrap().compile;
+        assert!(rust.windows(2).any(|w| w == ["--cfg", "ONLINE_JUDGE"]));
+        // The precompiled header is used only under the compile command's own flags.
+        let cpp = find("cpp").unwrap();
+        for flag in ["-O2", "-std=gnu++20", "-DONLINE_JUDGE"] {
+            assert!(cpp.compile.iter().any(|a| a == flag));
+            for step in &cpp.build {
+                assert!(step.iter().any(|a| a == flag), "{flag} in {step:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn python_runs_buffered_and_live_runs_unbuffered() {
+        for id in ["python", "pypy"] {
+            let lang = find(id).unwrap();
+            assert!(
+                !lang.run.contains(&"-u".to_string()),
+                "{id}: {:?}",
+                lang.run
+            );
+            let live = live(lang);
+            assert_eq!(live.id, lang.id);
+            assert_eq!(live.run[1], "-u", "{id}: {:?}", live.run);
+            assert_eq!(live.run_live, lang.run_live);
+            assert!(std::ptr::eq(live, super::live(lang)), "made once");
+        }
+        let c = find("c").unwrap();
+        assert!(
+            std::ptr::eq(live(c), c),
+            "no run_live: the table's own entry"
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ public final class OnpyrunnerWarm {
     /** Same bound as protocol/src/warm.rs MAX_MESSAGE_LEN. */
     private static final int MAX_MESSAGE_LEN = 4 * 1024 * 1024;
     private static final int MAX_STRINGS = 1024;
+    /** The stack of the program's main thread: Baekjoon's -Xss512m. */
+    private static final long MAIN_STACK_BYTES = 512L << 20;
     /** How often the warm-up compiles and runs its dummy program. */
     private static final int WARM_UP_ROUNDS = 6;
 
@@ -81,7 +83,25 @@ public final class OnpyrunnerWarm {
         }
         control.close();
         replies.close();
-        run(message.subList(1, message.size()));
+        List<String> runArgv = message.subList(1, message.size());
+        // The program's main runs in a thread named "main" with the stack Baekjoon gives
+        // (-Xss512m; the memory limit bounds it anyway), so a recursive DFS of 10^5 nodes
+        // works. javac above keeps the JVM's default stack: a compile bomb still ends as a
+        // compile error. What main throws is rethrown here, where the java launcher prints it
+        // and exits 1, as after its own main.
+        Throwable[] thrown = new Throwable[1];
+        Thread program = new Thread(null, () -> {
+            try {
+                run(runArgv);
+            } catch (Throwable t) {
+                thrown[0] = t;
+            }
+        }, "main", MAIN_STACK_BYTES);
+        program.start();
+        program.join();
+        if (thrown[0] != null) {
+            throw thrown[0];
+        }
     }
 
     // ---- Control messages: u32 body length, u32 count, then u32 length + UTF-8 per string.
@@ -254,7 +274,10 @@ public final class OnpyrunnerWarm {
         return null;
     }
 
-    /** Cut this class's and reflection's frames off the bottom of every stack trace. */
+    /**
+     * Cut this class's, reflection's and the program thread's frames off the bottom of every
+     * stack trace.
+     */
     private static void trim(Throwable t, Set<Throwable> seen) {
         if (t == null || !seen.add(t)) {
             return;
@@ -276,6 +299,7 @@ public final class OnpyrunnerWarm {
     private static boolean isMachinery(StackTraceElement frame) {
         String cls = frame.getClassName();
         return cls.equals(OnpyrunnerWarm.class.getName())
+                || cls.equals("java.lang.Thread")
                 || cls.startsWith("jdk.internal.reflect.")
                 || cls.equals("java.lang.reflect.Method")
                 || cls.equals("java.lang.reflect.Constructor");

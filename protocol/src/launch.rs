@@ -9,7 +9,10 @@
 //!   files: u16 count (1..=MAX_FILES), each: name (u16 len + UTF-8), content (u32 len + bytes)
 //!   compile argv: u16 count (0 = no compile stage), each arg u16 len + UTF-8 (no NUL)
 //!   run argv: u16 count (>= 1), each arg as above
-//! Trailing bytes after the run argv are an error. Every length is checked against the bytes left
+//!   only in a judged run: the tests section
+//!     test wall ms: u32 (1..), each test's own wall clock, which the launcher keeps
+//!     tests: u16 count (1..=MAX_TESTS), each input: u32 len + bytes
+//! Trailing bytes after that are an error. Every length is checked against the bytes left
 //! before anything is allocated.
 //!
 //! File names: 1..=64 bytes of [A-Za-z0-9._-], not starting with '.', so a name can never leave
@@ -31,6 +34,8 @@ pub const MAX_ARGS: usize = 256;
 pub const MAX_NONCE_LEN: usize = 64;
 /// Longest single argument: its length is a u16.
 pub const MAX_ARG_LEN: usize = u16::MAX as usize;
+/// Most tests in one judged run.
+pub const MAX_TESTS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFile {
@@ -46,6 +51,16 @@ pub struct RunRequest {
     /// Empty when the language has no compile stage.
     pub compile: Vec<String>,
     pub run: Vec<String>,
+    /// `Some` for a judged run: the program runs once per test instead of once on stdin.
+    pub judge: Option<Judge>,
+}
+
+/// The tests of a judged run, as the launcher needs them: each input, and the wall clock each
+/// test gets. Expected outputs stay outside (the supervisor compares).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judge {
+    pub wall_ms: u32,
+    pub inputs: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -115,6 +130,14 @@ impl RunRequest {
                 put_u16_bytes(&mut out, arg.as_bytes());
             }
         }
+        if let Some(judge) = &self.judge {
+            out.extend_from_slice(&judge.wall_ms.to_be_bytes());
+            out.extend_from_slice(&(judge.inputs.len() as u16).to_be_bytes());
+            for input in &judge.inputs {
+                out.extend_from_slice(&(input.len() as u32).to_be_bytes());
+                out.extend_from_slice(input);
+            }
+        }
         debug_assert_eq!(out.len(), PREFIX_LEN + len);
         Ok(out)
     }
@@ -129,6 +152,9 @@ impl RunRequest {
         }
         validate_argv(&self.compile, &COMPILE)?;
         validate_argv(&self.run, &RUN)?;
+        if let Some(judge) = &self.judge {
+            check_judge(judge.wall_ms as usize, judge.inputs.len())?;
+        }
         let len = self.encoded_body_len();
         if len > MAX_BODY_LEN {
             return Err(FramingError::TooLarge {
@@ -152,7 +178,15 @@ impl RunRequest {
             + strings(&self.compile)
             + 2
             + strings(&self.run)
+            + self.judge.as_ref().map_or(0, |j| {
+                4 + 2 + j.inputs.iter().map(|i| 4 + i.len()).sum::<usize>()
+            })
     }
+}
+
+fn check_judge(wall_ms: usize, tests: usize) -> Result<(), FramingError> {
+    check_count(wall_ms, 1, u32::MAX as usize, "test wall ms")?;
+    check_count(tests, 1, MAX_TESTS, "test count")
 }
 
 fn put_u16_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -315,6 +349,22 @@ pub fn decode_body(body: &[u8]) -> Result<RunRequest, FramingError> {
 
     let compile = r.argv(&COMPILE)?;
     let run = r.argv(&RUN)?;
+    let judge = if r.rest.is_empty() {
+        None
+    } else {
+        let wall_ms = r.u32("test wall ms")?;
+        let count = r.u16("test count")?;
+        check_judge(wall_ms, count)?;
+        let mut inputs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = r.u32("test input length")?;
+            inputs.push(r.take(len, "test input")?.to_vec());
+        }
+        Some(Judge {
+            wall_ms: wall_ms as u32,
+            inputs,
+        })
+    };
     if !r.rest.is_empty() {
         return Err(FramingError::TrailingBytes(r.rest.len()));
     }
@@ -323,6 +373,7 @@ pub fn decode_body(body: &[u8]) -> Result<RunRequest, FramingError> {
         files,
         compile,
         run,
+        judge,
     })
 }
 
@@ -377,6 +428,7 @@ mod tests {
             ],
             compile: vec![],
             run: vec!["python3".into(), "-u".into(), "main.py".into()],
+            judge: None,
         }
     }
 
@@ -412,6 +464,7 @@ mod tests {
             }],
             compile: vec![],
             run: vec!["r".into()],
+            judge: None,
         };
         let mut expected = b"ONPYRUN1\x00\x00\x00\x16".to_vec();
         expected.extend_from_slice(b"\x00\x02ab");
@@ -506,7 +559,21 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_an_error() {
+        // After the run argv, bytes are the tests section; three are too few for one.
         let mut b = body(&request());
+        b.extend_from_slice(b"xyz");
+        assert_eq!(
+            decode_body(&b),
+            Err(FramingError::Truncated {
+                field: "test wall ms"
+            })
+        );
+        let mut req = request();
+        req.judge = Some(Judge {
+            wall_ms: 1,
+            inputs: vec![vec![]],
+        });
+        let mut b = body(&req);
         b.extend_from_slice(b"xyz");
         assert_eq!(decode_body(&b), Err(FramingError::TrailingBytes(3)));
     }
@@ -648,6 +715,28 @@ mod tests {
     }
 
     #[test]
+    fn a_judged_frame_ends_with_the_tests_section() {
+        let mut req = request();
+        let plain = body(&req);
+        req.judge = Some(Judge {
+            wall_ms: 2000,
+            inputs: vec![b"1 2\n".to_vec(), vec![]],
+        });
+        let judged = body(&req);
+        let mut section = 2000u32.to_be_bytes().to_vec();
+        section.extend_from_slice(b"\x00\x02\x00\x00\x00\x041 2\n\x00\x00\x00\x00");
+        assert_eq!(judged, [plain, section].concat());
+        assert_eq!(decode_body(&judged), Ok(req.clone()));
+        req.judge.as_mut().unwrap().inputs = vec![];
+        assert_eq!(field_of(req.encode().unwrap_err()), "test count");
+        req.judge = Some(Judge {
+            wall_ms: 0,
+            inputs: vec![vec![]],
+        });
+        assert_eq!(field_of(req.encode().unwrap_err()), "test wall ms");
+    }
+
+    #[test]
     fn bodies_over_the_limit_are_not_encoded() {
         let mut req = request();
         req.files[0].content = vec![b'x'; MAX_BODY_LEN];
@@ -681,8 +770,12 @@ mod tests {
             files,
             proptest::collection::vec(arg, 0..5),
             proptest::collection::vec(arg, 1..5),
+            proptest::option::of((
+                1..=u32::MAX,
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 1..5),
+            )),
         )
-            .prop_map(|(nonce, files, compile, run)| RunRequest {
+            .prop_map(|(nonce, files, compile, run, judge)| RunRequest {
                 nonce,
                 files: files
                     .into_iter()
@@ -690,6 +783,7 @@ mod tests {
                     .collect(),
                 compile,
                 run,
+                judge: judge.map(|(wall_ms, inputs)| Judge { wall_ms, inputs }),
             })
     }
 

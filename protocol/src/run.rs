@@ -17,6 +17,7 @@
 //! Every event has a place in the run's log: a position that starts at 0 and grows by 1 for each
 //! event and by the byte count for output ([`Event::size`]). The position after an event is its
 //! sequence number; a client that saw up to `seq` resumes from there.
+pub use crate::judge::{CompareMode, Difference, Verdict};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -67,6 +68,38 @@ pub struct RunBody {
         skip_serializing_if = "Option::is_none"
     )]
     pub limits: Option<LimitRequest>,
+    /// A judged run: the program is compiled once and run on each test's input instead of on
+    /// `stdin`; each test gets a verdict.
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tests: Option<Vec<TestBody>>,
+    /// How a judged run's output is compared with each test's expected output.
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub compare: Option<CompareMode>,
+}
+
+/// One test of a judged run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestBody {
+    /// The program's stdin for this test.
+    #[serde(default)]
+    pub input: String,
+    /// What the program must print; left out, the test only runs (its verdict says whether it
+    /// ran cleanly, within its limits).
+    #[serde(
+        default,
+        deserialize_with = "given",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expected_output: Option<String>,
 }
 
 impl RunBody {
@@ -79,6 +112,8 @@ impl RunBody {
             stdin: None,
             args: None,
             limits: None,
+            tests: None,
+            compare: None,
         }
     }
 }
@@ -306,6 +341,78 @@ pub struct Summary {
     pub queued_ms: u64,
     /// What went wrong, when `reason` is `internal_error`.
     pub error: Option<String>,
+    /// What the compile stage used, when it succeeded and the run stage followed (the
+    /// flattened usage is then the run stage's).
+    #[serde(default)]
+    pub compile: Option<Usage>,
+    /// A judged run's verdicts; `None` for a run that was not judged.
+    #[serde(default)]
+    pub judge: Option<Judged>,
+}
+
+/// One test of a judged run, when it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestResult {
+    /// Its place in the run's tests, from 0.
+    pub index: u32,
+    pub verdict: Verdict,
+    /// What the test used; `stage` is always `run`.
+    #[serde(flatten)]
+    pub usage: Usage,
+    /// Whether its output was compared (it had an expected output and ran cleanly).
+    pub compared: bool,
+    /// Where a wrong answer first differs from the expected output.
+    pub difference: Option<Difference>,
+}
+
+/// The verdicts of a judged run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Judged {
+    /// The run's verdict: compile error, else the first test that is not accepted, else
+    /// accepted when every test ran; `None` when the run was stopped before its tests ended
+    /// and none had failed.
+    pub verdict: Option<Verdict>,
+    /// Tests accepted.
+    pub passed: u32,
+    /// Tests in the run.
+    pub total: u32,
+    /// The tests that ran, in order (none after a compile error).
+    pub tests: Vec<TestResult>,
+}
+
+impl Judged {
+    /// The verdicts of `total` tests of which `tests` ran, ending as `reason` says.
+    pub fn of(total: u32, tests: Vec<TestResult>, reason: Reason) -> Self {
+        let passed = tests
+            .iter()
+            .filter(|t| t.verdict == Verdict::Accepted)
+            .count() as u32;
+        let failed = tests
+            .iter()
+            .map(|t| t.verdict)
+            .find(|v| *v != Verdict::Accepted);
+        let verdict = if reason == Reason::CompileError {
+            Some(Verdict::CompileError)
+        } else if failed.is_some() {
+            failed
+        } else if tests.len() as u32 == total {
+            Some(Verdict::Accepted)
+        } else {
+            match reason {
+                Reason::Timeout => Some(Verdict::TimeLimit),
+                Reason::OutputLimit => Some(Verdict::OutputLimit),
+                Reason::MemoryLimit => Some(Verdict::MemoryLimit),
+                Reason::InternalError => Some(Verdict::InternalError),
+                _ => None,
+            }
+        };
+        Judged {
+            verdict,
+            passed,
+            total,
+            tests,
+        }
+    }
 }
 
 impl Summary {
@@ -319,6 +426,8 @@ impl Summary {
             output_truncated: false,
             queued_ms: 0,
             error: None,
+            compile: None,
+            judge: None,
         }
     }
 
@@ -409,6 +518,9 @@ pub enum Event {
         position: usize,
     },
     Output(OutputChunk),
+    /// A test of a judged run ended; the output since the previous test (or the compile) was
+    /// its output.
+    Test(TestResult),
     Summary(Summary),
 }
 

@@ -1,16 +1,22 @@
-//! The launcher's status trailer and the scanner that finds it in the stdout stream.
+//! The launcher's records and the scanner that finds them in the stdout and stderr streams.
 //!
-//! After the program (or a failed compile) ends, the launcher writes one record to stdout, in one
-//! write: `b"\0ONPYRUNNER-STATUS " + nonce + b" " + json + b"\n"`, where json is `RunStatus` as
-//! JSON. User code does not know the nonce, so it cannot forge it; a record with another nonce is
+//! The launcher writes records to stdout and to stderr, each in one write:
+//! `b"\0ONPYRUNNER-STATUS " + nonce + b" " + json + b"\n"`, where json is a [`Record`] as JSON.
+//! User code does not know the nonce, so it cannot forge one; a record with another nonce is
 //! plain output and passes through unchanged.
 //!
-//! `StatusScanner` is fed the stdout chunks in order. It passes user bytes through unchanged and
-//! holds back only a tail that could still be the start of the marker (at most marker len - 1
-//! bytes), released as soon as the next chunk shows it is not. Once the full marker and its line
-//! are seen, it yields the status; bytes after that line are discarded (left-over processes).
-//! A marker whose JSON does not parse, or whose line exceeds `MAX_STATUS_LINE_LEN`, yields
-//! `Err(reason)`.
+//! Three records exist: [`Record::Compiled`], written when the compile stage succeeded and the run
+//! stage starts (the supervisor moves the run to the run stage's clock and output budget),
+//! [`Record::Test`], written when one test of a judged run ended, and [`Record::Status`], the trailer written when the stage that ends the run is over. Records
+//! come on both streams because Docker copies the two pipes independently: what a stream held
+//! before its record belongs to the stage before it.
+//!
+//! `RecordScanner` is fed a stream's chunks in order and returns [`Piece`]s in order: user bytes,
+//! passed through unchanged, and records. It holds back only a tail that could still be the start
+//! of the marker (at most marker len - 1 bytes), released as soon as the next chunk shows it is
+//! not. After the status record, bytes are discarded (left-over processes). A marker whose JSON
+//! does not parse, or whose line exceeds `MAX_STATUS_LINE_LEN`, yields `Err(reason)` and ends
+//! the scan as a status would.
 pub use crate::run::{Stage, Usage};
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -24,17 +30,57 @@ pub struct RunStatus {
     pub error: Option<String>,
 }
 
+/// One record of the launcher's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    /// The compile stage succeeded (what it used); the run stage starts now.
+    Compiled(Usage),
+    /// One test of a judged run ended; the next one starts now.
+    Test(TestEnded),
+    /// The stage that ends the run is over. The last record.
+    Status(RunStatus),
+}
+
+/// What the launcher measured of one test of a judged run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestEnded {
+    /// Its place in the run's tests, from 0.
+    pub index: u32,
+    #[serde(flatten)]
+    pub usage: Usage,
+    /// The launcher killed it at the test's wall clock.
+    pub timed_out: bool,
+    /// The kernel's OOM killer struck while it ran (the container's memory.events says so).
+    pub memory_exceeded: bool,
+}
+
+/// A scanned stream, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// User bytes, safe to forward.
+    Output(Bytes),
+    /// A record, or why a marker's line is not one (which ends the scan).
+    Record(Result<Record, String>),
+}
+
 pub const MARKER_PREFIX: &[u8] = b"\0ONPYRUNNER-STATUS ";
+
+/// The version of the records above; a launcher and a supervisor must agree on it (it is part
+/// of every image's recipe). 1 had only the status; 2 added the compiled and test records and
+/// the tag; 3 is 2 with judged
+/// tests of a language with a `judge_server` forked from it.
+pub const RECORDS_VERSION: u32 = 3;
 
 /// Longest JSON line accepted after the marker. Only the launcher knows the nonce, so a longer
 /// line means a broken launcher; the bound keeps the scanner's memory fixed regardless.
 pub const MAX_STATUS_LINE_LEN: usize = 64 * 1024;
 
-/// Encode the trailer the launcher writes.
+/// Encode a record as the launcher writes it.
 ///
 /// Compact JSON escapes control characters inside strings, so the only newline is the last byte.
-pub fn encode_status(nonce: &str, status: &RunStatus) -> Vec<u8> {
-    let json = serde_json::to_vec(status).expect("RunStatus always serializes");
+pub fn encode_record(nonce: &str, record: &Record) -> Vec<u8> {
+    let json = serde_json::to_vec(record).expect("a Record always serializes");
     let mut out = Vec::with_capacity(MARKER_PREFIX.len() + nonce.len() + 1 + json.len() + 1);
     out.extend_from_slice(MARKER_PREFIX);
     out.extend_from_slice(nonce.as_bytes());
@@ -44,12 +90,9 @@ pub fn encode_status(nonce: &str, status: &RunStatus) -> Vec<u8> {
     out
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ScanOutput {
-    /// User bytes that are safe to forward now.
-    pub output: Bytes,
-    /// The status, once the whole trailer line has been seen.
-    pub status: Option<Result<RunStatus, String>>,
+/// Encode the status trailer.
+pub fn encode_status(nonce: &str, status: &RunStatus) -> Vec<u8> {
+    encode_record(nonce, &Record::Status(status.clone()))
 }
 
 enum State {
@@ -62,14 +105,43 @@ enum State {
     Done,
 }
 
-/// Finds this run's status trailer in stdout. See the module docs.
-pub struct StatusScanner {
+/// Finds this run's records in one stream. See the module docs.
+pub struct RecordScanner {
     /// `MARKER_PREFIX + nonce + " "`.
     marker: Vec<u8>,
     state: State,
 }
 
-impl StatusScanner {
+/// Collects a push's pieces, joining adjacent output.
+#[derive(Default)]
+struct Pieces {
+    pieces: Vec<Piece>,
+    out: BytesMut,
+}
+
+impl Pieces {
+    fn output(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn record(&mut self, record: Result<Record, String>) {
+        self.flush();
+        self.pieces.push(Piece::Record(record));
+    }
+
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            self.pieces.push(Piece::Output(self.out.split().freeze()));
+        }
+    }
+
+    fn into_vec(mut self) -> Vec<Piece> {
+        self.flush();
+        self.pieces
+    }
+}
+
+impl RecordScanner {
     /// `nonce` should pass `launch::validate_nonce`; with any other nonce the scanner is still
     /// correct, only slower on output full of NUL bytes.
     pub fn new(nonce: &str) -> Self {
@@ -77,23 +149,17 @@ impl StatusScanner {
         marker.extend_from_slice(MARKER_PREFIX);
         marker.extend_from_slice(nonce.as_bytes());
         marker.push(b' ');
-        StatusScanner {
+        RecordScanner {
             marker,
             state: State::Scanning { held: Vec::new() },
         }
     }
 
-    /// Feed the next stdout chunk.
-    pub fn push(&mut self, chunk: &[u8]) -> ScanOutput {
-        if matches!(self.state, State::Done) {
-            return ScanOutput::default();
-        }
-        let mut out = BytesMut::new();
-        let status = self.scan(chunk, &mut out);
-        ScanOutput {
-            output: out.freeze(),
-            status,
-        }
+    /// Feed the next chunk; what it completes, in order.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Piece> {
+        let mut pieces = Pieces::default();
+        self.scan(chunk, &mut pieces);
+        pieces.into_vec()
     }
 
     /// The stream ended: release anything held back (an incomplete marker is plain output).
@@ -121,7 +187,7 @@ impl StatusScanner {
         matches!(self.state, State::Done)
     }
 
-    /// Number of bytes currently held back (a partial marker or a status line in progress).
+    /// Number of bytes currently held back (a partial marker or a record line in progress).
     pub fn held_len(&self) -> usize {
         match &self.state {
             State::Scanning { held } => held.len(),
@@ -130,42 +196,44 @@ impl StatusScanner {
         }
     }
 
-    fn scan(&mut self, mut input: &[u8], out: &mut BytesMut) -> Option<Result<RunStatus, String>> {
+    fn scan(&mut self, mut input: &[u8], out: &mut Pieces) {
         loop {
             match &mut self.state {
-                State::Done => return None,
+                State::Done => return,
                 State::Line { line } => {
-                    let Some(end) = memchr::memchr(b'\n', input) else {
-                        if line.len() + input.len() > MAX_STATUS_LINE_LEN {
-                            self.state = State::Done;
-                            return Some(Err(format!(
-                                "status line exceeds {MAX_STATUS_LINE_LEN} bytes"
-                            )));
-                        }
-                        line.extend_from_slice(input);
-                        return None;
-                    };
-                    if line.len() + end > MAX_STATUS_LINE_LEN {
+                    let end = memchr::memchr(b'\n', input);
+                    let take = end.unwrap_or(input.len());
+                    if line.len() + take > MAX_STATUS_LINE_LEN {
                         self.state = State::Done;
-                        return Some(Err(format!(
+                        out.record(Err(format!(
                             "status line exceeds {MAX_STATUS_LINE_LEN} bytes"
                         )));
+                        return;
                     }
-                    line.extend_from_slice(&input[..end]);
-                    let parsed = serde_json::from_slice::<RunStatus>(line)
-                        .map_err(|e| format!("status line is not valid RunStatus JSON: {e}"));
-                    self.state = State::Done;
-                    return Some(parsed);
+                    line.extend_from_slice(&input[..take]);
+                    let Some(end) = end else {
+                        return;
+                    };
+                    let parsed = serde_json::from_slice::<Record>(line)
+                        .map_err(|e| format!("status line is not a valid record: {e}"));
+                    let last = !matches!(parsed, Ok(Record::Compiled(_) | Record::Test(_)));
+                    out.record(parsed);
+                    if last {
+                        self.state = State::Done;
+                        return;
+                    }
+                    self.state = State::Scanning { held: Vec::new() };
+                    input = &input[end + 1..];
                 }
                 State::Scanning { held } => {
                     if held.is_empty() {
                         // The marker starts with its only NUL (the nonce is alphanumeric), so
                         // everything before the next NUL is user output.
                         let Some(at) = memchr::memchr(self.marker[0], input) else {
-                            out.extend_from_slice(input);
-                            return None;
+                            out.output(input);
+                            return;
                         };
-                        out.extend_from_slice(&input[..at]);
+                        out.output(&input[..at]);
                         input = &input[at..];
                     }
                     let k = held.len();
@@ -179,19 +247,20 @@ impl StatusScanner {
                         }
                         // The chunk ended inside the marker.
                         held.extend_from_slice(input);
-                        return None;
+                        return;
                     }
                     if k == 0 {
-                        out.extend_from_slice(&input[..1]);
+                        out.output(&input[..1]);
                         input = &input[1..];
                         continue;
                     }
                     // The held bytes are not the marker. A marker could only start later in
                     // them, so rescan them as fresh input, then go on with this chunk.
                     let old = std::mem::take(held);
-                    out.extend_from_slice(&old[..1]);
-                    if let Some(status) = self.scan(&old[1..], out) {
-                        return Some(status);
+                    out.output(&old[..1]);
+                    self.scan(&old[1..], out);
+                    if self.done() {
+                        return;
                     }
                 }
             }
@@ -223,24 +292,62 @@ mod tests {
     /// Everything a caller gets from feeding `chunks` and then calling `finish`.
     #[derive(Debug, Default)]
     struct Scanned {
+        /// All user bytes.
         output: Vec<u8>,
-        statuses: Vec<Result<RunStatus, String>>,
+        /// The records, each with how many user bytes came before it.
+        records: Vec<(usize, Result<Record, String>)>,
+    }
+
+    impl Scanned {
+        fn statuses(&self) -> Vec<Result<RunStatus, String>> {
+            self.records
+                .iter()
+                .filter_map(|(_, r)| match r {
+                    Ok(Record::Status(s)) => Some(Ok(s.clone())),
+                    Ok(Record::Compiled(_) | Record::Test(_)) => None,
+                    Err(e) => Some(Err(e.clone())),
+                })
+                .collect()
+        }
+    }
+
+    /// Output and the first status of one push.
+    fn split(pieces: Vec<Piece>) -> (Vec<u8>, Option<Result<Record, String>>) {
+        let mut output = Vec::new();
+        let mut record = None;
+        for piece in pieces {
+            match piece {
+                Piece::Output(bytes) => output.extend_from_slice(&bytes),
+                Piece::Record(r) => {
+                    record.get_or_insert(r);
+                }
+            }
+        }
+        (output, record)
     }
 
     fn scan_chunks(nonce: &str, chunks: &[&[u8]]) -> Scanned {
-        let mut scanner = StatusScanner::new(nonce);
+        let mut scanner = RecordScanner::new(nonce);
         let marker_len = MARKER_PREFIX.len() + nonce.len() + 1;
         let mut scanned = Scanned::default();
         let mut fed = 0;
         for chunk in chunks {
             fed += chunk.len();
-            let out = scanner.push(chunk);
-            scanned.output.extend_from_slice(&out.output);
-            scanned.statuses.extend(out.status);
+            for piece in scanner.push(chunk) {
+                match piece {
+                    Piece::Output(bytes) => {
+                        assert!(!bytes.is_empty(), "no empty output pieces");
+                        scanned.output.extend_from_slice(&bytes)
+                    }
+                    Piece::Record(r) => scanned.records.push((scanned.output.len(), r)),
+                }
+            }
             if !scanner.done() && !matches!(scanner.state, State::Line { .. }) {
                 // Only a possible partial marker may be held back.
                 assert!(scanner.held_len() < marker_len);
-                assert_eq!(scanned.output.len() + scanner.held_len(), fed);
+                if scanned.records.is_empty() {
+                    assert_eq!(scanned.output.len() + scanner.held_len(), fed);
+                }
             }
         }
         scanned.output.extend_from_slice(&scanner.finish());
@@ -270,7 +377,7 @@ mod tests {
         input.extend_from_slice(b"left-over process output");
         for_every_split(NONCE, &input, |s| {
             assert_eq!(s.output, b"hello\0world\n\0ONPYRUNNER-STAT");
-            assert_eq!(s.statuses, vec![Ok(status())]);
+            assert_eq!(s.statuses(), vec![Ok(status())]);
         });
     }
 
@@ -279,7 +386,7 @@ mod tests {
         let input = b"plain \0 text with NULs\0\0 and \0ONPY partial markers\0ONPYRUNNER-STATUS";
         for_every_split(NONCE, input, |s| {
             assert_eq!(s.output, input);
-            assert!(s.statuses.is_empty());
+            assert!(s.statuses().is_empty());
         });
     }
 
@@ -290,7 +397,7 @@ mod tests {
         input.extend_from_slice(&encode_status("abc12", &status()));
         for_every_split(NONCE, &input, |s| {
             assert_eq!(s.output, input);
-            assert!(s.statuses.is_empty());
+            assert!(s.statuses().is_empty());
         });
     }
 
@@ -303,7 +410,7 @@ mod tests {
         input.extend_from_slice(&encode_status(NONCE, &real));
         for_every_split(NONCE, &input, |s| {
             assert_eq!(s.output, &input[..forged_len]);
-            assert_eq!(s.statuses, vec![Ok(real.clone())]);
+            assert_eq!(s.statuses(), vec![Ok(real.clone())]);
         });
     }
 
@@ -312,7 +419,7 @@ mod tests {
         let input = b"out\0ONPYRUNNER-STATUS abc1";
         for_every_split(NONCE, input, |s| {
             assert_eq!(s.output, input);
-            assert!(s.statuses.is_empty());
+            assert!(s.statuses().is_empty());
         });
     }
 
@@ -321,39 +428,37 @@ mod tests {
         let input = b"out\0ONPYRUNNER-STATUS abc123 {\"stage\":";
         for_every_split(NONCE, input, |s| {
             assert_eq!(s.output, input);
-            assert!(s.statuses.is_empty());
+            assert!(s.statuses().is_empty());
         });
     }
 
     #[test]
     fn held_bytes_are_released_as_soon_as_disproved() {
-        let mut scanner = StatusScanner::new(NONCE);
-        let out = scanner.push(b"abc\0ONPY");
-        assert_eq!(&out.output[..], b"abc");
+        let mut scanner = RecordScanner::new(NONCE);
+        assert_eq!(split(scanner.push(b"abc\0ONPY")).0, b"abc");
         assert_eq!(scanner.held_len(), 5);
-        let out = scanner.push(b"THON");
-        assert_eq!(&out.output[..], b"\0ONPYTHON");
+        assert_eq!(split(scanner.push(b"THON")).0, b"\0ONPYTHON");
         assert_eq!(scanner.held_len(), 0);
     }
 
     #[test]
     fn held_bytes_end_where_a_new_marker_begins() {
-        let mut scanner = StatusScanner::new(NONCE);
-        assert_eq!(&scanner.push(b"\0ONPY").output[..], b"");
-        let out = scanner.push(b"\0ONPYRUNNER");
-        assert_eq!(&out.output[..], b"\0ONPY");
+        let mut scanner = RecordScanner::new(NONCE);
+        assert!(scanner.push(b"\0ONPY").is_empty());
+        assert_eq!(split(scanner.push(b"\0ONPYRUNNER")).0, b"\0ONPY");
         assert_eq!(scanner.held_len(), 11);
-        let out = scanner.push(&encode_status(NONCE, &status())[11..]);
-        assert_eq!(out.status, Some(Ok(status())));
-        assert!(out.output.is_empty());
+        let (output, record) = split(scanner.push(&encode_status(NONCE, &status())[11..]));
+        assert_eq!(record, Some(Ok(Record::Status(status()))));
+        assert!(output.is_empty());
     }
 
     #[test]
     fn chunks_without_nul_are_forwarded_whole() {
-        let mut scanner = StatusScanner::new(NONCE);
+        let mut scanner = RecordScanner::new(NONCE);
         let big = vec![b'x'; 1 << 20];
-        let out = scanner.push(&big);
-        assert_eq!(out.output.len(), big.len());
+        let pieces = scanner.push(&big);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(split(pieces).0.len(), big.len());
         assert_eq!(scanner.held_len(), 0);
     }
 
@@ -363,37 +468,79 @@ mod tests {
         input.extend_from_slice(b"after");
         for_every_split(NONCE, &input, |s| {
             assert!(s.output.is_empty());
-            assert_eq!(s.statuses.len(), 1);
-            assert!(s.statuses[0].as_ref().unwrap_err().contains("JSON"));
+            assert_eq!(s.statuses().len(), 1);
+            assert!(s.statuses()[0].as_ref().unwrap_err().contains("record"));
         });
     }
 
     #[test]
     fn over_long_status_line_is_an_error_status() {
-        let mut scanner = StatusScanner::new(NONCE);
-        assert_eq!(scanner.push(b"\0ONPYRUNNER-STATUS abc123 ").status, None);
+        let mut scanner = RecordScanner::new(NONCE);
+        assert!(scanner.push(b"\0ONPYRUNNER-STATUS abc123 ").is_empty());
         let filler = vec![b'x'; MAX_STATUS_LINE_LEN / 2];
-        assert_eq!(scanner.push(&filler).status, None);
-        let out = scanner.push(&filler);
-        assert_eq!(out.status, None, "exactly the limit is still accepted");
-        let out = scanner.push(b"y");
-        assert!(out.status.unwrap().unwrap_err().contains("exceeds"));
+        assert!(scanner.push(&filler).is_empty());
+        assert!(
+            scanner.push(&filler).is_empty(),
+            "exactly the limit is still accepted"
+        );
+        let (_, record) = split(scanner.push(b"y"));
+        assert!(record.unwrap().unwrap_err().contains("exceeds"));
         assert!(scanner.done());
     }
 
     #[test]
     fn nothing_is_returned_after_the_status() {
-        let mut scanner = StatusScanner::new(NONCE);
-        let out = scanner.push(&encode_status(NONCE, &status()));
-        assert_eq!(out.status, Some(Ok(status())));
+        let mut scanner = RecordScanner::new(NONCE);
+        let (_, record) = split(scanner.push(&encode_status(NONCE, &status())));
+        assert_eq!(record, Some(Ok(Record::Status(status()))));
         assert!(scanner.done());
-        assert_eq!(scanner.push(b"more"), ScanOutput::default());
-        assert_eq!(
-            scanner.push(&encode_status(NONCE, &status())),
-            ScanOutput::default()
-        );
+        assert!(scanner.push(b"more").is_empty());
+        assert!(scanner.push(&encode_status(NONCE, &status())).is_empty());
         assert!(scanner.finish().is_empty());
         assert!(scanner.done());
+    }
+
+    fn compiled() -> Usage {
+        Usage {
+            stage: Stage::Compile,
+            exit_code: Some(0),
+            signal: None,
+            wall_ms: 900,
+            cpu_ms: 800,
+            memory_kib: 90_000,
+        }
+    }
+
+    #[test]
+    fn compile_output_run_output_and_the_status_come_in_order_in_every_split() {
+        let mut input = b"warning: x\n".to_vec();
+        input.extend_from_slice(&encode_record(NONCE, &Record::Compiled(compiled())));
+        input.extend_from_slice(b"\0program");
+        input.extend_from_slice(&encode_status(NONCE, &status()));
+        input.extend_from_slice(b"left over");
+        for_every_split(NONCE, &input, |s| {
+            assert_eq!(s.output, b"warning: x\n\0program");
+            assert_eq!(
+                s.records,
+                vec![
+                    (11, Ok(Record::Compiled(compiled()))),
+                    (19, Ok(Record::Status(status())))
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn compiled_record_is_tagged_and_status_record_keeps_its_fields() {
+        let compiled = encode_record(NONCE, &Record::Compiled(compiled()));
+        let text = String::from_utf8(compiled).unwrap();
+        assert!(
+            text.contains("{\"record\":\"compiled\",\"stage\":\"compile\""),
+            "{text}"
+        );
+        let status = String::from_utf8(encode_status(NONCE, &status())).unwrap();
+        assert!(status.contains("\"record\":\"status\""), "{status}");
+        assert!(status.contains("\"exit_code\":3"), "{status}");
     }
 
     #[test]
@@ -403,7 +550,10 @@ mod tests {
         let rest = rest.strip_prefix(b"abc123 ").unwrap();
         let json = rest.strip_suffix(b"\n").unwrap();
         assert!(!json.contains(&b'\n'));
-        assert_eq!(serde_json::from_slice::<RunStatus>(json).unwrap(), status());
+        assert_eq!(
+            serde_json::from_slice::<Record>(json).unwrap(),
+            Record::Status(status())
+        );
         let text = String::from_utf8(json.to_vec()).unwrap();
         assert!(text.contains("\"stage\":\"run\""), "{text}");
     }
@@ -417,7 +567,7 @@ mod tests {
         input.extend_from_slice(&encode_status(nonce, &status()));
         for_every_split(nonce, &input, |s| {
             assert_eq!(s.output, &input[..user_len]);
-            assert_eq!(s.statuses, vec![Ok(status())]);
+            assert_eq!(s.statuses(), vec![Ok(status())]);
         });
     }
 
@@ -486,8 +636,30 @@ mod tests {
             input.extend_from_slice(&encode_status(&nonce, &status));
             input.extend_from_slice(&after);
             let scanned = scan_chunks(&nonce, &split_at_points(&input, &points));
+            prop_assert_eq!(scanned.statuses(), vec![Ok(status)]);
             prop_assert_eq!(scanned.output, user);
-            prop_assert_eq!(scanned.statuses, vec![Ok(status)]);
+        }
+
+        #[test]
+        fn output_of_both_stages_is_kept_apart_by_the_compiled_record(
+            before in user_output(),
+            after in user_output(),
+            status in run_status(),
+            points in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let marker = b"\0ONPYRUNNER-STATUS abc123 ";
+            let clean = |u: &[u8]| !u.windows(marker.len()).any(|w| w == marker);
+            prop_assume!(clean(&before) && clean(&after));
+            let mut input = before.clone();
+            input.extend_from_slice(&encode_record(NONCE, &Record::Compiled(compiled())));
+            input.extend_from_slice(&after);
+            input.extend_from_slice(&encode_status(NONCE, &status));
+            let scanned = scan_chunks(NONCE, &split_at_points(&input, &points));
+            prop_assert_eq!(scanned.records, vec![
+                (before.len(), Ok(Record::Compiled(compiled()))),
+                (before.len() + after.len(), Ok(Record::Status(status))),
+            ]);
+            prop_assert_eq!(scanned.output, [before, after].concat());
         }
 
         #[test]
@@ -498,8 +670,8 @@ mod tests {
             let marker = b"\0ONPYRUNNER-STATUS abc123 ";
             prop_assume!(!user.windows(marker.len()).any(|w| w == marker));
             let scanned = scan_chunks(NONCE, &split_at_points(&user, &points));
+            prop_assert!(scanned.statuses().is_empty());
             prop_assert_eq!(scanned.output, user);
-            prop_assert!(scanned.statuses.is_empty());
         }
     }
 }

@@ -44,9 +44,9 @@ pub fn host_pids_limit(pids: i64, runtime: Option<&str>) -> i64 {
     }
 }
 
-/// The only environment a program sees.
-pub fn environment() -> Vec<String> {
-    [
+/// The only environment a program sees: these, then the language's own (`env` in the table).
+pub fn environment(language_env: &[String]) -> Vec<String> {
+    let mut env: Vec<String> = [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         // The run's uid has no /etc/passwd entry: this is where CPython, PyPy, Node.js and the
         // JVM's user.home take the home directory from.
@@ -54,9 +54,14 @@ pub fn environment() -> Vec<String> {
         "TMPDIR=/tmp",
         "LANG=C.UTF-8",
         "LC_ALL=C.UTF-8",
+        // Defined for every program, as the big judges define it (Codeforces, Baekjoon and
+        // DOMjudge pass -DONLINE_JUDGE to their compilers, and set it for interpreters).
+        "ONLINE_JUDGE=1",
     ]
     .map(String::from)
-    .to_vec()
+    .to_vec();
+    env.extend_from_slice(language_env);
+    env
 }
 
 /// Who made a container and for what.
@@ -89,13 +94,20 @@ impl Labels {
 /// the OCI runtime (`runsc` for gVisor); `None` is the daemon's default.
 ///
 /// `warm` is the language's warm command (empty for none): the launcher gets it as
-/// `--warm ARGV...` and starts it at container start (`onpyrunner_protocol::warm`). It comes
-/// from the table only; the source still travels on stdin.
+/// `--warm ARGV...` and starts it at container start (`onpyrunner_protocol::warm`). `env` is
+/// the language's own environment (`env` in the table). Both come from the table only; the
+/// source still travels on stdin.
+///
+/// The stack (RLIMIT_STACK) is as large as the memory limit, as judges give it: a recursive
+/// DFS of 10^5 nodes works in C, C++ and Rust, in PyPy and CPython with a raised recursion
+/// limit (their own stack checks follow RLIMIT_STACK), and a program that recurses without
+/// end meets the memory limit rather than a segfault at 8 MiB.
 pub fn container_config(
     image: &str,
     limits: &Limits,
     labels: &Labels,
     warm: &[String],
+    env: &[String],
     uid: u32,
     runtime: Option<&str>,
 ) -> ContainerConfig {
@@ -120,7 +132,7 @@ pub fn container_config(
         image: image.to_string(),
         cmd,
         entrypoint: Some(vec![]),
-        env: environment(),
+        env: environment(env),
         user: format!("{uid}:{uid}"),
         working_dir: WORK_DIR.to_string(),
         labels,
@@ -158,6 +170,11 @@ pub fn container_config(
                     soft: 0,
                     hard: 0,
                 },
+                Ulimit {
+                    name: "stack".into(),
+                    soft: memory,
+                    hard: memory,
+                },
             ],
             ipc_mode: "private".into(),
             init: true,
@@ -186,7 +203,7 @@ mod tests {
             run: "r".into(),
             created_unix: 1,
         };
-        let c = container_config("img", &limits, &labels, &lang.warm, 20_123, None);
+        let c = container_config("img", &limits, &labels, &lang.warm, &[], 20_123, None);
         assert_eq!(c.cmd, [LAUNCHER_PATH]);
         let h = &c.host_config;
         assert_eq!(h.network_mode, "none");
@@ -211,6 +228,14 @@ mod tests {
         );
         assert_eq!(h.runtime, None, "the daemon's default runtime");
         assert!(h.ulimits.iter().any(|u| u.name == "core" && u.hard == 0));
+        assert!(
+            h.ulimits
+                .iter()
+                .any(|u| u.name == "stack" && u.soft == h.memory && u.hard == h.memory),
+            "the stack is bounded by the memory limit only: {:?}",
+            h.ulimits
+        );
+        assert!(c.env.iter().any(|e| e == "ONLINE_JUDGE=1"));
         assert_eq!(c.labels[LABEL_MANAGED], "1");
         assert_eq!(c.labels[LABEL_OWNER], "o");
         assert!(c.env.iter().all(|e| !e.contains("DOCKER")));
@@ -226,9 +251,25 @@ mod tests {
             run: "r".into(),
             created_unix: 1,
         };
-        let c = container_config("img", &limits, &labels, &java.warm, 20_000, None);
+        let c = container_config("img", &limits, &labels, &java.warm, &[], 20_000, None);
         assert_eq!(c.cmd[..2], [LAUNCHER_PATH, "--warm"]);
         assert_eq!(c.cmd[2..], java.warm[..]);
+    }
+
+    #[test]
+    fn a_languages_env_comes_after_the_common_one() {
+        let lang = onpyrunner_languages::find("python").unwrap();
+        let limits = Limits::defaults(lang, &Caps::default());
+        let labels = Labels {
+            owner: "o".into(),
+            language: "python".into(),
+            run: "r".into(),
+            created_unix: 1,
+        };
+        let env = ["GOCACHE=/x".to_string()];
+        let c = container_config("img", &limits, &labels, &[], &env, 20_000, None);
+        assert_eq!(c.env.last().map(String::as_str), Some("GOCACHE=/x"));
+        assert!(c.env.iter().any(|e| e == "HOME=/work"));
     }
 
     #[test]
@@ -251,7 +292,7 @@ mod tests {
             created_unix: 1,
         };
         let body = |runtime| {
-            let c = container_config("img", &limits, &labels, &[], 20_000, runtime);
+            let c = container_config("img", &limits, &labels, &[], &[], 20_000, runtime);
             serde_json::to_value(&c).unwrap()["HostConfig"].clone()
         };
         assert_eq!(body(Some("runsc"))["Runtime"], "runsc");

@@ -18,7 +18,8 @@ use crate::images;
 use crate::limits::Caps;
 use crate::metrics::Metrics;
 use crate::owner::{self, OwnerLock};
-use crate::pool::Pool;
+use crate::pool::{Demand, Pool};
+use crate::pool_sizing::{PoolPlan, SizeRange, Sizing};
 use crate::run::{self, Controls, Maker, Placement, RunError, RunSpec, Sandbox};
 use crate::run_log::LogFull;
 use crate::scheduler::{Cost, LocalQueue, Request, RunQueue, Ticket};
@@ -52,8 +53,18 @@ pub struct EngineConfig {
     /// This supervisor's name on the daemon, `[a-z0-9-]+`. Its start-up sweep removes every
     /// container of the same name, so supervisors sharing a daemon need distinct names.
     pub instance: String,
-    /// Pool size per language id, overriding the language table.
+    /// Pinned pool sizes per language id (`--pool LANG=N`): exactly this many, whatever the
+    /// demand.
     pub pool_sizes: BTreeMap<String, usize>,
+    /// Pool ranges per language id (`--pool LANG=MIN-MAX`): follow demand within them. A
+    /// language in neither map starts at its table size and follows demand between 1 and
+    /// [`DEFAULT_CEILING`](crate::pool_sizing::DEFAULT_CEILING).
+    pub pool_ranges: BTreeMap<String, SizeRange>,
+    /// MiB the pools' targets may be charged together, each pooled container at its language's
+    /// memory limit.
+    pub pool_memory_mib: u64,
+    /// A pool that has not missed for this long shrinks by one container, down to its floor.
+    pub pool_idle: Duration,
     /// Runs executing at once.
     pub max_running: usize,
     /// Runs waiting beyond those; more are refused as busy.
@@ -100,11 +111,22 @@ impl EngineConfig {
             .cloned()
     }
 
-    /// Containers the pools keep, in all (ready or being made).
+    /// The sizes a language's pool may take: pinned, configured, or the table's default.
+    pub fn pool_range(&self, language: &Language) -> SizeRange {
+        if let Some(&n) = self.pool_sizes.get(&language.id) {
+            return SizeRange::pinned(n);
+        }
+        if let Some(range) = self.pool_ranges.get(&language.id) {
+            return SizeRange::following(range.floor, language.pool_size, range.ceiling);
+        }
+        SizeRange::default_for(language.pool_size)
+    }
+
+    /// Containers the pools may keep at most, in all (ready or being made): their ceilings.
     pub fn pooled(&self) -> usize {
         onpyrunner_languages::languages()
             .iter()
-            .map(|l| self.pool_sizes.get(&l.id).copied().unwrap_or(l.pool_size))
+            .map(|l| self.pool_range(l).ceiling)
             .sum()
     }
 }
@@ -115,6 +137,9 @@ impl Default for EngineConfig {
         EngineConfig {
             instance: "local".into(),
             pool_sizes: BTreeMap::new(),
+            pool_ranges: BTreeMap::new(),
+            pool_memory_mib: crate::scheduler::default_pool_memory_mib(),
+            pool_idle: crate::pool_sizing::DEFAULT_IDLE,
             max_running,
             max_queued: 64 * max_running,
             max_per_client: max_running + 16,
@@ -155,6 +180,8 @@ struct Inner {
     /// Makes every container of this engine, each as a uid of its own.
     maker: Maker,
     pools: BTreeMap<String, Pool>,
+    /// The pools' sizing: ticked by the maintenance task so that idle pools shrink.
+    demand: Arc<Demand>,
     /// Language id -> image and runtime, for the languages whose image exists.
     placements: BTreeMap<String, Placement>,
     queue: Arc<dyn RunQueue>,
@@ -201,7 +228,12 @@ impl Engine {
                 "max_running: must be at least 1".into(),
             ));
         }
-        for id in config.pool_sizes.keys().chain(config.runtimes.keys()) {
+        for id in config
+            .pool_sizes
+            .keys()
+            .chain(config.pool_ranges.keys())
+            .chain(config.runtimes.keys())
+        {
             if onpyrunner_languages::find(id).is_none() {
                 return Err(EngineError::Config(format!(
                     "pool size or runtime for unknown language {id:?}"
@@ -303,18 +335,35 @@ impl Engine {
             }
             placements.insert(lang.id.clone(), Placement { image, runtime });
         }
-        // The pools start once every language's runtime is known to exist: none is left
-        // filling when the engine refuses to start.
+        // The pools start once every language's runtime is known to exist and their sizing
+        // fits its budget: none is left filling when the engine refuses to start.
+        let plans: Vec<PoolPlan> = placements
+            .keys()
+            .map(|id| onpyrunner_languages::find(id).expect("a language of the table"))
+            .map(|lang| PoolPlan {
+                language: lang.id.clone(),
+                cost_mib: crate::limits::Limits::defaults(lang, &config.caps).memory_mib,
+                range: config.pool_range(lang),
+            })
+            .filter(|plan| plan.range.ceiling > 0)
+            .collect();
+        let sizing = Sizing::new(
+            config.pool_memory_mib,
+            config.pool_idle,
+            plans,
+            Instant::now(),
+        )
+        .map_err(|e| EngineError::Config(e.to_string()))?;
+        let demand = Demand::new(sizing);
         let mut pools = BTreeMap::new();
         for (id, placement) in &placements {
             let lang = onpyrunner_languages::find(id).expect("a language of the table");
-            let size = config.pool_sizes.get(id).copied().unwrap_or(lang.pool_size);
-            if size > 0 {
-                let pool = Pool::start(
+            if demand.index(id).is_some() {
+                let pool = Pool::start_in(
                     maker.clone(),
                     lang,
                     placement.clone(),
-                    size,
+                    demand.clone(),
                     &config.caps,
                     shutdown.clone(),
                 );
@@ -332,6 +381,7 @@ impl Engine {
             owner,
             maker,
             pools,
+            demand,
             placements,
             queue,
             shutdown,
@@ -366,6 +416,11 @@ impl Engine {
 
     pub fn pools(&self) -> &BTreeMap<String, Pool> {
         &self.inner.pools
+    }
+
+    /// The pools' sizing (targets, budget).
+    pub fn demand(&self) -> &Demand {
+        &self.inner.demand
     }
 
     /// Whether this language's image is there, so runs of it can be accepted.
@@ -539,10 +594,15 @@ impl crate::runner::Runner for Engine {
                 .iter()
                 .map(|(id, pool)| {
                     let s = pool.stats();
+                    let range = pool.range();
                     crate::runner::PoolStatus {
                         language: id.clone(),
                         ready: pool.ready(),
+                        size: pool.size(),
                         target: pool.target(),
+                        floor: range.floor,
+                        ceiling: range.ceiling,
+                        shrunk: load(&s.shrunk),
                         hits: load(&s.hits),
                         misses: load(&s.misses),
                         created: load(&s.created),
@@ -550,6 +610,7 @@ impl crate::runner::Runner for Engine {
                     }
                 })
                 .collect(),
+            pool_memory_mib: self.inner.demand.charged_and_budget_mib(),
             ended: RunState::ALL
                 .into_iter()
                 .filter(|s| s.is_final())
@@ -623,6 +684,7 @@ async fn maintain(inner: Arc<Inner>) {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             _ = health.tick() => {
+                inner.demand.tick();
                 let up = tokio::time::timeout(Duration::from_secs(3), inner.docker.ping())
                     .await
                     .is_ok_and(|r| r.is_ok());
@@ -895,12 +957,12 @@ impl SessionTask {
         let log_full = &log_full;
         let forwarding = async move {
             let mut first = true;
-            while let Some(chunk) = out_rx.recv().await {
+            while let Some(event) = out_rx.recv().await {
                 if first {
                     metrics.first_byte.observe(accepted.elapsed());
                     first = false;
                 }
-                if let Err(LogFull) = log.push(Event::Output(chunk)) {
+                if let Err(LogFull) = log.push(event) {
                     log_full.store(true, Ordering::Relaxed);
                     stop.stop(Reason::OutputLimit);
                 }

@@ -57,9 +57,22 @@ fn step_err(step: impl Into<String>, message: impl std::fmt::Display) -> ImageEr
 }
 
 /// Everything that decides what goes into a language's image, as canonical text: the base
-/// recipe, plus the warm command, files and build steps of a warm language.
+/// recipe, the version of the records the launcher writes, the table's build steps when there
+/// are any, plus the warm command, files and build steps of a warm language.
+///
+/// The records' version is here so that a supervisor and the launcher layer always speak the
+/// same records: supervisors of two versions sharing one daemon (a rolling update, two
+/// checkouts) use two image tags over the same base image, instead of re-layering one tag
+/// back and forth.
 pub fn recipe(lang: &Language) -> String {
     let mut recipe = base_recipe(lang);
+    recipe.push_str(&format!(
+        "records={}\n",
+        onpyrunner_protocol::status::RECORDS_VERSION
+    ));
+    if !lang.build.is_empty() {
+        recipe.push_str(&format!("build={}\n", json(&lang.build)));
+    }
     if lang.is_warm() {
         // JSON keeps argv boundaries unambiguous.
         recipe.push_str(&format!("warm={}\n", json(&lang.warm)));
@@ -71,6 +84,16 @@ pub fn recipe(lang: &Language) -> String {
             ));
         }
         recipe.push_str(&format!("warm_build={}\n", json(&lang.warm_build)));
+    }
+    if !lang.judge_server.is_empty() {
+        recipe.push_str(&format!("judge_server={}\n", json(&lang.judge_server)));
+        for name in &lang.judge_files {
+            let text = onpyrunner_languages::warm_file(name).unwrap_or_default();
+            recipe.push_str(&format!(
+                "judge_file={name}:{}\n",
+                hex(&Sha256::digest(text.as_bytes()))
+            ));
+        }
     }
     recipe
 }
@@ -216,9 +239,13 @@ pub async fn ensure(
 
 fn launcher_context(lang: &Language, launcher: &[u8], digest: &str) -> std::io::Result<Vec<u8>> {
     let mut files: Vec<(String, &[u8], u32)> = Vec::new();
-    // The warm steps come first: the build cache then keeps their layers when only the
-    // launcher changed.
+    // The table's build steps, then the warm steps, come first: the build cache then keeps
+    // their layers when only the launcher changed.
     let mut warm_steps = String::new();
+    for argv in &lang.build {
+        // Exec form: no shell between the table and the command.
+        warm_steps.push_str(&format!("RUN {}\n", json(argv)));
+    }
     for name in &lang.warm_files {
         let text = onpyrunner_languages::warm_file(name).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, format!("warm file {name}"))
@@ -228,6 +255,28 @@ fn launcher_context(lang: &Language, launcher: &[u8], digest: &str) -> std::io::
             dir = onpyrunner_languages::WARM_DIR
         ));
         files.push((format!("warm/{name}"), text.as_bytes(), 0o644));
+    }
+    let judge_argv: String = lang
+        .judge_server
+        .iter()
+        .map(|arg| format!("{arg}\n"))
+        .collect();
+    for name in &lang.judge_files {
+        let text = onpyrunner_languages::warm_file(name).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("judge file {name}"))
+        })?;
+        warm_steps.push_str(&format!(
+            "COPY warm/{name} {dir}/{name}\n",
+            dir = onpyrunner_languages::WARM_DIR
+        ));
+        files.push((format!("warm/{name}"), text.as_bytes(), 0o644));
+    }
+    if !lang.judge_server.is_empty() {
+        warm_steps.push_str(&format!(
+            "COPY judge-server {}\n",
+            onpyrunner_languages::JUDGE_SERVER_ARGV_FILE
+        ));
+        files.push(("judge-server".into(), judge_argv.as_bytes(), 0o644));
     }
     for argv in &lang.warm_build {
         // Exec form: no shell between the table and the command.
@@ -476,8 +525,8 @@ mod tests {
 
     #[test]
     fn launcher_context_has_a_dockerfile_and_the_launcher() {
-        let python = onpyrunner_languages::find("python").unwrap();
-        let tar_bytes = launcher_context(python, b"\x7fELF", "abc").unwrap();
+        let node = onpyrunner_languages::find("node").unwrap();
+        let tar_bytes = launcher_context(node, b"\x7fELF", "abc").unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let names: Vec<String> = archive
             .entries()
@@ -488,13 +537,48 @@ mod tests {
     }
 
     #[test]
-    fn only_a_warm_language_gets_a_new_tag_and_keeps_its_base() {
+    fn a_judge_server_language_gets_its_server_and_its_argv_file() {
         let python = onpyrunner_languages::find("python").unwrap();
-        assert_eq!(recipe(python), base_recipe(python));
+        let tar_bytes = launcher_context(python, b"\x7fELF", "abc").unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut entries = std::collections::BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap_or_default();
+            entries.insert(name, text);
+        }
+        assert!(entries["warm/onpyrunner_fork.py"].contains("os.fork()"));
         assert_eq!(
-            base_ref(python).rsplit_once(':').unwrap().1,
-            recipe_hash(python),
-            "a language without warm fields keeps the tag it had"
+            entries["judge-server"],
+            "python3.15\n/usr/local/lib/onpyrunner/onpyrunner_fork.py\n"
+        );
+        let dockerfile = &entries["Dockerfile"];
+        assert!(dockerfile.contains(
+            "COPY warm/onpyrunner_fork.py /usr/local/lib/onpyrunner/onpyrunner_fork.py\n"
+        ));
+        assert!(dockerfile.contains(&format!(
+            "COPY judge-server {}\n",
+            onpyrunner_languages::JUDGE_SERVER_ARGV_FILE
+        )));
+        let mut without = python.clone();
+        without.judge_server.clear();
+        without.judge_files.clear();
+        assert_ne!(recipe_hash(&without), recipe_hash(python));
+        assert_eq!(base_ref(&without), base_ref(python), "the same base image");
+    }
+
+    #[test]
+    fn the_records_version_and_the_warm_fields_make_the_tag_over_the_same_base() {
+        let node = onpyrunner_languages::find("node").unwrap();
+        assert_eq!(
+            recipe(node),
+            format!(
+                "{}records={}\n",
+                base_recipe(node),
+                onpyrunner_protocol::status::RECORDS_VERSION
+            )
         );
         let java = onpyrunner_languages::find("java").unwrap();
         assert!(recipe(java).starts_with(&base_recipe(java)));
@@ -510,6 +594,28 @@ mod tests {
         let mut other = java.clone();
         other.warm.push("-Dx".into());
         assert_ne!(recipe_hash(&other), recipe_hash(java));
+    }
+
+    #[test]
+    fn build_steps_are_part_of_the_recipe_and_run_before_the_launcher() {
+        let python = onpyrunner_languages::find("python").unwrap();
+        let mut built = python.clone();
+        built.build = vec![vec!["touch".into(), "/x".into()]];
+        assert_ne!(recipe_hash(&built), recipe_hash(python));
+        assert_eq!(base_ref(&built), base_ref(python), "the same base image");
+        let tar_bytes = launcher_context(&built, b"\x7fELF", "abc").unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut dockerfile = String::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some("Dockerfile") {
+                std::io::Read::read_to_string(&mut entry, &mut dockerfile).unwrap();
+            }
+        }
+        let step = dockerfile
+            .find("RUN [\"touch\",\"/x\"]\n")
+            .expect(&dockerfile);
+        assert!(step < dockerfile.find("COPY onpyrunner-launcher").unwrap());
     }
 
     #[test]

@@ -3,11 +3,15 @@
 use onpyrunner_languages::Language;
 use serde::Serialize;
 
-/// The limits a run gets. All are enforced by the kernel through Docker, except `wall_ms`,
-/// `output_bytes` and `stdin_bytes`, which the supervisor enforces.
+/// The limits a run gets. All are enforced by the kernel through Docker, except the wall clocks,
+/// the output budgets and `stdin_bytes`, which the supervisor enforces.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Limits {
     pub wall_ms: u64,
+    /// The compile stage's wall clock, apart from the run's.
+    pub compile_wall_ms: u64,
+    /// What the compile stage may write (diagnostics), apart from the run's output.
+    pub compile_output_bytes: u64,
     pub memory_mib: u64,
     pub cpus: f64,
     pub pids: i64,
@@ -134,6 +138,8 @@ impl Limits {
                 caps.output_bytes,
                 caps.raise,
             )?,
+            compile_wall_ms: d.compile_wall_ms.min(caps.wall_ms),
+            compile_output_bytes: d.compile_output_bytes.min(caps.output_bytes),
             pids: d.pids,
             stdin_bytes: caps.stdin_bytes,
             file_size_mib: d.file_size_mib,

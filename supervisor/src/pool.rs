@@ -9,6 +9,12 @@
 //! (about 15 ms, most of a CPython hello world's time to first byte). The pool heats its next
 //! head when it refills, after the run that claimed the last one has had the CPU to itself.
 //!
+//! How many containers a pool keeps is its [`Demand`]'s to say ([`crate::pool_sizing`]): it
+//! grows when claims miss and shrinks when idle, within one memory budget for an engine's
+//! pools. A pool removes its ready containers beyond a lowered target (paused ones first, the
+//! hot head last), and makes up to [`MAKERS`] containers at once when it is short of more than
+//! one.
+//!
 //! A pooled container goes through these states; anything else is a bug reported as an error:
 //!
 //! ```text
@@ -18,12 +24,13 @@
 //! Creating, Starting, Paused, Hot --fail/drain--> Removed
 //! ```
 use crate::limits::{Caps, Limits};
+use crate::pool_sizing::{PoolPlan, SizeRange, Sizing};
 use crate::run::{Maker, Placement, RunError, Sandbox};
 use onpyrunner_languages::Language;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -87,6 +94,97 @@ pub struct PoolStats {
     pub misses: AtomicU64,
     pub created: AtomicU64,
     pub failures: AtomicU64,
+    /// Ready containers removed because the target went down (an idle pool shrinking).
+    pub shrunk: AtomicU64,
+}
+
+/// The sizing of an engine's pools, shared by them: claims report to it, the engine's
+/// maintenance ticks it, and a pool whose target moved is woken to make or remove containers.
+pub struct Demand {
+    sizing: Mutex<Sizing>,
+    /// Each pool's wake-up, by its index in the sizing (registered when the pool starts).
+    wakers: Mutex<Vec<Option<Arc<Notify>>>>,
+}
+
+impl Demand {
+    pub fn new(sizing: Sizing) -> Arc<Demand> {
+        let n = sizing.len();
+        Arc::new(Demand {
+            sizing: Mutex::new(sizing),
+            wakers: Mutex::new(vec![None; n]),
+        })
+    }
+
+    /// One pool of exactly `size` containers of `language`, outside any budget.
+    pub fn fixed(language: &Language, size: usize) -> Arc<Demand> {
+        let plan = PoolPlan {
+            language: language.id.clone(),
+            cost_mib: language.limits.memory_mib,
+            range: SizeRange::pinned(size),
+        };
+        let sizing = Sizing::new(u64::MAX, Duration::MAX, vec![plan], Instant::now())
+            .expect("no budget: floors always fit");
+        Demand::new(sizing)
+    }
+
+    /// The index of `language`'s pool in the sizing.
+    pub fn index(&self, language: &str) -> Option<usize> {
+        let sizing = self.sizing.lock().expect("demand lock");
+        (0..sizing.len()).find(|&i| sizing.plan(i).language == language)
+    }
+
+    pub fn target(&self, pool: usize) -> usize {
+        self.sizing.lock().expect("demand lock").target(pool)
+    }
+
+    pub fn range(&self, pool: usize) -> SizeRange {
+        self.sizing.lock().expect("demand lock").plan(pool).range
+    }
+
+    /// MiB charged for every pool's target, and the budget they stay within.
+    pub fn charged_and_budget_mib(&self) -> (u64, u64) {
+        let sizing = self.sizing.lock().expect("demand lock");
+        (sizing.charged_mib(), sizing.budget_mib())
+    }
+
+    fn claimed(&self, pool: usize, hit: bool) {
+        let changed = self
+            .sizing
+            .lock()
+            .expect("demand lock")
+            .claimed(pool, hit, Instant::now());
+        self.wake(&changed);
+    }
+
+    /// Shrink the pools that have been idle long enough (the engine calls this every second).
+    pub fn tick(&self) {
+        let changed = self
+            .sizing
+            .lock()
+            .expect("demand lock")
+            .tick(Instant::now());
+        self.wake(&changed);
+    }
+
+    fn wake(&self, pools: &[usize]) {
+        if pools.is_empty() {
+            return;
+        }
+        let wakers = self.wakers.lock().expect("demand lock");
+        for &i in pools {
+            if let Some(Some(wake)) = wakers.get(i) {
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+/// What a pool holds: the containers ready for a claim (the head first) and how many are
+/// being made, under one lock so that makers never overshoot the target together.
+#[derive(Default)]
+struct Stock {
+    ready: VecDeque<Warm>,
+    making: usize,
 }
 
 struct Inner {
@@ -96,16 +194,22 @@ struct Inner {
     language: &'static Language,
     placement: Placement,
     limits: Limits,
-    target: usize,
-    ready: Mutex<VecDeque<Warm>>,
-    /// Containers being made right now (counted so the refiller does not overshoot).
-    making: AtomicUsize,
-    wake: Notify,
+    demand: Arc<Demand>,
+    /// This pool's index in `demand`.
+    index: usize,
+    stock: Mutex<Stock>,
+    wake: Arc<Notify>,
     stats: PoolStats,
     /// The pool's own token: cancelled by `drain()` or by the parent token given to `start`.
     cancel: CancellationToken,
-    /// The refiller, awaited by `drain()` so that nothing it makes outlives the pool.
-    refiller: Mutex<Option<JoinHandle<()>>>,
+    /// The makers, awaited by `drain()` so that nothing they make outlives the pool.
+    makers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn target(&self) -> usize {
+        self.demand.target(self.index)
+    }
 }
 
 /// The pool of one language. Cheap to clone.
@@ -115,8 +219,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Start a pool of `size` containers for `language`; it fills in the background until
-    /// `drain()` is called or `cancel` is cancelled.
+    /// Start a pool of exactly `size` containers for `language`; it fills in the background
+    /// until `drain()` is called or `cancel` is cancelled.
     pub fn start(
         maker: Maker,
         language: &'static Language,
@@ -125,21 +229,51 @@ impl Pool {
         caps: &Caps,
         cancel: CancellationToken,
     ) -> Pool {
+        let demand = Demand::fixed(language, size);
+        Pool::start_in(maker, language, placement, demand, caps, cancel)
+    }
+
+    /// Start `language`'s pool of `demand` (which must have one): its size follows the
+    /// sizing's target for it.
+    pub fn start_in(
+        maker: Maker,
+        language: &'static Language,
+        placement: Placement,
+        demand: Arc<Demand>,
+        caps: &Caps,
+        cancel: CancellationToken,
+    ) -> Pool {
+        let index = demand
+            .index(&language.id)
+            .expect("the demand sizes a pool of this language");
+        let wake = Arc::new(Notify::new());
+        demand.wakers.lock().expect("demand lock")[index] = Some(wake.clone());
         let inner = Arc::new(Inner {
             maker,
             language,
             placement,
             limits: Limits::defaults(language, caps),
-            target: size,
-            ready: Mutex::new(VecDeque::new()),
-            making: AtomicUsize::new(0),
-            wake: Notify::new(),
+            demand,
+            index,
+            stock: Mutex::new(Stock::default()),
+            wake,
             stats: PoolStats::default(),
             cancel: cancel.child_token(),
-            refiller: Mutex::new(None),
+            makers: Mutex::new(Vec::new()),
         });
-        let handle = tokio::spawn(refill(inner.clone()));
-        *inner.refiller.lock().expect("pool lock") = Some(handle);
+        // A pinned pool keeps one maker, as pools did before they followed demand: its size
+        // never jumps, and one maker keeps the head hot and the rest paused without a race.
+        let pinned = inner
+            .demand
+            .sizing
+            .lock()
+            .expect("demand lock")
+            .plan(index)
+            .range
+            .is_pinned();
+        let makers = if pinned { 1 } else { MAKERS };
+        let handles = (0..makers).map(|_| tokio::spawn(refill(inner.clone())));
+        inner.makers.lock().expect("pool lock").extend(handles);
         Pool { inner }
     }
 
@@ -147,18 +281,30 @@ impl Pool {
         self.inner.language
     }
 
+    /// The containers the pool should hold now (ready or being made).
     pub fn target(&self) -> usize {
-        self.inner.target
+        self.inner.target()
+    }
+
+    /// The sizes the pool may take.
+    pub fn range(&self) -> SizeRange {
+        self.inner.demand.range(self.inner.index)
     }
 
     pub fn ready(&self) -> usize {
-        self.inner.ready.lock().expect("pool lock").len()
+        self.inner.stock.lock().expect("pool lock").ready.len()
+    }
+
+    /// Ready containers plus those being made.
+    pub fn size(&self) -> usize {
+        let stock = self.inner.stock.lock().expect("pool lock");
+        stock.ready.len() + stock.making
     }
 
     /// Ids of the paused containers waiting in the pool (the sweeps leave them alone).
     pub fn ready_ids(&self) -> Vec<String> {
-        let ready = self.inner.ready.lock().expect("pool lock");
-        ready.iter().map(|w| w.id().to_string()).collect()
+        let stock = self.inner.stock.lock().expect("pool lock");
+        stock.ready.iter().map(|w| w.id().to_string()).collect()
     }
 
     pub fn stats(&self) -> &PoolStats {
@@ -180,9 +326,17 @@ impl Pool {
     /// the pool is empty (counted as a miss); the caller then makes a fresh container.
     pub async fn claim(&self) -> Option<Sandbox> {
         loop {
-            let warm = self.inner.ready.lock().expect("pool lock").pop_front();
+            let warm = self
+                .inner
+                .stock
+                .lock()
+                .expect("pool lock")
+                .ready
+                .pop_front();
             let Some(mut warm) = warm else {
                 self.inner.stats.misses.fetch_add(1, Ordering::Relaxed);
+                // The pool was too small: it grows (which wakes it), and refills at once.
+                self.inner.demand.claimed(self.inner.index, false);
                 self.inner.wake.notify_one();
                 return None;
             };
@@ -206,6 +360,7 @@ impl Pool {
                         .go(PooledState::Claimed)
                         .expect("paused or hot -> claimed");
                     self.inner.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    self.inner.demand.claimed(self.inner.index, true);
                     return Some(warm.sandbox);
                 }
                 Err(e) => {
@@ -230,13 +385,13 @@ impl Pool {
         self.inner.wake.notify_one();
     }
 
-    /// Stop refilling, wait for the refiller (it finishes or removes what it is making), and
+    /// Stop refilling, wait for the makers (each finishes or removes what it is making), and
     /// remove every ready container. Nothing of the pool exists on the daemon afterwards.
     pub async fn drain(&self) {
         self.inner.cancel.cancel();
-        let refiller = self.inner.refiller.lock().expect("pool lock").take();
-        if let Some(refiller) = refiller {
-            if let Err(e) = refiller.await {
+        let makers = std::mem::take(&mut *self.inner.makers.lock().expect("pool lock"));
+        for maker in makers {
+            if let Err(e) = maker.await {
                 tracing::error!(language = %self.inner.language.id, error = %e, "pool refiller failed");
             }
         }
@@ -246,9 +401,10 @@ impl Pool {
     async fn remove_ready(&self) {
         let all: Vec<Warm> = self
             .inner
-            .ready
+            .stock
             .lock()
             .expect("pool lock")
+            .ready
             .drain(..)
             .collect();
         for warm in all {
@@ -269,31 +425,24 @@ async fn remove(mut warm: Warm) {
     }
 }
 
-/// Keep `target` containers ready; back off while the daemon fails. A container being made is
+/// One of a pool's [`MAKERS`]: keep the target's worth of containers ready or being made,
+/// remove ready ones beyond it; back off while the daemon fails. A container being made is
 /// never abandoned half-way (that is how containers leaked): cancellation is checked between
 /// containers, and one finished after cancellation is removed at once.
 async fn refill(inner: Arc<Inner>) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        if !inner.cancel.is_cancelled() {
-            heat_head(&inner).await;
+        if inner.cancel.is_cancelled() {
+            break;
         }
-        let have =
-            inner.ready.lock().expect("pool lock").len() + inner.making.load(Ordering::Relaxed);
-        if have >= inner.target {
+        heat_head(&inner).await;
+        trim(&inner).await;
+        let Some(hot) = reserve(&inner) else {
             tokio::select! {
                 _ = inner.wake.notified() => continue,
                 _ = inner.cancel.cancelled() => break,
             }
-        }
-        if inner.cancel.is_cancelled() {
-            break;
-        }
-        // Into an empty pool the new container goes as its head: hot at once, never paused and
-        // unpaused (two daemon calls saved, which counts when runs drain the pool as fast as
-        // it fills).
-        let hot = inner.ready.lock().expect("pool lock").is_empty();
-        inner.making.fetch_add(1, Ordering::Relaxed);
+        };
         let made = match tokio::time::timeout(MAKE_TIMEOUT, make_one(&inner, hot)).await {
             Ok(made) => made,
             // A daemon that hangs: whatever was made is removed by its guard, or by the sweep.
@@ -302,18 +451,30 @@ async fn refill(inner: Arc<Inner>) {
                 after: MAKE_TIMEOUT,
             }),
         };
-        inner.making.fetch_sub(1, Ordering::Relaxed);
-        match made {
-            Ok(warm) if inner.cancel.is_cancelled() => {
+        let cancelled = inner.cancel.is_cancelled();
+        // Into the pool under the same lock that counted it as being made; what is not kept
+        // is handled after the lock is released.
+        let left = {
+            let mut stock = inner.stock.lock().expect("pool lock");
+            stock.making -= 1;
+            match made {
+                Ok(warm) if !cancelled => {
+                    stock.ready.push_back(warm);
+                    None
+                }
+                other => Some(other),
+            }
+        };
+        match left {
+            None => {
+                backoff = MIN_BACKOFF;
+                inner.stats.created.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Ok(warm)) => {
                 remove(warm).await;
                 break;
             }
-            Ok(warm) => {
-                backoff = MIN_BACKOFF;
-                inner.stats.created.fetch_add(1, Ordering::Relaxed);
-                inner.ready.lock().expect("pool lock").push_back(warm);
-            }
-            Err(e) => {
+            Some(Err(e)) => {
                 inner.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(language = %inner.language.id, error = %e, ?backoff, "pool refill failed");
                 tokio::select! {
@@ -328,15 +489,60 @@ async fn refill(inner: Arc<Inner>) {
     }
 }
 
+/// Take a place to make one more container, if the pool holds fewer than its target; says
+/// whether it is to be the head of an empty pool (hot at once: never paused and unpaused, two
+/// daemon calls saved, which counts when runs drain the pool as fast as it fills). Wakes the
+/// other maker when the pool is short of more than this one.
+fn reserve(inner: &Inner) -> Option<bool> {
+    let target = inner.target();
+    let mut stock = inner.stock.lock().expect("pool lock");
+    let have = stock.ready.len() + stock.making;
+    if have >= target {
+        return None;
+    }
+    let hot = have == 0;
+    stock.making += 1;
+    drop(stock);
+    if have + 1 < target {
+        inner.wake.notify_one();
+    }
+    Some(hot)
+}
+
+/// Remove the ready containers beyond the target (the target went down): the last made
+/// first, so the hot head goes last.
+async fn trim(inner: &Inner) {
+    loop {
+        let target = inner.target();
+        let extra = {
+            let mut stock = inner.stock.lock().expect("pool lock");
+            if stock.ready.len() + stock.making > target {
+                stock.ready.pop_back()
+            } else {
+                None
+            }
+        };
+        let Some(warm) = extra else { return };
+        inner.stats.shrunk.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(language = %inner.language.id, container_id = %warm.id(), target, "pool shrinks");
+        remove(warm).await;
+    }
+}
+
+/// Containers a pool that follows demand may be making at once (a pinned pool makes one at a
+/// time): a burst that grew the pool by several is refilled two at a time (a warm JVM takes about 1.7 s to make), more would only share the
+/// same cores.
+pub const MAKERS: usize = 2;
+
 /// How long after a claim the refill starts, unless the run ends sooner.
 pub const REFILL_DELAY: Duration = Duration::from_millis(300);
 /// Unpause the container at the head of the pool, unless the head is hot already. A claim that
 /// comes meanwhile takes the next one (and unpauses it itself).
 async fn heat_head(inner: &Inner) {
     let head = {
-        let mut ready = inner.ready.lock().expect("pool lock");
-        match ready.front() {
-            Some(w) if w.state == PooledState::Paused => ready.pop_front(),
+        let mut stock = inner.stock.lock().expect("pool lock");
+        match stock.ready.front() {
+            Some(w) if w.state == PooledState::Paused => stock.ready.pop_front(),
             _ => None,
         }
     };
@@ -344,7 +550,12 @@ async fn heat_head(inner: &Inner) {
     match inner.maker.docker.unpause_container(warm.id()).await {
         Ok(()) => {
             warm.state = warm.state.go(PooledState::Hot).expect("paused -> hot");
-            inner.ready.lock().expect("pool lock").push_front(warm);
+            inner
+                .stock
+                .lock()
+                .expect("pool lock")
+                .ready
+                .push_front(warm);
         }
         Err(e) => {
             tracing::warn!(container_id = %warm.id(), error = %e, "pooled container lost");

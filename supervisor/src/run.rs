@@ -3,6 +3,7 @@
 use crate::docker::{AttachIo, Docker, DockerError};
 pub use crate::error::RunError;
 pub use crate::ids::{random_hex, unix_now};
+use crate::judging::{JudgeSpec, Judging, TEST_GRACE_MS};
 use crate::limits::Limits;
 use crate::sandbox::{with_room, Resume};
 pub use crate::sandbox::{Leftover, Maker, Placement, Sandbox};
@@ -12,12 +13,12 @@ use futures_util::StreamExt;
 use onpyrunner_languages::{Language, FILES_PLACEHOLDER};
 use onpyrunner_protocol::launch::{self, RunRequest, SourceFile};
 use onpyrunner_protocol::{
-    AttachError, OutputChunk, OutputStream, Reason, RunStatus, Stage, StatusScanner, StreamKind,
-    Summary, Usage,
+    AttachError, Event, OutputChunk, OutputStream, Piece, Reason, Record, RecordScanner, RunStatus,
+    Stage, StreamKind, Summary, Usage,
 };
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 
 /// Largest total source size of one run.
@@ -41,6 +42,9 @@ pub struct RunSpec {
     /// Who asked for it, for the per-client caps and turn-taking. `None` is the machine's own
     /// user (the CLI, tests, the benchmark), who is not capped.
     pub client: Option<Client>,
+    /// A judged run's tests: the program runs once per test instead of once on stdin, and
+    /// `limits.wall_ms` is each test's wall clock.
+    pub judge: Option<JudgeSpec>,
 }
 
 /// Who asks for a run (an address, or an API token's name) and what they may take beyond the
@@ -79,6 +83,7 @@ impl RunSpec {
             args: vec![],
             limits,
             client: None,
+            judge: None,
         }
     }
 }
@@ -186,6 +191,10 @@ pub fn launch_request(spec: &RunSpec, nonce: String) -> RunRequest {
         compile: expand_command(&spec.language.compile, &spec.files),
         run,
         files: spec.files.clone(),
+        judge: spec.judge.as_ref().map(|judge| launch::Judge {
+            wall_ms: u32::try_from(spec.limits.wall_ms).unwrap_or(u32::MAX),
+            inputs: judge.tests.iter().map(|t| t.input.clone()).collect(),
+        }),
     }
 }
 
@@ -201,7 +210,8 @@ enum Ending {
 /// that stops the run (SIGKILL: the program cannot ignore it) and says why.
 pub struct Controls {
     pub stdin: mpsc::Receiver<Bytes>,
-    pub output: mpsc::Sender<OutputChunk>,
+    /// Output, and a judged run's test verdicts, in order.
+    pub output: mpsc::Sender<Event>,
     pub stop: StopSignal,
 }
 
@@ -213,7 +223,7 @@ pub async fn run_fresh(
     placement: &Placement,
     spec: &RunSpec,
     stdin: mpsc::Receiver<Bytes>,
-    output: mpsc::Sender<OutputChunk>,
+    output: mpsc::Sender<Event>,
 ) -> Result<Summary, RunError> {
     validate(spec)?;
     let docker = &maker.docker;
@@ -322,8 +332,34 @@ async fn drive(
         docker.start_container(id).await?;
     }
     let started = Instant::now();
-    let deadline =
-        tokio::time::Instant::from_std(started + Duration::from_millis(spec.limits.wall_ms));
+    // The compile stage has its own clock and output budget; the compiled record starts the
+    // run stage's.
+    let first_stage = if spec.language.compile.is_empty() {
+        Stage::Run
+    } else {
+        Stage::Compile
+    };
+    // A judged run's clock is each test's, plus the grace for the launcher's record: the
+    // launcher kills a test at its own clock.
+    let run_wall_ms = match spec.judge {
+        Some(_) => spec.limits.wall_ms + TEST_GRACE_MS,
+        None => spec.limits.wall_ms,
+    };
+    let first_wall = match first_stage {
+        Stage::Compile => spec.limits.compile_wall_ms,
+        Stage::Run => run_wall_ms,
+    };
+    let (clock, mut clock_changed) = watch::channel(Clock {
+        stage: first_stage,
+        started,
+        deadline: started + Duration::from_millis(first_wall),
+    });
+    let run_wall = Duration::from_millis(run_wall_ms);
+    let mut judging = spec
+        .judge
+        .as_ref()
+        .map(|judge| Judging::new(judge, sigkill_means_oom));
+    let mut compile_usage: Option<Usage> = None;
 
     let stdin_cap = spec.limits.stdin_bytes;
     let writer = tokio::spawn(async move {
@@ -349,32 +385,56 @@ async fn drive(
     let mut frames = futures_util::stream::iter(resume.pending.into_iter().map(Ok)).chain(frames);
     // The trailer ends both streams; Docker copies them independently, so the run's output is
     // complete only once both trailers were seen (or the stream ended).
+    // Each stream with its scanner and the stage its next bytes belong to.
     let mut scanners = [
-        (OutputStream::Stdout, StatusScanner::new(&nonce)),
-        (OutputStream::Stderr, StatusScanner::new(&nonce)),
+        (
+            OutputStream::Stdout,
+            RecordScanner::new(&nonce),
+            first_stage,
+        ),
+        (
+            OutputStream::Stderr,
+            RecordScanner::new(&nonce),
+            first_stage,
+        ),
     ];
     let mut status: Option<Result<RunStatus, String>> = None;
-    let mut budget = spec.limits.output_bytes;
+    let mut budgets = Budgets {
+        compile: spec.limits.compile_output_bytes,
+        run: spec.limits.output_bytes,
+    };
     let mut truncated = false;
 
     let reading = async {
-        // Forward within the output budget; false when the budget ran out or the receiver left.
+        // Forward within the stage's output budget; an ending when the budget ran out or the
+        // receiver left.
         async fn forward(
-            output: &mpsc::Sender<OutputChunk>,
-            budget: &mut u64,
-            truncated: &mut bool,
-            stream: OutputStream,
+            output: &mpsc::Sender<Event>,
+            (budgets, truncated, judging): (&mut Budgets, &mut bool, &mut Option<Judging<'_>>),
+            (stream, stage): (OutputStream, Stage),
             mut data: Bytes,
         ) -> Result<(), Ending> {
             if data.is_empty() {
                 return Ok(());
             }
+            let budget = match stage {
+                Stage::Compile => &mut budgets.compile,
+                Stage::Run => &mut budgets.run,
+            };
             if data.len() as u64 > *budget {
                 data.truncate(*budget as usize);
                 *truncated = true;
             }
             *budget -= data.len() as u64;
-            if !data.is_empty() && output.send(OutputChunk { stream, data }).await.is_err() {
+            if let (Some(judging), Stage::Run) = (judging.as_mut(), stage) {
+                judging.output(stream, &data);
+            }
+            if !data.is_empty()
+                && output
+                    .send(Event::Output(OutputChunk { stream, data }))
+                    .await
+                    .is_err()
+            {
                 return Err(Ending::Killed(Reason::ClientGone));
             }
             if *truncated {
@@ -386,9 +446,10 @@ async fn drive(
             let chunk = match frames.next().await {
                 Some(Ok(chunk)) => chunk,
                 end => {
-                    for (stream, scanner) in scanners.iter_mut() {
+                    for (stream, scanner, at) in scanners.iter_mut() {
                         let rest = scanner.finish();
-                        forward(&output, &mut budget, &mut truncated, *stream, rest).await?;
+                        let state = (&mut budgets, &mut truncated, &mut judging);
+                        forward(&output, state, (*stream, *at), rest).await?;
                     }
                     return Err::<std::convert::Infallible, _>(match (end, status.take()) {
                         (Some(Err(e)), _) => Ending::StreamError(e),
@@ -406,38 +467,85 @@ async fn drive(
                 }
                 StreamKind::Stdin => continue,
             };
-            let (stream, scanner) = &mut scanners[index];
-            let scanned = scanner.push(&chunk.data);
-            forward(
-                &output,
-                &mut budget,
-                &mut truncated,
-                *stream,
-                scanned.output,
-            )
-            .await?;
-            if let Some(found) = scanned.status {
-                status.get_or_insert(found);
+            let (stream, scanner, at) = &mut scanners[index];
+            for piece in scanner.push(&chunk.data) {
+                match piece {
+                    Piece::Output(data) => {
+                        let state = (&mut budgets, &mut truncated, &mut judging);
+                        forward(&output, state, (*stream, *at), data).await?
+                    }
+                    Piece::Record(Ok(Record::Test(ended))) => {
+                        // The stdout record ends the test: stdout is what is compared.
+                        if *stream != OutputStream::Stdout {
+                            continue;
+                        }
+                        let Some(judging) = judging.as_mut() else {
+                            continue;
+                        };
+                        let result = judging.ended(ended);
+                        // The next test has its own clock and output budget.
+                        budgets.run = spec.limits.output_bytes;
+                        let now = Instant::now();
+                        clock.send_modify(|clock| clock.deadline = now + run_wall);
+                        if output.send(Event::Test(result)).await.is_err() {
+                            return Err(Ending::Killed(Reason::ClientGone));
+                        }
+                    }
+                    Piece::Record(Ok(Record::Compiled(usage))) => {
+                        *at = Stage::Run;
+                        if clock.borrow().stage == Stage::Compile {
+                            // The first stream to say so starts the run stage's clock.
+                            let now = Instant::now();
+                            clock.send_replace(Clock {
+                                stage: Stage::Run,
+                                started: now,
+                                deadline: now + run_wall,
+                            });
+                            compile_usage = Some(usage);
+                        }
+                    }
+                    Piece::Record(Ok(Record::Status(found))) => {
+                        status.get_or_insert(Ok(found));
+                    }
+                    Piece::Record(Err(bad)) => {
+                        status.get_or_insert(Err(bad));
+                    }
+                }
             }
-            if scanners.iter().all(|(_, s)| s.done()) {
+            if scanners.iter().all(|(_, s, _)| s.done()) {
                 return Err(Ending::Status(
                     status.take().expect("a done scanner found a status"),
                 ));
             }
         }
     };
-    let ending = tokio::select! {
-        result = tokio::time::timeout_at(deadline, reading) => match result {
-            Ok(Err(ending)) => ending,
-            Ok(Ok(never)) => match never {},
-            Err(_) => Ending::Killed(Reason::Timeout),
-        },
-        reason = stop.stopped() => Ending::Killed(reason),
+    let ending = {
+        tokio::pin!(reading);
+        loop {
+            let deadline = clock_changed.borrow_and_update().deadline;
+            tokio::select! {
+                result = &mut reading => match result {
+                    Err(ending) => break ending,
+                    Ok(never) => match never {},
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    break Ending::Killed(Reason::Timeout);
+                }
+                // The compiled record moved the deadline: sleep until the new one.
+                _ = clock_changed.changed() => {}
+                reason = stop.stopped() => break Ending::Killed(reason),
+            }
+        }
     };
     writer_abort.abort();
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    let mut usage = Usage::new(Stage::Run);
-    usage.wall_ms = elapsed_ms;
+    let Clock {
+        stage,
+        started: stage_started,
+        ..
+    } = *clock.borrow();
+    let mut usage = Usage::new(stage);
+    // The wall time of the stage that ended the run.
+    usage.wall_ms = stage_started.elapsed().as_millis() as u64;
     let mut summary = match ending {
         Ending::Status(Ok(status)) => {
             // A SIGKILL we did not send is most likely the kernel's OOM killer: ask Docker.
@@ -447,7 +555,7 @@ async fn drive(
         Ending::Status(Err(bad)) => Summary {
             usage,
             ..Summary::internal(
-                Stage::Run,
+                stage,
                 format!("internal error: unreadable launcher status: {bad}"),
             )
         },
@@ -466,7 +574,7 @@ async fn drive(
                 Summary {
                     usage: summary.usage,
                     ..Summary::internal(
-                        Stage::Run,
+                        stage,
                         format!(
                             "internal error: the sandbox ended without a status (exit code {code})"
                         ),
@@ -487,7 +595,9 @@ async fn drive(
                     .cpu_usage
                     .total_usage
                     .saturating_sub(cpu_before_ns);
-                usage.cpu_ms = ns / 1_000_000;
+                // The cgroup counts the compiler's CPU too.
+                let compiled_ms = compile_usage.as_ref().map_or(0, |u| u.cpu_ms);
+                usage.cpu_ms = (ns / 1_000_000).saturating_sub(compiled_ms);
                 let memory = &stats.memory_stats;
                 usage.memory_kib = memory.max_usage.or(memory.usage).unwrap_or(0) / 1024;
             }
@@ -495,7 +605,23 @@ async fn drive(
         }
     };
     summary.output_truncated = truncated;
+    summary.compile = compile_usage;
+    summary.judge = judging.map(|judging| judging.finish(summary.reason, &summary.usage));
     Ok(summary)
+}
+
+/// The stage going now, when it began, and when its wall clock runs out.
+#[derive(Clone, Copy)]
+struct Clock {
+    stage: Stage,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// What each stage may still write.
+struct Budgets {
+    compile: u64,
+    run: u64,
 }
 
 /// The summary of a program that ended by itself, as the launcher reported it (`oom`: the
@@ -551,10 +677,9 @@ fn ended_without_status(
                 Some(e) => format!("attach stream failed: {e}"),
                 None => format!("the sandbox ended without a status (exit code {code})"),
             };
-            Summary {
-                usage,
-                ..Summary::internal(Stage::Run, format!("internal error: {error}"))
-            }
+            let mut summary = Summary::internal(usage.stage, format!("internal error: {error}"));
+            summary.usage = usage;
+            summary
         }
     }
 }

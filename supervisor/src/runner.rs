@@ -75,8 +75,16 @@ pub trait Runner: Send + Sync + 'static {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PoolStatus {
     pub language: String,
+    /// Containers ready for a claim.
     pub ready: usize,
+    /// Ready plus being made.
+    pub size: usize,
+    /// What the pool should hold now, and the range it moves in.
     pub target: usize,
+    pub floor: usize,
+    pub ceiling: usize,
+    /// Ready containers removed because the target went down.
+    pub shrunk: u64,
     pub hits: u64,
     pub misses: u64,
     pub created: u64,
@@ -89,6 +97,8 @@ pub struct Status {
     pub docker_up: bool,
     pub shutting_down: bool,
     pub pools: Vec<PoolStatus>,
+    /// MiB the pools' targets are charged together, and their budget.
+    pub pool_memory_mib: (u64, u64),
     /// Runs by final state.
     pub ended: Vec<(RunState, u64)>,
     pub internal_errors: u64,

@@ -152,6 +152,7 @@ impl Sandbox {
             limits,
             &labels,
             &language.warm,
+            &language.env,
             uid.uid(),
             placement.runtime.as_deref(),
         );

@@ -285,6 +285,12 @@ impl Cost {
     }
 }
 
+/// The pools' memory budget by default: a quarter of the machine's memory (the running runs'
+/// budget, [`Cost::machine`], is the other three quarters).
+pub fn default_pool_memory_mib() -> u64 {
+    total_memory_mib().map_or(4096, |total| total / 4)
+}
+
 /// MemTotal from /proc/meminfo, in MiB.
 fn total_memory_mib() -> Option<u64> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;

@@ -5,12 +5,15 @@ pub mod stand_in;
 
 use bytes::Bytes;
 use onpyrunner_languages::Language;
+use onpyrunner_protocol::judge::{CompareMode, Verdict};
+use onpyrunner_protocol::run::TestResult;
 use onpyrunner_protocol::{Event, OutputChunk, OutputStream, RunState, Summary};
 use onpyrunner_supervisor::container::{LABEL_MANAGED, LABEL_OWNER};
 use onpyrunner_supervisor::docker::types::ContainerSummary;
 use onpyrunner_supervisor::docker::{encode_query_value, ApiRequest, Docker, Payload, API_VERSION};
 use onpyrunner_supervisor::engine::EngineConfig;
 use onpyrunner_supervisor::images;
+use onpyrunner_supervisor::judging::{JudgeSpec, TestCase};
 use onpyrunner_supervisor::limits::{Caps, Limits};
 use onpyrunner_supervisor::run::{self, Maker, Placement, RunSpec};
 use onpyrunner_supervisor::run_log::Follower;
@@ -93,6 +96,28 @@ pub fn spec(lang: &str, code: &str) -> RunSpec {
     RunSpec::single(lang, code, Limits::defaults(lang, &Caps::default()))
 }
 
+/// A judged run of `code` on `tests` (input, expected output), compared the judges' way.
+pub fn judged(lang: &str, code: &str, tests: &[(&str, Option<&str>)]) -> RunSpec {
+    let mut s = spec(lang, code);
+    s.judge = Some(JudgeSpec {
+        tests: tests
+            .iter()
+            .map(|(input, expected)| TestCase {
+                input: input.as_bytes().to_vec(),
+                expected: expected.map(|e| e.as_bytes().to_vec()),
+            })
+            .collect(),
+        compare: CompareMode::Lines,
+    });
+    s
+}
+
+/// Each test's verdict of a judged run, in order.
+pub fn verdicts(ran: &Ran) -> Vec<Verdict> {
+    let judged = ran.outcome.judge.as_ref().expect("a judged summary");
+    judged.tests.iter().map(|t| t.verdict).collect()
+}
+
 impl Harness {
     /// Connect to the daemon; fail with how to start it when it does not answer.
     pub async fn new(test: &str) -> Harness {
@@ -154,9 +179,12 @@ impl Harness {
         let running = run::run_fresh(&maker, &placement, spec, stdin, out_tx);
         let collecting = async {
             let mut chunks = Vec::new();
-            while let Some(chunk) = out_rx.recv().await {
-                on_chunk(&chunk);
-                chunks.push(chunk);
+            while let Some(event) = out_rx.recv().await {
+                // Test verdicts are in the summary too (Heard has them live).
+                if let Event::Output(chunk) = event {
+                    on_chunk(&chunk);
+                    chunks.push(chunk);
+                }
             }
             chunks
         };
@@ -224,6 +252,8 @@ pub struct Heard {
     pub positions: Vec<usize>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// A judged run's test verdicts, as they came.
+    pub tests: Vec<TestResult>,
     pub summary: Option<Summary>,
 }
 
@@ -246,6 +276,7 @@ impl Heard {
                 OutputStream::Stdout => self.stdout.extend_from_slice(&chunk.data),
                 OutputStream::Stderr => self.stderr.extend_from_slice(&chunk.data),
             },
+            Event::Test(test) => self.tests.push(test),
             Event::Summary(summary) => {
                 self.summary = Some(summary);
                 return true;

@@ -114,7 +114,11 @@ async fn an_interactive_program_answers_what_is_typed_and_eof_ends_it() {
     let engine = engine(&h, engine_config("interactive", &[("python", 1)])).await;
     let code = "import sys\nname = input('name? ')\nprint(f'hello {name}')\n\
                 rest = sys.stdin.read()\nprint(f'{len(rest)} more bytes')";
-    let mut session = engine.submit(spec("python", code)).unwrap();
+    // An interactive run, as the WebSocket makes it: its output shows as it comes (`run_live`),
+    // so the greeting printed before the read is heard before the rest is typed.
+    let mut interactive = spec("python", code);
+    interactive.language = onpyrunner_languages::live(interactive.language);
+    let mut session = engine.submit(interactive).unwrap();
     let stdin = session.stdin().unwrap();
     let mut heard = Heard::default();
     hear_until(&mut session.events, &mut heard, "name? ").await;

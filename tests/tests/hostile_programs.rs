@@ -752,7 +752,7 @@ for pid in [p for p in os.listdir('/proc') if p.isdigit()]:
     let mut lines = out.lines();
     assert_eq!(
         lines.next(),
-        Some("['HOME', 'HOSTNAME', 'LANG', 'LC_ALL', 'PATH', 'TMPDIR']")
+        Some("['HOME', 'HOSTNAME', 'LANG', 'LC_ALL', 'ONLINE_JUDGE', 'PATH', 'TMPDIR']")
     );
     let readable: Vec<&str> = lines.collect();
     assert!(readable.len() >= 2, "init's and our own environ: {out}");

@@ -2,7 +2,7 @@
 use bytes::Bytes;
 use onpyrunner_e2e::{language, spec, Harness, TEST_TIMEOUT};
 use onpyrunner_protocol::warm::READY_MARKER;
-use onpyrunner_protocol::{OutputChunk, OutputStream, Summary};
+use onpyrunner_protocol::{Event, OutputChunk, OutputStream, Summary};
 use onpyrunner_protocol::{SourceFile, Stage};
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::limits::Caps;
@@ -91,10 +91,12 @@ async fn run_pooled(pool: &Pool, h: &Harness, spec: &RunSpec, stdin: &[u8]) -> P
     }
 }
 
-async fn collect(mut rx: mpsc::Receiver<OutputChunk>) -> Vec<OutputChunk> {
+async fn collect(mut rx: mpsc::Receiver<Event>) -> Vec<OutputChunk> {
     let mut all = Vec::new();
-    while let Some(c) = rx.recv().await {
-        all.push(c);
+    while let Some(event) = rx.recv().await {
+        if let Event::Output(c) = event {
+            all.push(c);
+        }
     }
     all
 }
@@ -129,9 +131,23 @@ async fn pooled_java_hello_world_runs_in_the_warm_jvm() {
     assert_eq!(ran.outcome.usage.exit_code, Some(0));
     assert_eq!(ran.outcome.usage.stage, Stage::Run);
     assert!(ran.outcome.error.is_none(), "{:?}", ran.outcome.error);
+    let compile = ran
+        .outcome
+        .compile
+        .clone()
+        .expect("the compile stage's usage");
+    assert_eq!(
+        (compile.stage, compile.exit_code, compile.signal),
+        (Stage::Compile, Some(0), None)
+    );
+    assert!(compile.wall_ms > 0 && compile.memory_kib > 0, "{compile:?}");
     eprintln!(
-        "pooled Java hello world: {:?} (run stage: wall {} ms, cpu {} ms)",
-        ran.elapsed, ran.outcome.usage.wall_ms, ran.outcome.usage.cpu_ms
+        "pooled Java hello world: {:?} (compile: wall {} ms, cpu {} ms; run: wall {} ms, cpu {} ms)",
+        ran.elapsed,
+        compile.wall_ms,
+        compile.cpu_ms,
+        ran.outcome.usage.wall_ms,
+        ran.outcome.usage.cpu_ms
     );
     finish(&h, pool, cancel).await;
 }
@@ -155,12 +171,16 @@ async fn pooled_java_answers_a_line_typed_after_its_prompt() {
     let dialogue = async move {
         let mut seen = Vec::new();
         while !seen.ends_with(b"name? ") {
-            let chunk = out_rx.recv().await.expect("the prompt comes first");
-            seen.extend_from_slice(&chunk.data);
+            let event = out_rx.recv().await.expect("the prompt comes first");
+            if let Event::Output(chunk) = event {
+                seen.extend_from_slice(&chunk.data);
+            }
         }
         stdin_tx.send(Bytes::from_static(b"ada\n")).await.unwrap();
-        while let Some(c) = out_rx.recv().await {
-            seen.extend_from_slice(&c.data);
+        while let Some(event) = out_rx.recv().await {
+            if let Event::Output(c) = event {
+                seen.extend_from_slice(&c.data);
+            }
         }
         seen
     };
@@ -289,6 +309,39 @@ async fn fresh_warm_java_run_works_and_never_shows_the_readiness_marker() {
     assert!(
         ran.outcome.usage.wall_ms < 1500,
         "wall {} ms",
+        ran.outcome.usage.wall_ms
+    );
+}
+
+#[tokio::test]
+async fn the_run_stage_gets_its_whole_wall_clock_after_a_slow_compile() {
+    // Nested conditionals of a generic call: javac's inference takes exponential time, about
+    // two seconds at this depth. The program then sleeps for most of its wall clock.
+    let mut e = String::from("1");
+    for _ in 0..8 {
+        e = format!("f(c ? {e} : f(1))");
+    }
+    let code = format!(
+        "public class Main {{ static boolean c = true; static <T> T f(T t) {{ return t; }} public static void main(String[] a) throws Exception {{ Object o = {e}; Thread.sleep(1200); System.out.println(o); }} }}"
+    );
+    let h = Harness::new("java-stage-clock").await;
+    let mut s = spec("java", &code);
+    s.limits.wall_ms = 1600;
+    let ran = h.run(&s, b"").await;
+    let Some(compile) = ran.outcome.compile.clone() else {
+        panic!("not compiled: {ran:?}");
+    };
+    assert!(
+        compile.wall_ms >= 500,
+        "the test needs a compile of at least 500 ms to mean anything: {compile:?}"
+    );
+    eprintln!("compile {compile:?}, run {:?}", ran.outcome.usage);
+    assert_eq!(ran.stdout_text(), "1\n", "{ran:?}");
+    assert_eq!(
+        (ran.outcome.usage.stage, ran.outcome.usage.exit_code),
+        (Stage::Run, Some(0)),
+        "compile {} ms + run {} ms > the run's 1600 ms wall clock, and it still ran: {ran:?}",
+        compile.wall_ms,
         ran.outcome.usage.wall_ms
     );
 }

@@ -1,10 +1,18 @@
-//! The prewarmed pool and interactive runs, against the real daemon and images.
+//! The prewarmed pool (its size following demand) and interactive runs, against the real daemon
+//! and images.
 use bytes::Bytes;
-use onpyrunner_e2e::{language, spec, until, Harness, TEST_TIMEOUT};
-use onpyrunner_protocol::{OutputChunk, Reason, Summary};
+use onpyrunner_e2e::{
+    assert_instance_clean, engine_config, hear_all, instance_containers, language, spec, until,
+    Harness, TEST_TIMEOUT,
+};
+use onpyrunner_protocol::{Event, Reason, Summary};
+use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::limits::Caps;
 use onpyrunner_supervisor::pool::Pool;
+use onpyrunner_supervisor::pool_sizing::SizeRange;
 use onpyrunner_supervisor::run::{self, Controls, RunSpec, Sandbox};
+use onpyrunner_supervisor::scheduler::Cost;
 use onpyrunner_supervisor::session::StopSignal;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -36,7 +44,7 @@ async fn run_on(h: &Harness, sandbox: Sandbox, spec: &RunSpec, controls: Control
 
 fn controls() -> (
     mpsc::Sender<Bytes>,
-    mpsc::Receiver<OutputChunk>,
+    mpsc::Receiver<Event>,
     StopSignal,
     Controls,
 ) {
@@ -55,10 +63,20 @@ fn controls() -> (
     )
 }
 
-async fn collect(mut rx: mpsc::Receiver<OutputChunk>) -> Vec<u8> {
+/// The bytes an output event carries; none for other events.
+fn output_of(event: Event) -> Bytes {
+    match event {
+        Event::Output(chunk) => chunk.data,
+        _ => Bytes::new(),
+    }
+}
+
+async fn collect(mut rx: mpsc::Receiver<Event>) -> Vec<u8> {
     let mut all = Vec::new();
-    while let Some(c) = rx.recv().await {
-        all.extend_from_slice(&c.data);
+    while let Some(event) = rx.recv().await {
+        if let Event::Output(c) = event {
+            all.extend_from_slice(&c.data);
+        }
     }
     all
 }
@@ -140,11 +158,11 @@ async fn interactive_program_answers_a_line_typed_after_its_prompt() {
         let mut seen = Vec::new();
         let expect = |seen: &mut Vec<u8>, text: &[u8]| seen.windows(text.len()).any(|w| w == text);
         while !expect(&mut seen, b"name? ") {
-            seen.extend_from_slice(&out_rx.recv().await.expect("prompt").data);
+            seen.extend_from_slice(&output_of(out_rx.recv().await.expect("prompt")));
         }
         stdin_tx.send(Bytes::from_static(b"ada\n")).await.unwrap();
         while !expect(&mut seen, b"again? ") {
-            seen.extend_from_slice(&out_rx.recv().await.expect("second prompt").data);
+            seen.extend_from_slice(&output_of(out_rx.recv().await.expect("second prompt")));
         }
         assert!(
             expect(&mut seen, b"hello ada\n"),
@@ -152,8 +170,8 @@ async fn interactive_program_answers_a_line_typed_after_its_prompt() {
             String::from_utf8_lossy(&seen)
         );
         stdin_tx.send(Bytes::from_static(b"olleh\n")).await.unwrap();
-        while let Some(c) = out_rx.recv().await {
-            seen.extend_from_slice(&c.data);
+        while let Some(event) = out_rx.recv().await {
+            seen.extend_from_slice(&output_of(event));
         }
         seen
     };
@@ -209,7 +227,7 @@ async fn stop_kills_a_program_that_ignores_sigterm_within_a_second() {
     let stopping = async move {
         let mut seen = Vec::new();
         while !seen.ends_with(b"ready\n") {
-            seen.extend_from_slice(&out_rx.recv().await.expect("ready").data);
+            seen.extend_from_slice(&output_of(out_rx.recv().await.expect("ready")));
         }
         let pressed = Instant::now();
         stop.stop(Reason::Stopped);
@@ -225,4 +243,162 @@ async fn stop_kills_a_program_that_ignores_sigterm_within_a_second() {
     );
     pool.drain().await;
     h.assert_no_containers_left().await;
+}
+
+/// An engine whose only pool is `lang`'s, following demand within `range`, with up to five
+/// runs at once so that a burst's claims come together.
+async fn demand_engine(test: &str, lang: &str, range: SizeRange, idle: Duration) -> Engine {
+    let mut config = engine_config(test, &[]);
+    config.pool_sizes.remove(lang);
+    config.pool_ranges.insert(lang.into(), range);
+    config.pool_idle = idle;
+    config.max_running = 5;
+    config.budget = Cost::UNLIMITED;
+    let docker = Docker::from_host(None).expect("DOCKER_HOST is a unix socket");
+    tokio::time::timeout(TEST_TIMEOUT, Engine::start(docker, config))
+        .await
+        .expect("engine started within the timeout")
+        .expect("engine starts")
+}
+
+/// Five hello worlds, `spacing` apart (all at once for zero), each heard to its end; returns
+/// the pool's hits and misses over the burst.
+async fn burst(engine: &Engine, lang: &str, spacing: Duration) -> (u64, u64) {
+    let pool = engine.pools()[lang].clone();
+    let (hits, misses) = (
+        pool.stats().hits.load(Ordering::Relaxed),
+        pool.stats().misses.load(Ordering::Relaxed),
+    );
+    let code = match lang {
+        "java" => "public class Main { public static void main(String[] a) { System.out.println(\"hi\"); } }",
+        _ => "print('hi')",
+    };
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        if i > 0 {
+            tokio::time::sleep(spacing).await;
+        }
+        let mut session = engine.submit(spec(lang, code)).expect("accepted");
+        runs.push(tokio::spawn(async move {
+            session.close_stdin();
+            hear_all(&mut session.events).await
+        }));
+    }
+    for run in runs {
+        let heard = run.await.expect("the run's task");
+        assert_eq!(heard.stdout_text(), "hi\n", "{heard:?}");
+    }
+    (
+        pool.stats().hits.load(Ordering::Relaxed) - hits,
+        pool.stats().misses.load(Ordering::Relaxed) - misses,
+    )
+}
+
+async fn finish(engine: Engine) {
+    let instance = engine.config().instance.clone();
+    tokio::time::timeout(TEST_TIMEOUT, engine.shutdown())
+        .await
+        .expect("shutdown within the timeout");
+    assert_instance_clean(engine.docker(), &instance).await;
+}
+
+#[tokio::test]
+async fn a_python_burst_that_misses_grows_the_pool_so_the_next_burst_is_all_warm() {
+    let engine = demand_engine(
+        "burst-py",
+        "python",
+        SizeRange::following(1, 2, 6),
+        Duration::from_secs(600),
+    )
+    .await;
+    let pool = engine.pools()["python"].clone();
+    until("the pool to fill", || pool.ready() == 2).await;
+    // Five at once into a pool of two: three find it empty (a fixed pool would miss as many
+    // in every burst).
+    let (hits, misses) = burst(&engine, "python", Duration::ZERO).await;
+    assert_eq!((hits, misses), (2, 3));
+    assert_eq!(pool.target(), 5, "grown to the burst's size");
+    until("the grown pool to fill", || pool.ready() == 5).await;
+    let (hits, misses) = burst(&engine, "python", Duration::ZERO).await;
+    assert_eq!((hits, misses), (5, 0), "the second burst is served warm");
+    let status = onpyrunner_supervisor::runner::Runner::status(&engine);
+    let p = status
+        .pools
+        .iter()
+        .find(|p| p.language == "python")
+        .unwrap();
+    assert_eq!((p.floor, p.ceiling, p.hits, p.misses), (1, 6, 7, 3));
+    finish(engine).await;
+}
+
+#[tokio::test]
+async fn five_java_runs_within_five_seconds_are_warm_after_the_first_misses() {
+    let engine = demand_engine(
+        "burst-java",
+        "java",
+        SizeRange::following(1, 2, 6),
+        Duration::from_secs(600),
+    )
+    .await;
+    let pool = engine.pools()["java"].clone();
+    until("the pool to fill", || pool.ready() == 2).await;
+    // A run a second: a warm JVM takes about 1.7 s to make, so the pool of two runs dry.
+    let (hits, misses) = burst(&engine, "java", Duration::from_secs(1)).await;
+    assert!(misses <= 2 && hits >= 3, "{hits} hits, {misses} misses");
+    // Whatever the first burst missed, the pool grew to what it needs: five at once now.
+    if misses > 0 {
+        assert!(pool.target() >= 3, "target {}", pool.target());
+    }
+    let target = pool.target();
+    until("the pool to fill", || pool.ready() == target).await;
+    let (hits, misses) = burst(&engine, "java", Duration::ZERO).await;
+    // The pool had `target`; five at once miss what it lacked, once, and grow it to five.
+    assert_eq!(misses as usize, 5usize.saturating_sub(target));
+    assert_eq!(hits as usize, 5 - misses as usize);
+    assert!(pool.target() >= 5, "target {}", pool.target());
+    until("the pool to fill", || pool.ready() == pool.target()).await;
+    let (hits, misses) = burst(&engine, "java", Duration::ZERO).await;
+    assert_eq!((hits, misses), (5, 0), "the next burst is served warm");
+    finish(engine).await;
+}
+
+#[tokio::test]
+async fn an_idle_pool_shrinks_to_its_floor_and_leaves_no_extra_containers() {
+    let engine = demand_engine(
+        "shrink",
+        "python",
+        SizeRange::following(1, 2, 4),
+        Duration::from_secs(2),
+    )
+    .await;
+    let instance = engine.config().instance.clone();
+    let pool = engine.pools()["python"].clone();
+    until("the pool to fill", || pool.ready() == 2).await;
+    let (_, misses) = burst(&engine, "python", Duration::ZERO).await;
+    assert!(misses >= 2, "{misses}");
+    assert_eq!(pool.target(), 4, "grown to its ceiling");
+    // Idle from here on: one container less every 2 s, down to the floor of one.
+    until("the pool to shrink to its floor", || {
+        pool.target() == 1 && pool.size() == 1
+    })
+    .await;
+    assert!(pool.stats().shrunk.load(Ordering::Relaxed) >= 1);
+    // The removed containers are gone from the daemon, and the one left is the pool's.
+    let started = Instant::now();
+    loop {
+        let left = instance_containers(engine.docker(), &instance).await;
+        if left.len() == 1 {
+            assert_eq!(vec![left[0].id.clone()], pool.ready_ids());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "containers of the shrunk pool still there: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It stays at its floor.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!((pool.target(), pool.size()), (1, 1));
+    finish(engine).await;
 }

@@ -20,7 +20,7 @@ pub fn healthz(s: &AppState) -> Response {
         .map(|p| {
             (
                 p.language.clone(),
-                json!({"ready": p.ready, "target": p.target}),
+                json!({"ready": p.ready, "target": p.target, "floor": p.floor, "ceiling": p.ceiling}),
             )
         })
         .collect();
@@ -50,6 +50,9 @@ pub fn languages(s: &AppState) -> Response {
                 "name": l.name,
                 "version": l.version,
                 "source_file": l.source_file,
+                // What the program is compiled and run with, so users see the flags.
+                "compile": l.compile,
+                "run": l.run,
                 "available": s.engine.available(&l.id),
                 "limits": l.limits,
             })

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use onpyrunner_languages::{languages, Language};
-use onpyrunner_protocol::{OutputChunk, OutputStream, Reason, SourceFile, Summary};
+use onpyrunner_protocol::{Event, OutputStream, Reason, SourceFile, Summary};
 use onpyrunner_supervisor::container;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
@@ -93,14 +93,31 @@ pub struct ServeArgs {
         value_name = "NAME"
     )]
     pub instance: String,
-    /// Pool size of a language, overriding the table (repeatable): --pool python=4
+    /// A language's pool (repeatable): LANG=N pins it at N containers whatever the demand
+    /// (0: no pool); LANG=MIN-MAX lets it follow demand between MIN and MAX. By default a pool
+    /// starts at the table's size, grows when runs find it empty and shrinks when idle,
+    /// between 1 and 8
     #[arg(
         long = "pool",
         env = "ONPYRUNNER_POOL",
         value_delimiter = ',',
-        value_name = "LANG=N"
+        value_name = "LANG=N|LANG=MIN-MAX"
     )]
     pub pools: Vec<String>,
+    /// MiB the pools may hold together, each pooled container counted at its language's
+    /// memory limit; a pool that must grow beyond it takes room from idle pools above their
+    /// floor [default: a quarter of the machine's memory]
+    #[arg(long, env = "ONPYRUNNER_POOL_MEMORY_MIB", value_name = "MIB")]
+    pub pool_memory_mib: Option<u64>,
+    /// Seconds without a miss after which a pool shrinks by one container (and again for each
+    /// further period), down to its floor
+    #[arg(
+        long,
+        env = "ONPYRUNNER_POOL_IDLE_SECONDS",
+        default_value_t = 60,
+        value_name = "SECONDS"
+    )]
+    pub pool_idle_seconds: u64,
     /// Runs executing at once [default: the number of CPUs]
     #[arg(long, env = "ONPYRUNNER_MAX_RUNNING", value_name = "N")]
     pub max_running: Option<usize>,
@@ -365,14 +382,41 @@ impl ServeArgs {
         }
         for pool in &self.pools {
             let Some((lang, size)) = pool.split_once('=') else {
-                bail!("--pool {pool:?}: expected LANG=N, e.g. python=4");
+                bail!(
+                    "--pool {pool:?}: expected LANG=N or LANG=MIN-MAX, e.g. python=4 or java=1-6"
+                );
             };
             find_language(lang).with_context(|| format!("--pool {pool:?}"))?;
-            let size: usize = size
-                .parse()
-                .with_context(|| format!("--pool {pool:?}: N must be a whole number"))?;
-            engine.pool_sizes.insert(lang.to_string(), size);
+            let number = |n: &str| -> anyhow::Result<usize> {
+                n.parse().with_context(|| {
+                    format!("--pool {pool:?}: sizes must be whole numbers, e.g. java=1-6")
+                })
+            };
+            match size.split_once('-') {
+                Some((min, max)) => {
+                    let (min, max) = (number(min)?, number(max)?);
+                    if min > max {
+                        bail!("--pool {pool:?}: MIN must not be above MAX");
+                    }
+                    engine.pool_ranges.insert(
+                        lang.to_string(),
+                        onpyrunner_supervisor::pool_sizing::SizeRange::following(min, min, max),
+                    );
+                    engine.pool_sizes.remove(lang);
+                }
+                None => {
+                    engine.pool_sizes.insert(lang.to_string(), number(size)?);
+                    engine.pool_ranges.remove(lang);
+                }
+            }
         }
+        if let Some(mib) = self.pool_memory_mib {
+            engine.pool_memory_mib = mib;
+        }
+        if self.pool_idle_seconds == 0 {
+            bail!("--pool-idle-seconds must be at least 1");
+        }
+        engine.pool_idle = std::time::Duration::from_secs(self.pool_idle_seconds);
         if self.runs_per_minute > 0 && self.runs_burst == 0 {
             bail!("--runs-burst must be at least 1 (or --runs-per-minute 0 for no limit)");
         }
@@ -440,7 +484,7 @@ impl ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Language id (see `onpyrunner languages`): python, pypy, node, java
+    /// Language id (see `onpyrunner languages`): python, pypy, node, java, c, cpp, rust, go
     #[arg(short, long, value_name = "ID")]
     pub lang: String,
     /// Wall-time limit in seconds [default: the language's]
@@ -629,7 +673,8 @@ pub const EXIT_TIMEOUT: i32 = 124;
 pub const EXIT_SANDBOX_ERROR: i32 = 125;
 
 async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
-    let lang = find_language(&args.lang)?;
+    // Stdin and stdout are the terminal's: output shows as it comes (`run_live`).
+    let lang = onpyrunner_languages::live(find_language(&args.lang)?);
     let mut files = Vec::new();
     for (i, path) in args.files.iter().enumerate() {
         let content =
@@ -669,11 +714,12 @@ async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
         files,
         args: args.args,
         limits,
+        judge: None,
     };
     run::validate(&spec)?;
 
     let (stdin_tx, stdin_rx) = mpsc::channel::<Bytes>(16);
-    let (out_tx, mut out_rx) = mpsc::channel::<OutputChunk>(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         let mut stdin = tokio::io::stdin();
         let mut buf = vec![0u8; 64 * 1024];
@@ -694,7 +740,10 @@ async fn run_command(docker: &Docker, args: RunArgs) -> anyhow::Result<i32> {
     });
     let printer = tokio::task::spawn_blocking(move || {
         let (stdout, stderr) = (std::io::stdout(), std::io::stderr());
-        while let Some(chunk) = out_rx.blocking_recv() {
+        while let Some(event) = out_rx.blocking_recv() {
+            let Event::Output(chunk) = event else {
+                continue;
+            };
             let _ = match chunk.stream {
                 OutputStream::Stdout => {
                     let mut out = stdout.lock();

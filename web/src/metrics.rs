@@ -52,10 +52,34 @@ pub fn render(s: &Snapshot) -> String {
         |p| p.ready as u64,
     );
     per_pool(
+        "onpyrunner_pool_size",
+        "Containers the language's pool holds, ready or being made",
+        false,
+        |p| p.size as u64,
+    );
+    per_pool(
         "onpyrunner_pool_target",
-        "Containers the language's pool keeps ready",
+        "Containers the language's pool should hold now (it follows demand)",
         false,
         |p| p.target as u64,
+    );
+    per_pool(
+        "onpyrunner_pool_floor",
+        "Fewest containers the language's pool shrinks to when idle",
+        false,
+        |p| p.floor as u64,
+    );
+    per_pool(
+        "onpyrunner_pool_ceiling",
+        "Most containers the language's pool grows to",
+        false,
+        |p| p.ceiling as u64,
+    );
+    per_pool(
+        "onpyrunner_pool_shrunk",
+        "Ready containers removed because the pool's target went down",
+        true,
+        |p| p.shrunk,
     );
     per_pool(
         "onpyrunner_pool_hits",
@@ -80,6 +104,22 @@ pub fn render(s: &Snapshot) -> String {
         "Containers the pool failed to make",
         true,
         |p| p.failures,
+    );
+    let (charged, budget) = s.pool_memory_mib;
+    let mib = |n: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(n.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX));
+        g
+    };
+    registry.register(
+        "onpyrunner_pool_memory_charged_bytes",
+        "Memory the pools' targets are charged together (each container at its language's memory limit)",
+        mib(charged),
+    );
+    registry.register(
+        "onpyrunner_pool_memory_budget_bytes",
+        "Memory the pools' targets may be charged together (--pool-memory-mib)",
+        mib(budget),
     );
     let runs = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
     for (state, n) in &s.ended {
@@ -331,7 +371,11 @@ mod tests {
                 PoolSnapshot {
                     language: "python".into(),
                     ready: 2,
+                    size: 3,
                     target: 4,
+                    floor: 1,
+                    ceiling: 8,
+                    shrunk: 6,
                     hits: 10,
                     misses: 1,
                     created: 12,
@@ -342,6 +386,7 @@ mod tests {
                     ..PoolSnapshot::default()
                 },
             ],
+            pool_memory_mib: (1024, 6000),
             ended: vec![
                 (RunState::Finished, 7),
                 (RunState::Stopped, 2),
@@ -369,6 +414,24 @@ mod tests {
         );
         assert_eq!(samples[r#"onpyrunner_pool_ready{language="python"}"#], 2.0);
         assert_eq!(samples[r#"onpyrunner_pool_target{language="python"}"#], 4.0);
+        assert_eq!(samples[r#"onpyrunner_pool_size{language="python"}"#], 3.0);
+        assert_eq!(samples[r#"onpyrunner_pool_floor{language="python"}"#], 1.0);
+        assert_eq!(
+            samples[r#"onpyrunner_pool_ceiling{language="python"}"#],
+            8.0
+        );
+        assert_eq!(
+            samples[r#"onpyrunner_pool_shrunk_total{language="python"}"#],
+            6.0
+        );
+        assert_eq!(
+            samples["onpyrunner_pool_memory_budget_bytes"],
+            6000.0 * 1024.0 * 1024.0
+        );
+        assert_eq!(
+            samples["onpyrunner_pool_memory_charged_bytes"],
+            1024.0 * 1024.0 * 1024.0
+        );
         assert_eq!(samples[r#"onpyrunner_runs_total{state="TIMEOUT"}"#], 1.0);
         assert_eq!(samples[r#"onpyrunner_runs_total{state="FINISHED"}"#], 7.0);
         assert_eq!(samples["onpyrunner_runs_refused_busy_total"], 3.0);

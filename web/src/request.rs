@@ -4,7 +4,9 @@ use crate::error::ApiError;
 use crate::identity::Caller;
 use bytes::Bytes;
 use onpyrunner_languages::Language;
+use onpyrunner_protocol::run::{CompareMode, TestBody};
 use onpyrunner_protocol::SourceFile;
+use onpyrunner_supervisor::judging::{JudgeSpec, TestCase, MAX_TESTS};
 use onpyrunner_supervisor::limits::{Caps, Limits};
 use onpyrunner_supervisor::run::{RunSpec, MAX_SOURCE_BYTES};
 use onpyrunner_supervisor::runner::Runner;
@@ -83,6 +85,7 @@ pub fn run_spec_within(body: RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), A
         .field(source_field)
         .limit(MAX_SOURCE_BYTES));
     }
+    let judge = judge_spec(body.tests, body.compare, body.stdin.is_some())?;
     let stdin = Bytes::from(body.stdin.unwrap_or_default().into_bytes());
     if stdin.len() as u64 > caps.stdin_bytes {
         return Err(ApiError::new(
@@ -108,8 +111,76 @@ pub fn run_spec_within(body: RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), A
         files,
         args: body.args.unwrap_or_default(),
         limits,
+        judge,
     };
     Ok((spec, stdin))
+}
+
+/// Most bytes of all tests' inputs of one run together, and of their expected outputs: the
+/// inputs travel in the launch frame beside the source (16 MiB in all), the expected outputs
+/// stay in the server's memory while the run goes.
+pub const MAX_TESTS_INPUT_BYTES: usize = 8 * 1024 * 1024;
+pub const MAX_TESTS_EXPECTED_BYTES: usize = 8 * 1024 * 1024;
+
+/// A judged run's tests, checked: `None` when the run is not judged.
+fn judge_spec(
+    tests: Option<Vec<TestBody>>,
+    compare: Option<CompareMode>,
+    has_stdin: bool,
+) -> Result<Option<JudgeSpec>, ApiError> {
+    // `compare` without tests has nothing to compare: it is ignored, as the document says.
+    let Some(tests) = tests else {
+        return Ok(None);
+    };
+    if has_stdin {
+        return Err(
+            unprocessable("give stdin or tests, not both: each test's input is its stdin")
+                .field("stdin"),
+        );
+    }
+    if tests.is_empty() || tests.len() > MAX_TESTS {
+        return Err(unprocessable(format!(
+            "{} tests: a judged run has 1 to {MAX_TESTS}",
+            tests.len()
+        ))
+        .field("tests")
+        .limit(MAX_TESTS));
+    }
+    let inputs: usize = tests.iter().map(|t| t.input.len()).sum();
+    if inputs > MAX_TESTS_INPUT_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the tests' inputs of {inputs} bytes exceed the limit of {MAX_TESTS_INPUT_BYTES} bytes"
+            ),
+        )
+        .field("tests[].input")
+        .limit(MAX_TESTS_INPUT_BYTES));
+    }
+    let expected: usize = tests
+        .iter()
+        .map(|t| t.expected_output.as_ref().map_or(0, String::len))
+        .sum();
+    if expected > MAX_TESTS_EXPECTED_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the tests' expected outputs of {expected} bytes exceed the limit of {MAX_TESTS_EXPECTED_BYTES} bytes"
+            ),
+        )
+        .field("tests[].expected_output")
+        .limit(MAX_TESTS_EXPECTED_BYTES));
+    }
+    Ok(Some(JudgeSpec {
+        tests: tests
+            .into_iter()
+            .map(|t| TestCase {
+                input: t.input.into_bytes(),
+                expected: t.expected_output.map(String::into_bytes),
+            })
+            .collect(),
+        compare: compare.unwrap_or_default(),
+    }))
 }
 
 fn unprocessable(message: impl Into<String>) -> ApiError {

@@ -93,6 +93,10 @@ fn sse_event(event: RunEvent, seq: u64) -> Event {
             chunk.stream.as_str(),
             json!({"data": String::from_utf8_lossy(&chunk.data)}),
         ),
+        RunEvent::Test(test) => (
+            "test",
+            serde_json::to_value(&test).expect("a test result serializes"),
+        ),
         RunEvent::Summary(summary) => (
             "summary",
             serde_json::to_value(&summary).expect("a summary serializes"),

@@ -346,7 +346,12 @@ fn start_run(
 ) -> Result<(), ApiError> {
     idle(run)?;
     state.quotas.start_run(caller)?;
-    let (spec, stdin) = request::run_spec(body, state.engine.as_ref(), caller)?;
+    let (mut spec, stdin) = request::run_spec(body, state.engine.as_ref(), caller)?;
+    // Someone may be typing into this run: its output shows as it comes (`run_live`). A judged
+    // run reads no typing and runs buffered, as judges run it.
+    if spec.judge.is_none() {
+        spec.language = onpyrunner_languages::live(spec.language);
+    }
     let session = state
         .engine
         .submit_with(spec, Detach::After(state.ws.resume_grace))?;

@@ -49,7 +49,10 @@ async fn languages_lists_cpython_and_pypy_side_by_side_with_versions() {
         .iter()
         .map(|l| l["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["python", "pypy", "node", "java"]);
+    assert_eq!(
+        ids,
+        ["python", "pypy", "node", "java", "c", "cpp", "rust", "go"]
+    );
     assert!(list[0]["version"].as_str().unwrap().starts_with('3'));
     assert_eq!(list[0]["available"], true);
     s.engine.shutdown().await;

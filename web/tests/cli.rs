@@ -162,7 +162,10 @@ fn languages_lists_cpython_and_pypy_side_by_side() {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(ids, ["python", "pypy", "node", "java"]);
+    assert_eq!(
+        ids,
+        ["python", "pypy", "node", "java", "c", "cpp", "rust", "go"]
+    );
 }
 
 #[test]

@@ -38,6 +38,14 @@ struct Server {
     instance: String,
 }
 
+/// `--pool ID=0` for every language of the table.
+fn no_pools() -> Vec<String> {
+    onpyrunner_languages::languages()
+        .iter()
+        .flat_map(|l| ["--pool".to_string(), format!("{}=0", l.id)])
+        .collect()
+}
+
 /// Start `onpyrunner serve` on a free port with no pools (so that any container of its
 /// instance is a run's), plus `args`, and wait until it listens.
 async fn serve(test: &str, args: &[&str]) -> Server {
@@ -45,8 +53,7 @@ async fn serve(test: &str, args: &[&str]) -> Server {
     let instance = format!("t-hostile-{test}-{}", std::process::id());
     let mut child = Command::new(env!("CARGO_BIN_EXE_onpyrunner"))
         .args(["serve", "--listen", "127.0.0.1:0", "--instance", &instance])
-        .args(["--pool", "python=0", "--pool", "pypy=0"])
-        .args(["--pool", "node=0", "--pool", "java=0"])
+        .args(no_pools())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

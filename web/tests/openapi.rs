@@ -560,7 +560,7 @@ fn the_validator_catches_what_the_test_relies_on() {
     let summary = json!({"$ref": "#/components/schemas/Summary"});
     let good = json!({"state": "FINISHED", "reason": "exited", "stage": "run", "exit_code": 0,
         "signal": null, "wall_ms": 1, "cpu_ms": 1, "memory_kib": 1, "oom_killed": false,
-        "output_truncated": false, "queued_ms": 0, "error": null});
+        "output_truncated": false, "queued_ms": 0, "error": null, "compile": null, "judge": null});
     assert_eq!(schema_errors(&doc, &summary, &good), Vec::<String>::new());
     let mut bad = good.clone();
     bad["state"] = json!("RUNNING");

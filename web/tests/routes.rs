@@ -69,6 +69,36 @@ async fn invalid_runs_are_refused_naming_the_field_and_limit_and_nothing_starts(
             "files[0].name",
         ),
         ("not json".into(), 400, ""),
+        (
+            r#"{"language": "python", "code": "x", "tests": []}"#.into(),
+            422,
+            "tests",
+        ),
+        (
+            json!({"language": "python", "code": "x", "tests": vec![json!({"input": ""}); 65]})
+                .to_string(),
+            422,
+            "tests",
+        ),
+        (
+            r#"{"language": "python", "code": "x", "stdin": "1", "tests": [{"input": "2"}]}"#
+                .into(),
+            422,
+            "stdin",
+        ),
+        (
+            json!({"language": "python", "code": "x",
+                   "tests": [{"input": "x".repeat(5 << 20)}, {"input": "x".repeat(5 << 20)}]})
+            .to_string(),
+            413,
+            "tests[].input",
+        ),
+        (
+            r#"{"language": "python", "code": "x", "tests": [{"input": "1", "expected_output": null}]}"#
+                .into(),
+            422,
+            "",
+        ),
     ];
     for (body, want, field) in cases {
         for path in ["/api/v1/runs", "/api/v1/jobs"] {

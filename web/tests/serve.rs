@@ -233,11 +233,12 @@ async fn sighup_rereads_the_tokens_file_and_a_broken_one_changes_nothing() {
         format!("[[token]]\nname = \"{name}\"\nsecret = \"{name}-0123456789abcdef\"\n")
     };
     std::fs::write(&path, file("old")).unwrap();
-    let no_pools = [
-        "--pool", "python=0", "--pool", "pypy=0", "--pool", "node=0", "--pool", "java=0",
-    ];
+    let no_pools: Vec<String> = onpyrunner_languages::languages()
+        .iter()
+        .flat_map(|l| ["--pool".to_string(), format!("{}=0", l.id)])
+        .collect();
     let mut args = vec!["--tokens", path.to_str().unwrap()];
-    args.extend(no_pools);
+    args.extend(no_pools.iter().map(String::as_str));
     let mut server = serve(&instance, &args).await;
     // A run the server refuses once the token is taken (422), so nothing starts: 401 or 422
     // tells whether the token was.

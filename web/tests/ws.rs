@@ -219,6 +219,30 @@ async fn an_interactive_program_then_another_run_on_the_same_connection() {
 }
 
 #[tokio::test]
+async fn a_websocket_run_shows_what_python_printed_before_it_reads_without_a_flush() {
+    // A WebSocket run is interactive: CPython runs with -u (the table's run_live), where a
+    // REST run is buffered as judges run it and would show the greeting only at the end.
+    let server = serve("live", |_, _| {}).await;
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python",
+               "code": "import sys\nprint('Hi! Your name?')\nname = sys.stdin.readline().strip()\nprint(f'Hello, {name}!')"}),
+    )
+    .await;
+    let mut heard = Heard::default();
+    hear_until(&mut ws, &mut heard, |h| {
+        h.stdout_text().contains("Your name?\n") || h.summary.is_some()
+    })
+    .await;
+    assert!(heard.summary.is_none(), "{:?}", heard.stdout_text());
+    send(&mut ws, json!({"type": "stdin", "data": "Ada\n"})).await;
+    hear_until(&mut ws, &mut heard, |h| h.summary.is_some()).await;
+    assert_eq!(heard.stdout_text(), "Hi! Your name?\nHello, Ada!\n");
+    server.finish().await;
+}
+
+#[tokio::test]
 async fn output_is_binary_safe_and_streams_are_kept_apart() {
     let server = serve("binary", |_, _| {}).await;
     let mut ws = server.connect().await;

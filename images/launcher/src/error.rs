@@ -34,6 +34,8 @@ pub enum LaunchError {
     Spawn { program: String, source: io::Error },
     /// Waiting for a stage's process failed.
     Wait(io::Error),
+    /// Preparing a test of a judged run (its input, the work directory) failed.
+    Test(io::Error),
 }
 
 impl LaunchError {
@@ -57,6 +59,7 @@ impl fmt::Display for LaunchError {
                 "stdin ended after {got} of {wanted} bytes of the launch frame {part}"
             ),
             Self::Frame(e) => write!(f, "bad launch frame: {e}"),
+            Self::Test(e) => write!(f, "cannot prepare a test: {e}"),
             Self::WriteFile { name, source } => {
                 write!(f, "cannot write source file {name:?}: {source}")
             }

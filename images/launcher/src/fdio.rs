@@ -3,8 +3,9 @@
 //! The launch frame must be read without std's `Stdin`: it reads ahead into an 8 KiB buffer and
 //! would swallow the first bytes of the program's stdin. Every read here asks for at most the
 //! bytes still missing, so whatever follows the frame stays in the kernel for the program.
-use std::io;
-use std::os::fd::RawFd;
+use std::fs::File;
+use std::io::{self, Seek, Write};
+use std::os::fd::{FromRawFd, RawFd};
 
 /// Read until `buf` is full or the input ends; returns how many bytes were read.
 pub fn read_full(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
@@ -46,6 +47,20 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The test's input as an anonymous file at offset 0.
+pub fn input_file(input: &[u8]) -> io::Result<File> {
+    // SAFETY: the name is a NUL-terminated literal; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"test-input".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(input)?;
+    file.rewind()?;
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ mod tests {
                 content: b"print(input())\n".to_vec(),
             }],
             compile: vec![],
+            judge: None,
             run: vec!["python3".into(), "main.py".into()],
         }
     }

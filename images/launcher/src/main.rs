@@ -2,7 +2,9 @@
 //!
 //! It reads one launch frame from stdin (see `onpyrunner_protocol::launch`), writes the source
 //! files into the current directory (the container's tmpfs work directory), runs the compile
-//! stage if there is one, then runs the program with the rest of stdin as its stdin. When the
+//! stage if there is one, then runs the program with the rest of stdin as its stdin. A compile
+//! stage that succeeds is followed by the compiled record on stdout and stderr, which starts
+//! the run stage's clock and output budget outside. When the
 //! stage that ends the run is over it writes the status trailer (see
 //! `onpyrunner_protocol::status`) to stdout and exits with the program's exit code, or 128 +
 //! signal, so Docker's exit code agrees with the trailer even when the trailer is lost.
@@ -19,7 +21,9 @@
 //! usual way, with the table's commands.
 mod error;
 mod fdio;
+mod fork_server;
 mod frame;
+mod judge;
 mod report;
 mod stage;
 mod warm;
@@ -113,6 +117,7 @@ fn launch(warm_argv: Option<Vec<String>>) -> i32 {
         files,
         compile,
         run,
+        judge,
     } = request;
     // A failure before any stage started is reported against the stage that would have run.
     let first_stage = if compile.is_empty() {
@@ -123,6 +128,9 @@ fn launch(warm_argv: Option<Vec<String>>) -> i32 {
     if let Err(e) = workdir::write_files(Path::new("."), files) {
         return fail(Some((&nonce, first_stage)), &e);
     }
+    if let Some(judge) = judge {
+        return judged(warm, &nonce, &compile, &run, judge);
+    }
     if let Some(process) = warm {
         match run_warm(process, &nonce, &compile, &run) {
             Ok(code) => return code,
@@ -131,7 +139,9 @@ fn launch(warm_argv: Option<Vec<String>>) -> i32 {
     }
     if !compile.is_empty() {
         match stage::run(&compile, Stage::Compile) {
-            Ok(finished) if finished.succeeded() => {}
+            Ok(finished) if finished.succeeded() => {
+                report::write_compiled(&nonce, finished.status(Stage::Compile).usage)
+            }
             Ok(finished) => return finish(&nonce, finished.status(Stage::Compile)),
             Err(e) => return fail(Some((&nonce, Stage::Compile)), &e),
         }
@@ -140,6 +150,41 @@ fn launch(warm_argv: Option<Vec<String>>) -> i32 {
         Ok(finished) => finish(&nonce, finished.status(Stage::Run)),
         Err(e) => fail(Some((&nonce, Stage::Run)), &e),
     }
+}
+
+/// A judged run: compile once (in the warm process when there is one, which then goes: each
+/// test needs a fresh process), then run every test.
+fn judged(
+    warm: Option<WarmProcess>,
+    nonce: &str,
+    compile: &[String],
+    run: &[String],
+    judge: onpyrunner_protocol::launch::Judge,
+) -> i32 {
+    let mut compiled = false;
+    if let Some(mut process) = warm {
+        if !compile.is_empty() {
+            match process.compile(compile) {
+                Ok(Compiled::Ok(usage)) => {
+                    report::write_compiled(nonce, usage);
+                    compiled = true;
+                }
+                Ok(Compiled::Failed(status)) => return finish(nonce, status),
+                Err(e) => report::complain(&format!("{e}; compiling without it")),
+            }
+        }
+        process.kill();
+    }
+    if !compiled && !compile.is_empty() {
+        match stage::run(compile, Stage::Compile) {
+            Ok(finished) if finished.succeeded() => {
+                report::write_compiled(nonce, finished.status(Stage::Compile).usage)
+            }
+            Ok(finished) => return finish(nonce, finished.status(Stage::Compile)),
+            Err(e) => return fail(Some((nonce, Stage::Compile)), &e),
+        }
+    }
+    judge::run_tests(nonce, run, judge)
 }
 
 /// Start the warm process and wait until it is ready; `None` (said on stderr) when it cannot be.
@@ -172,7 +217,7 @@ fn run_warm(
 ) -> Result<i32, WarmError> {
     if !compile.is_empty() {
         match process.compile(compile) {
-            Ok(Compiled::Ok) => {}
+            Ok(Compiled::Ok(usage)) => report::write_compiled(nonce, usage),
             Ok(Compiled::Failed(status)) => return Ok(finish(nonce, status)),
             Err(e) => {
                 process.kill();
@@ -195,7 +240,7 @@ fn finish(nonce: &str, status: onpyrunner_protocol::RunStatus) -> i32 {
 
 /// The launcher failed. The stderr line comes first so it is out before the trailer ends the
 /// run for the supervisor.
-fn fail(known: Option<(&str, Stage)>, error: &LaunchError) -> i32 {
+pub(crate) fn fail(known: Option<(&str, Stage)>, error: &LaunchError) -> i32 {
     report::complain(&error.to_string());
     if let Some((nonce, stage)) = known {
         report::write_status(nonce, &report::error_status(stage, error));

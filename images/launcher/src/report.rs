@@ -1,7 +1,7 @@
 //! What the launcher tells the outside world: the status trailer on stdout and stderr, and one-line
 //! messages on stderr.
-use onpyrunner_protocol::status::encode_status;
-use onpyrunner_protocol::{RunStatus, Stage, Usage};
+use onpyrunner_protocol::status::{encode_record, encode_status};
+use onpyrunner_protocol::{Record, RunStatus, Stage, TestEnded, Usage};
 
 use crate::error::LaunchError;
 use crate::fdio;
@@ -25,11 +25,25 @@ pub fn complain(message: &str) {
 /// pipes independently, so a trailer on stdout alone can overtake stderr bytes written before
 /// it; seeing the trailer on both streams tells the supervisor that both are complete.
 pub fn write_status(nonce: &str, status: &RunStatus) {
-    let trailer = encode_status(nonce, status);
-    let _ = fdio::write_all(libc::STDERR_FILENO, &trailer);
-    if let Err(e) = fdio::write_all(libc::STDOUT_FILENO, &trailer) {
-        complain(&format!("cannot write the status trailer: {e}"));
+    write_both(&encode_status(nonce, status));
+}
+
+fn write_both(record: &[u8]) {
+    let _ = fdio::write_all(libc::STDERR_FILENO, record);
+    if let Err(e) = fdio::write_all(libc::STDOUT_FILENO, record) {
+        complain(&format!("cannot write a record to stdout: {e}"));
     }
+}
+
+/// Say that the compile stage succeeded and the run stage starts, on stderr and then stdout
+/// (each stream's record marks where that stream's compile output ends).
+pub fn write_compiled(nonce: &str, usage: Usage) {
+    write_both(&encode_record(nonce, &Record::Compiled(usage)));
+}
+
+/// Say that a test of a judged run ended, on stderr and then stdout.
+pub fn write_test(nonce: &str, test: &TestEnded) {
+    write_both(&encode_record(nonce, &Record::Test(test.clone())));
 }
 
 /// The status reported when the launcher failed in (or before) `stage`.

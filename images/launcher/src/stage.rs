@@ -81,6 +81,12 @@ pub fn run(argv: &[String], stage: Stage) -> Result<Finished, LaunchError> {
     })
 }
 
+/// Kill a process group (a test's, led by `pid`) with SIGKILL.
+pub fn kill_group(pid: libc::pid_t) {
+    // SAFETY: kill has no memory effects; a group that is gone is ESRCH, ignored.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+}
+
 /// User + system CPU time of a resource usage, in ms.
 pub fn usage_cpu_ms(usage: &libc::rusage) -> u64 {
     timeval_ms(&usage.ru_utime) + timeval_ms(&usage.ru_stime)

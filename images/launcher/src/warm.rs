@@ -55,8 +55,9 @@ pub struct WarmProcess {
 
 /// The compile stage done by the warm process.
 pub enum Compiled {
-    /// Compiled; the program can run.
-    Ok,
+    /// Compiled (what the compilation used; memory is the warm process's peak so far); the
+    /// program can run.
+    Ok(Usage),
     /// The compiler failed: this is the run's outcome. The warm process was killed and reaped.
     Failed(RunStatus),
 }
@@ -124,10 +125,17 @@ impl WarmProcess {
         let Some(code) = code else {
             return Err(WarmError::Unexpected(reply));
         };
-        if code == 0 {
-            return Ok(Compiled::Ok);
-        }
         let wall = started.elapsed();
+        if code == 0 {
+            return Ok(Compiled::Ok(Usage {
+                stage: Stage::Compile,
+                exit_code: Some(0),
+                signal: None,
+                wall_ms: u64::try_from(wall.as_millis()).unwrap_or(u64::MAX),
+                cpu_ms: self.cpu_ms().saturating_sub(cpu_before),
+                memory_kib: self.peak_kib(),
+            }));
+        }
         // The process is no longer needed: the compile stage ends the run.
         let usage = self.kill();
         Ok(Compiled::Failed(RunStatus {
@@ -199,6 +207,25 @@ impl WarmProcess {
             .and_then(|stat| stat_cpu_ms(&stat, clock_ticks_per_second()))
             .unwrap_or(0)
     }
+
+    /// The process's peak resident memory so far (VmHWM), in KiB; 0 when unreadable.
+    fn peak_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|status| status_peak_kib(&status))
+            .unwrap_or(0)
+    }
+}
+
+/// The `VmHWM:` line of a `/proc/<pid>/status`, in KiB.
+fn status_peak_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line["VmHWM:".len()..]
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Read one message from `fd`.
@@ -329,7 +356,14 @@ mod tests {
             warm_up_cpu >= 20,
             "the fake burnt {warm_up_cpu} ms before ready"
         );
-        assert!(matches!(process.compile(&compile).unwrap(), Compiled::Ok));
+        let Compiled::Ok(compiled) = process.compile(&compile).unwrap() else {
+            panic!("the fake compiles");
+        };
+        assert_eq!(
+            (compiled.stage, compiled.exit_code),
+            (Stage::Compile, Some(0))
+        );
+        assert!(compiled.memory_kib > 0, "{compiled:?}");
         let finished = process.run(&run).unwrap();
         let status = finished.status(Stage::Run);
         assert_eq!(status.usage.exit_code, Some(3));
@@ -367,6 +401,13 @@ mod tests {
         // The shell may have opened the file before it died; nothing was written to it.
         let run_bytes = std::fs::read(&saved.0).unwrap_or_default();
         assert!(run_bytes.is_empty(), "no run message was sent");
+    }
+
+    #[test]
+    fn peak_memory_is_read_from_the_vmhwm_line() {
+        let status = "Name:\tjava\nVmPeak:\t 3000 kB\nVmHWM:\t   91234 kB\nVmRSS:\t 80000 kB\n";
+        assert_eq!(status_peak_kib(status), Some(91234));
+        assert_eq!(status_peak_kib("Name:\tjava\n"), None);
     }
 
     #[test]

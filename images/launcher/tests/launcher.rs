@@ -11,7 +11,9 @@ use std::thread;
 use std::time::Duration;
 
 use onpyrunner_protocol::status::MARKER_PREFIX;
-use onpyrunner_protocol::{RunRequest, RunStatus, SourceFile, Stage, StatusScanner};
+use onpyrunner_protocol::{
+    Piece, Record, RecordScanner, RunRequest, RunStatus, SourceFile, Stage, Usage,
+};
 
 const LAUNCHER: &str = env!("CARGO_BIN_EXE_onpyrunner-launcher");
 const NONCE: &str = "T3stN0nce42";
@@ -52,19 +54,55 @@ struct Outcome {
     stderr: Vec<u8>,
     /// The trailer found on stderr; it must equal the one on stdout.
     stderr_status: Option<RunStatus>,
+    /// The compiled record found on stderr; it must equal the one on stdout.
+    stderr_compiled: Option<Usage>,
+    /// The launcher's pid.
+    pid: u32,
+}
+
+/// A stream split the way the supervisor does: the user's bytes, the compiled record and the
+/// status, if any.
+fn scan(stream: &[u8]) -> (Vec<u8>, Option<Usage>, Option<RunStatus>) {
+    let mut scanner = RecordScanner::new(NONCE);
+    let (mut user, mut compiled, mut status) = (Vec::new(), None, None);
+    for piece in scanner.push(stream) {
+        match piece {
+            Piece::Output(bytes) => user.extend_from_slice(&bytes),
+            Piece::Record(Ok(Record::Compiled(usage))) => {
+                assert!(
+                    compiled.is_none() && status.is_none(),
+                    "one compiled record, first"
+                );
+                compiled = Some(usage);
+            }
+            Piece::Record(Ok(Record::Status(s))) => status = Some(s),
+            Piece::Record(Ok(Record::Test(_))) => {}
+            Piece::Record(Err(e)) => panic!("a record that does not parse: {e}"),
+        }
+    }
+    user.extend_from_slice(&scanner.finish());
+    (user, compiled, status)
 }
 
 impl Outcome {
     /// Split stdout the way the supervisor does: the user's bytes and the status, if any.
     fn scan(&self) -> (Vec<u8>, Option<RunStatus>) {
-        let mut scanner = StatusScanner::new(NONCE);
-        let scanned = scanner.push(&self.stdout);
-        let mut user = scanned.output.to_vec();
-        user.extend_from_slice(&scanner.finish());
-        let status = scanned
-            .status
-            .map(|s| s.expect("the trailer's JSON parses"));
+        let (user, compiled, status) = scan(&self.stdout);
+        assert_eq!(
+            compiled, self.stderr_compiled,
+            "the same compiled record on both"
+        );
         (user, status)
+    }
+
+    /// The compiled record (the same on both streams).
+    fn compiled(&self) -> Option<Usage> {
+        let (_, compiled, _) = scan(&self.stdout);
+        assert_eq!(
+            compiled, self.stderr_compiled,
+            "the same compiled record on both"
+        );
+        compiled
     }
 
     fn user_stdout(&self) -> Vec<u8> {
@@ -104,6 +142,7 @@ fn request(files: &[(&str, &[u8])], compile: &[&str], run: &[&str]) -> RunReques
             })
             .collect(),
         compile: argv(compile),
+        judge: None,
         run: argv(run),
     }
 }
@@ -147,17 +186,14 @@ fn launch_in(dir: &Path, mut command: Command, input: Vec<u8>) -> Outcome {
         .code()
         .or_else(|| output.status.signal().map(|s| 128 + s))
         .unwrap();
-    let mut scanner = StatusScanner::new(NONCE);
-    let scanned = scanner.push(&output.stderr);
-    let mut stderr = scanned.output.to_vec();
-    stderr.extend_from_slice(&scanner.finish());
+    let (stderr, stderr_compiled, stderr_status) = scan(&output.stderr);
     Outcome {
         code,
         stdout: output.stdout,
         stderr,
-        stderr_status: scanned
-            .status
-            .map(|s| s.expect("the stderr trailer's JSON parses")),
+        stderr_status,
+        stderr_compiled,
+        pid,
     }
 }
 
@@ -290,6 +326,11 @@ fn failed_compile_reports_compile_stage_and_never_starts_the_program() {
     );
     assert_eq!(out.code, 3);
     assert_eq!(out.user_stdout(), b"");
+    assert_eq!(
+        out.compiled(),
+        None,
+        "no compiled record for a failed compile"
+    );
     // The compiler's stdout goes to stderr, beside its diagnostics.
     assert_eq!(out.stderr_text(), "bad\ncompiler-stdout\n");
     let status = out.status();
@@ -344,6 +385,11 @@ fn successful_compile_is_followed_by_the_run_stage_with_its_own_status() {
     assert_eq!(out.code, 0, "{}", out.stderr_text());
     assert_eq!(out.user_stdout(), b"built: input\n");
     assert_eq!(out.stderr_text(), "compiled\n");
+    let compiled = out.compiled().expect("a compiled record");
+    assert_eq!(
+        (compiled.stage, compiled.exit_code, compiled.signal),
+        (Stage::Compile, Some(0), None)
+    );
     let status = out.status();
     assert_eq!(
         (status.usage.stage, status.usage.exit_code),
@@ -584,13 +630,11 @@ fn closed_stdout_does_not_kill_the_launcher_and_keeps_the_exit_code() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     // The trailer still reached stderr, followed by the complaint about stdout.
-    let mut scanner = StatusScanner::new(NONCE);
-    let scanned = scanner.push(&output.stderr);
-    let status = scanned.status.expect("trailer on stderr").expect("parses");
+    let status = scan(&output.stderr).2.expect("trailer on stderr");
     assert_eq!(status.usage.exit_code, Some(4));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("onpyrunner-launcher: cannot write the status trailer"),
+        stderr.contains("onpyrunner-launcher: cannot write a record to stdout"),
         "{stderr}"
     );
 }
@@ -626,5 +670,375 @@ fn program_with_the_same_uid_cannot_read_the_launcher_memory() {
         String::from_utf8(out.user_stdout()).unwrap(),
         "readable\ndenied\n",
         "first line: the program itself, second line: the launcher"
+    );
+}
+
+/// Output and records of a stream in order: `Ok(bytes)` for output, `Err(record)` for records.
+fn pieces(stream: &[u8]) -> Vec<Result<Vec<u8>, Record>> {
+    let mut scanner = RecordScanner::new(NONCE);
+    let mut out: Vec<Result<Vec<u8>, Record>> = Vec::new();
+    for piece in scanner.push(stream) {
+        match piece {
+            Piece::Output(bytes) => match out.last_mut() {
+                Some(Ok(last)) => last.extend_from_slice(&bytes),
+                _ => out.push(Ok(bytes.to_vec())),
+            },
+            Piece::Record(record) => out.push(Err(record.expect("records parse"))),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_judged_run_compiles_once_and_runs_each_test_fresh_in_order() {
+    let mut req = request(
+        &[(
+            "main.sh",
+            b"read a b; echo $((a + b)); ls; touch made-by-test\n",
+        )],
+        &["sh", "-c", "cp main.sh built.sh && echo compiled"],
+        &["sh", "built.sh"],
+    );
+    req.judge = Some(onpyrunner_protocol::launch::Judge {
+        wall_ms: 5000,
+        inputs: vec![b"1 2\n".to_vec(), b"40 2\n".to_vec()],
+    });
+    let out = launch(&req, b"stdin after the frame is not a test's");
+    assert_eq!(out.code, 0, "{}", out.stderr_text());
+    let stdout = pieces(&out.stdout);
+    let tests: Vec<(u32, Vec<u8>)> = stdout
+        .iter()
+        .scan(Vec::new(), |text, piece| match piece {
+            Ok(bytes) => {
+                *text = bytes.clone();
+                Some(None)
+            }
+            Err(Record::Test(t)) => Some(Some((t.index, std::mem::take(text)))),
+            Err(_) => Some(None),
+        })
+        .flatten()
+        .collect();
+    // Each test sees the work directory as the compile left it: not the other test's file.
+    assert_eq!(
+        tests,
+        vec![
+            (0, b"3\nbuilt.sh\nmain.sh\n".to_vec()),
+            (1, b"42\nbuilt.sh\nmain.sh\n".to_vec())
+        ]
+    );
+    assert!(
+        matches!(stdout.first(), Some(Err(Record::Compiled(_)))),
+        "{stdout:?}"
+    );
+    let Some(Err(Record::Status(status))) = stdout.last() else {
+        panic!("the status comes last: {stdout:?}");
+    };
+    assert_eq!(status.usage.exit_code, Some(0));
+    assert_eq!(out.stderr_text(), "compiled\n");
+}
+
+#[test]
+fn a_judged_test_past_its_clock_is_killed_and_the_next_one_runs() {
+    let mut req = request(
+        &[(
+            "main.sh",
+            b"read n; [ \"$n\" = slow ] && sleep 30; echo done $n\n",
+        )],
+        &[],
+        &["sh", "main.sh"],
+    );
+    req.judge = Some(onpyrunner_protocol::launch::Judge {
+        wall_ms: 300,
+        inputs: vec![b"slow\n".to_vec(), b"fast\n".to_vec()],
+    });
+    let started = std::time::Instant::now();
+    let out = launch(&req, b"");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let tests: Vec<TestEndedView> = pieces(&out.stdout)
+        .into_iter()
+        .filter_map(|p| match p {
+            Err(Record::Test(t)) => Some((t.index, t.timed_out, t.usage.signal, t.usage.exit_code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tests,
+        vec![
+            (0, true, Some(libc::SIGKILL), None),
+            (1, false, None, Some(0))
+        ]
+    );
+    assert_eq!(out.user_stdout(), b"done fast\n");
+}
+
+type TestEndedView = (u32, bool, Option<i32>, Option<i32>);
+
+/// The judge fork server as shipped in the CPython and PyPy images.
+const FORK_SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../warm/onpyrunner_fork.py");
+
+/// Whether the host has python3 for the fork server's tests; says so when not.
+fn host_python() -> bool {
+    let found = Command::new("python3")
+        .arg("-c")
+        .arg("import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIPPED: no python3 >= 3.10 on PATH, which the fork server needs");
+    }
+    found
+}
+
+/// A judged run of `program` (main.py, run as `python3 -u main.py arg1`) on `inputs`, with the
+/// fork server or without it (each test a fresh process).
+fn judged_python(program: &[u8], inputs: &[&[u8]], wall_ms: u32, fork: bool) -> Outcome {
+    let dir = TempDir::new();
+    let work = dir.0.join("work");
+    fs::create_dir(&work).unwrap();
+    let argv_file = dir.0.join("judge-server");
+    fs::write(&argv_file, format!("python3\n-u\n{FORK_SERVER}\n")).unwrap();
+    let mut req = request(
+        &[("main.py", program)],
+        &[],
+        &["python3", "-u", "main.py", "arg1"],
+    );
+    req.judge = Some(onpyrunner_protocol::launch::Judge {
+        wall_ms,
+        inputs: inputs.iter().map(|i| i.to_vec()).collect(),
+    });
+    let mut command = Command::new(LAUNCHER);
+    let server = if fork { argv_file } else { dir.0.join("none") };
+    command.env("ONPYRUNNER_JUDGE_SERVER", server);
+    launch_in(&work, command, req.encode().unwrap())
+}
+
+/// Test records as (index, exit code, signal, timed out).
+fn test_results(out: &Outcome) -> Vec<(u32, Option<i32>, Option<i32>, bool)> {
+    pieces(&out.stdout)
+        .into_iter()
+        .filter_map(|p| match p {
+            Err(Record::Test(t)) => Some((t.index, t.usage.exit_code, t.usage.signal, t.timed_out)),
+            _ => None,
+        })
+        .collect()
+}
+
+const JUDGED_PYTHON: &[u8] = br#"import os, sys
+seen = []
+what = input().strip()
+seen.append(what)
+print(__name__, sys.argv, sys.path[0] == os.getcwd(), seen, os.path.exists("left-by-test"))
+open("left-by-test", "w").write("x")
+if what == "exit3":
+    raise SystemExit(3)
+if what == "raise":
+    def f():
+        return 1 / 0
+    f()
+if what == "osexit":
+    sys.stdout.write("unflushed? no: -u")
+    os._exit(5)
+if what == "signal":
+    import signal
+    os.kill(os.getpid(), signal.SIGTERM)
+if what == "slow":
+    import time
+    time.sleep(30)
+if what == "spin":
+    n = 0
+    while n < 3_000_000:
+        n += 1
+print(sum(map(int, sys.stdin.read().split())))
+"#;
+
+const JUDGED_INPUTS: &[&[u8]] = &[
+    b"plain\n1 2 3\n",
+    b"exit3\n",
+    b"raise\n",
+    b"osexit\n",
+    b"signal\n",
+    b"slow\n",
+    b"spin\n4 5\n",
+];
+
+#[test]
+fn forked_python_tests_look_like_fresh_ones_to_the_program_and_the_judge() {
+    if !host_python() {
+        return;
+    }
+    let fresh = judged_python(JUDGED_PYTHON, JUDGED_INPUTS, 1500, false);
+    let forked = judged_python(JUDGED_PYTHON, JUDGED_INPUTS, 1500, true);
+    let expected = vec![
+        (0, Some(0), None, false),
+        (1, Some(3), None, false),
+        (2, Some(1), None, false),
+        (3, Some(5), None, false),
+        (4, None, Some(libc::SIGTERM), false),
+        (5, None, Some(libc::SIGKILL), true),
+        (6, Some(0), None, false),
+    ];
+    assert_eq!(test_results(&fresh), expected, "{}", fresh.stderr_text());
+    assert_eq!(test_results(&forked), expected, "{}", forked.stderr_text());
+    let output = |out: &Outcome| -> Vec<Vec<u8>> {
+        pieces(&out.stdout)
+            .into_iter()
+            .filter_map(Result::ok)
+            .collect()
+    };
+    // The same bytes on stdout test by test, and the same stderr (the traceback included).
+    assert_eq!(
+        String::from_utf8_lossy(&output(&forked).concat()),
+        String::from_utf8_lossy(&output(&fresh).concat())
+    );
+    // Each run has its own directory; the rest of the traceback is the same.
+    let traceback = |out: &Outcome| {
+        out.stderr_text()
+            .lines()
+            .map(|l| match (l.find("File \""), l.find("/work/main.py")) {
+                (Some(a), Some(b)) => format!("{}{}", &l[..a + 6], &l[b..]),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(traceback(&forked), traceback(&fresh));
+    assert!(
+        output(&forked)[0].starts_with(b"__main__ ['main.py', 'arg1'] True ['plain'] False\n"),
+        "{:?}",
+        String::from_utf8_lossy(&output(&forked)[0])
+    );
+    assert!(
+        forked.stderr_text().contains("ZeroDivisionError")
+            && !forked.stderr_text().contains("onpyrunner_fork"),
+        "{}",
+        forked.stderr_text()
+    );
+    assert!(!forked.stderr_text().contains("onpyrunner-launcher: "));
+    for out in [&fresh, &forked] {
+        let spin = pieces(&out.stdout)
+            .into_iter()
+            .find_map(|p| match p {
+                Err(Record::Test(t)) if t.index == 6 => Some(t.usage),
+                _ => None,
+            })
+            .unwrap();
+        assert!(spin.cpu_ms >= 20, "{spin:?}");
+        assert!(spin.memory_kib > 1000, "{spin:?}");
+    }
+}
+
+#[test]
+fn forked_python_tests_are_forks_of_one_server_not_fresh_interpreters() {
+    if !host_python() {
+        return;
+    }
+    // A fresh test's parent is the launcher; a forked one's is the server, the same for each.
+    let program = b"import os\nprint(os.getppid(), os.getpgid(0) == os.getpid())\n";
+    let parents = |fork| {
+        let out = judged_python(program, &[b"", b""], 5000, fork);
+        let text = String::from_utf8_lossy(&out.user_stdout()).into_owned();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        assert_eq!(lines.len(), 2, "{text}{}", out.stderr_text());
+        assert!(
+            lines.iter().all(|l| l.ends_with(" True")),
+            "own group: {text}"
+        );
+        assert_eq!(lines[0], lines[1], "one parent for both tests");
+        (
+            lines[0].clone(),
+            format!("{} True", out.pid),
+            out.stderr_text(),
+        )
+    };
+    let (parent, launcher, stderr) = parents(false);
+    assert_eq!(parent, launcher, "fresh: {stderr}");
+    let (parent, launcher, stderr) = parents(true);
+    assert_ne!(parent, launcher, "forked: {stderr}");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn a_forked_test_starts_from_the_pristine_interpreter_not_the_last_test() {
+    if !host_python() {
+        return;
+    }
+    let program = br#"import sys
+counter = globals().get("counter", 0) + 1
+sys.modules.setdefault("leak", type(sys)("leak")).__dict__.setdefault("n", 0)
+sys.modules["leak"].n += 1
+import json
+print(counter, sys.modules["leak"].n, "socket" in sys.modules, "_pristine" in globals())
+"#;
+    let out = judged_python(program, &[b"", b"", b""], 5000, true);
+    assert_eq!(
+        String::from_utf8_lossy(&out.user_stdout()),
+        "1 1 False False\n1 1 False False\n1 1 False False\n",
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(out.stderr_text(), "", "no fallback to fresh processes");
+}
+
+#[test]
+fn a_dead_fork_server_leaves_the_other_tests_to_fresh_processes() {
+    if !host_python() {
+        return;
+    }
+    // The first test kills its parent (the server); it is reported killed, and the next test
+    // runs fresh, with the launcher as its parent.
+    let program = br#"import os, signal
+if input() == "kill":
+    os.kill(os.getppid(), signal.SIGKILL)
+    import time; time.sleep(1)
+print("ran")
+"#;
+    let out = judged_python(program, &[b"kill\n", b"next\n"], 5000, true);
+    let results = test_results(&out);
+    assert_eq!(
+        results,
+        vec![
+            (0, None, Some(libc::SIGKILL), false),
+            (1, Some(0), None, false)
+        ],
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(out.user_stdout(), b"ran\n");
+    assert!(
+        out.stderr_text().contains("judge fork server"),
+        "{}",
+        out.stderr_text()
+    );
+}
+
+#[test]
+fn a_fork_server_with_other_flags_than_the_run_refuses_and_the_tests_run_fresh() {
+    if !host_python() {
+        return;
+    }
+    let dir = TempDir::new();
+    let work = dir.0.join("work");
+    fs::create_dir(&work).unwrap();
+    let argv_file = dir.0.join("judge-server");
+    // -O instead of the run's -u: a fork would not buffer (or assert) as the run command does.
+    fs::write(&argv_file, format!("python3\n-O\n{FORK_SERVER}\n")).unwrap();
+    let mut req = request(
+        &[("main.py", b"import os\nprint(os.getppid())\n")],
+        &[],
+        &["python3", "-u", "main.py"],
+    );
+    req.judge = Some(onpyrunner_protocol::launch::Judge {
+        wall_ms: 5000,
+        inputs: vec![b"".to_vec()],
+    });
+    let mut command = Command::new(LAUNCHER);
+    command.env("ONPYRUNNER_JUDGE_SERVER", &argv_file);
+    let out = launch_in(&work, command, req.encode().unwrap());
+    assert_eq!(test_results(&out), vec![(0, Some(0), None, false)]);
+    assert_eq!(out.user_stdout(), format!("{}\n", out.pid).into_bytes());
+    assert!(
+        out.stderr_text()
+            .contains("onpyrunner-launcher: the judge fork server said"),
+        "{}",
+        out.stderr_text()
     );
 }

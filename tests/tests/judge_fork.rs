@@ -1,0 +1,116 @@
+//! Judged CPython and PyPy tests run as forks of the image's fork server
+//! (images/warm/onpyrunner_fork.py), against the real daemon and images: every verdict is what
+//! a fresh process per test would get, and each test checks that it really was a fork.
+use onpyrunner_e2e::{judged, verdicts, Harness};
+use onpyrunner_protocol::judge::Verdict;
+
+/// Says on its first line whether its parent is the fork server, what a fresh `python -u
+/// main.py` would show of itself, and whether the last test's file or module state is seen.
+const PROGRAM: &str = r#"import os, sys, json
+parent = open("/proc/%d/cmdline" % os.getppid(), "rb").read().split(b"\0")
+forked = any(a.endswith(b"onpyrunner_fork.py") for a in parent)
+counter = globals().get("counter", 0) + 1
+json.leak = getattr(json, "leak", 0) + 1
+print(forked, __name__, sys.argv, sys.path[0] == os.getcwd(), os.path.exists("made"), counter, json.leak)
+open("made", "w").write("by a test")
+what = input().split()
+if what[0] == "exit3":
+    raise SystemExit(3)
+if what[0] == "raise":
+    print(1 / 0)
+if what[0] == "sleep":
+    import time
+    time.sleep(60)
+if what[0] == "bomb":
+    # Not a constant: PyPy's compiler would fold it, and every test would be the bomb.
+    mib = int("1000")
+    x = "x" * (mib * 1024 * 1024)
+print(int(what[1]) + int(what[2]))
+"#;
+
+const HEAD: &str = "True __main__ ['main.py'] True False 1 1\n";
+
+async fn every_verdict_through_the_fork_server(lang: &str) {
+    let h = Harness::new(&format!("judge-fork-{lang}")).await;
+    let ok = |sum: &str| format!("{HEAD}{sum}\n");
+    let tests = [
+        ("sum 1 2\n", Some(ok("3"))),
+        ("sum 2 2\n", Some(ok("5"))),
+        ("exit3\n", Some(HEAD.to_string())),
+        ("raise\n", Some(HEAD.to_string())),
+        ("sleep\n", Some(HEAD.to_string())),
+        ("sum 40 2\n", Some(ok("42"))),
+    ];
+    let refs: Vec<(&str, Option<&str>)> = tests.iter().map(|(i, e)| (*i, e.as_deref())).collect();
+    let mut s = judged(lang, PROGRAM, &refs);
+    s.limits.wall_ms = 2000;
+    let ran = h.run(&s, b"").await;
+    assert_eq!(
+        verdicts(&ran),
+        [
+            Verdict::Accepted,
+            Verdict::WrongAnswer,
+            Verdict::RuntimeError,
+            Verdict::RuntimeError,
+            Verdict::TimeLimit,
+            Verdict::Accepted,
+        ],
+        "{ran:?}"
+    );
+    let judged = ran.outcome.judge.as_ref().unwrap();
+    assert_eq!(judged.tests[2].usage.exit_code, Some(3), "SystemExit(3)");
+    assert_eq!(
+        judged.tests[3].usage.exit_code,
+        Some(1),
+        "uncaught exception"
+    );
+    assert!(
+        judged.tests[4].usage.wall_ms >= 2000,
+        "{:?}",
+        judged.tests[4]
+    );
+    let stderr = ran.stderr_text();
+    assert!(
+        stderr.contains("Traceback (most recent call last):\n  File \"/work/main.py\", line 12")
+            && stderr.contains("ZeroDivisionError"),
+        "the program's own traceback: {stderr}"
+    );
+    assert!(
+        !stderr.contains("onpyrunner"),
+        "no frame of the server, no fallback: {stderr}"
+    );
+    assert_eq!(
+        ran.stdout_text().matches(HEAD).count(),
+        6,
+        "{}",
+        ran.stdout_text()
+    );
+}
+
+#[tokio::test]
+async fn python_tests_are_forks_with_every_verdict_as_fresh_processes_get() {
+    every_verdict_through_the_fork_server("python").await;
+}
+
+#[tokio::test]
+async fn pypy_tests_are_forks_with_every_verdict_as_fresh_processes_get() {
+    every_verdict_through_the_fork_server("pypy").await;
+}
+
+#[tokio::test]
+async fn a_forked_memory_bomb_is_memory_limit_and_the_next_test_still_forks() {
+    let h = Harness::new("judge-fork-memory").await;
+    let next = format!("{HEAD}3\n");
+    let mut s = judged(
+        "python",
+        PROGRAM,
+        &[("bomb\n", None), ("sum 1 2\n", Some(next.as_str()))],
+    );
+    s.limits.memory_mib = 128;
+    let ran = h.run(&s, b"").await;
+    assert_eq!(
+        verdicts(&ran),
+        [Verdict::MemoryLimit, Verdict::Accepted],
+        "{ran:?}"
+    );
+}
