@@ -8,6 +8,7 @@
 #
 #   bash scripts/e2e.sh                 # prints a closing cargo-style "test result:" line
 #   E2E_FILTER='share' bash scripts/e2e.sh   # only tests whose name matches
+#   E2E_FILES='perf.test.js' bash scripts/e2e.sh   # only these files of web/e2e/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -37,7 +38,7 @@ log=$artifacts/server.log
 # Port 0: the kernel picks a free port; the server says which on its "listening" line. One
 # run at a time, so that a test can see a run wait in the queue.
 "$bin" serve --listen 127.0.0.1:0 --instance "$instance" \
-    --pool python=1 --pool pypy=0 --pool node=0 --pool java=0 --max-running 1 2>"$log" &
+    --pool python=1 --pool pypy=0 --pool node=0 --pool java=0 --pool c=0 --pool cpp=0 --pool rust=0 --pool go=0 --max-running 1 2>"$log" &
 server=$!
 # The second server needs a token; no pools (its few runs make their containers on demand).
 token=e2e$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
@@ -45,7 +46,7 @@ tokens_file=$artifacts/tokens.toml
 printf '[[token]]\nname = "e2e"\nsecret = "%s"\n' "$token" >"$tokens_file"
 token_log=$artifacts/server-tokens.log
 "$bin" serve --listen 127.0.0.1:0 --instance "$instance-tokens" --tokens "$tokens_file" \
-    --pool python=0 --pool pypy=0 --pool node=0 --pool java=0 2>"$token_log" &
+    --pool python=0 --pool pypy=0 --pool node=0 --pool java=0 --pool c=0 --pool cpp=0 --pool rust=0 --pool go=0 2>"$token_log" &
 token_server=$!
 
 stop_server() { # pid
@@ -85,7 +86,7 @@ status=0
         ${E2E_FILTER:+--test-name-pattern="$E2E_FILTER"} \
         --test-reporter=spec --test-reporter-destination=stdout \
         --test-reporter=tap --test-reporter-destination="$tap" \
-        ide.test.js
+        ${E2E_FILES:-ide.test.js phone.test.js judge.test.js perf.test.js}
 ) || status=$?
 
 # SIGTERM: a server ends every run, removes its containers and exits 0.

@@ -35,6 +35,8 @@ command -v xz >/dev/null || missing+=(xz-utils)
 if [ -z "${SKIP_E2E:-}" ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)
     command -v npm >/dev/null || missing+=(nodejs npm)
+    # A Korean font, so that the Korean interface's screenshots show Hangul, not boxes.
+    fc-list :lang=ko 2>/dev/null | grep -q . || missing+=(fonts-nanum)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"

@@ -6,21 +6,16 @@
 #   bash scripts/vendor.sh
 #
 # Files are copied byte for byte from the published packages (`npm pack`), LICENSE included,
-# and the tarballs' SHA-512 integrity (npm's) is recorded in web/assets/vendor/VERSIONS.
+# and the tarballs' SHA-512 integrity (npm's) is recorded in web/assets/vendor/VERSIONS. CodeMirror 6
+# is the exception: its pinned packages are bundled once here with esbuild (see below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 XTERM=6.0.0
 XTERM_FIT=0.11.0
-CODEMIRROR=5.65.21
-
-# Only these CodeMirror 5 files are served (no build step: plain scripts in load order).
-CM_FILES=(
-    lib/codemirror.js lib/codemirror.css
-    mode/python/python.js mode/javascript/javascript.js mode/clike/clike.js
-    addon/edit/matchbrackets.js addon/edit/closebrackets.js
-    theme/material-darker.css
-)
+# CodeMirror 6 is many small packages: they are pinned in scripts/codemirror/package-lock.json
+# (to update: `npm install PACKAGE@VERSION` there) and bundled here, once, with esbuild, into
+# codemirror.js (the core) and lang-NAME.js (one language each); see scripts/codemirror/build.mjs.
 
 dest=web/assets/vendor
 work=$(mktemp -d)
@@ -42,22 +37,30 @@ fetch() {
 
 fetch "@xterm/xterm@$XTERM" xterm
 fetch "@xterm/addon-fit@$XTERM_FIT" xterm-addon-fit
-fetch "codemirror@$CODEMIRROR" codemirror
+# CodeMirror 6: `npm ci` from the lock (integrity-checked), then the one-time bundle.
+cp scripts/codemirror/package.json scripts/codemirror/package-lock.json scripts/codemirror/*.mjs "$work/"
+mkdir -p "$work/cm-out"
+(cd "$work" && npm ci --silent --no-audit --no-fund && node build.mjs cm-out)
 
 rm -rf "$dest/xterm" "$dest/xterm-addon-fit" "$dest/codemirror"
 mkdir -p "$dest/xterm" "$dest/xterm-addon-fit" "$dest/codemirror"
 
 cp "$work/xterm/lib/xterm.js" "$work/xterm/css/xterm.css" "$work/xterm/LICENSE" "$dest/xterm/"
 cp "$work/xterm-addon-fit/lib/addon-fit.js" "$work/xterm-addon-fit/LICENSE" "$dest/xterm-addon-fit/"
-cp "$work/codemirror/LICENSE" "$dest/codemirror/"
-for f in "${CM_FILES[@]}"; do
-    mkdir -p "$dest/codemirror/$(dirname "$f")"
-    cp "$work/codemirror/$f" "$dest/codemirror/$f"
-done
+cp "$work"/cm-out/*.js "$work/node_modules/@codemirror/view/LICENSE" "$dest/codemirror/"
+# Every package in the CodeMirror bundles, as the lock pinned it (esbuild only built them).
+while read -r line; do versions+=("$line"); done < <(node -e '
+const lock = require(process.argv[1]);
+for (const [path, p] of Object.entries(lock.packages)) {
+  if (!path || p.dev) continue;
+  console.log(path.replace(/^.*node_modules\//, "") + "@" + p.version + " " + p.integrity);
+}' "$work/package-lock.json")
 
 {
     echo "# Written by scripts/vendor.sh: package@version and the npm tarball's integrity."
     printf '%s\n' "${versions[@]}"
+    echo "# The CodeMirror bundles as built (sha256):"
+    (cd "$dest/codemirror" && sha256sum -- *.js | sed 's/^/# /')
 } >"$dest/VERSIONS"
 
 echo "vendored into $dest:" >&2

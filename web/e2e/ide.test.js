@@ -1,95 +1,15 @@
 // End-to-end tests of the web IDE in headless Chromium against a real `onpyrunner serve`
 // (real daemon, real images). Run through scripts/e2e.sh, which starts the server and sets
 // ONPYRUNNER_URL and E2E_ARTIFACTS.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
 import net from 'node:net';
-import { chromium } from 'playwright-core';
+import {
+  BASE, TOKEN_BASE, TOKEN, PHONE, DESKTOP, RUN_TIMEOUT, useBrowser, getBrowser, openIde, setCode, getCode,
+  terminalText, waitForBadge, waitForTerminal, screenshot, assertNoProblems,
+} from './lib.js';
 
-const BASE = process.env.ONPYRUNNER_URL;
-// A second server, started with --tokens, and the one token it accepts.
-const TOKEN_BASE = process.env.ONPYRUNNER_TOKEN_URL;
-const TOKEN = process.env.ONPYRUNNER_TOKEN;
-const ARTIFACTS = process.env.E2E_ARTIFACTS || new URL('../../target/e2e-artifacts', import.meta.url).pathname;
-const PHONE = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true };
-const DESKTOP = { viewport: { width: 1366, height: 860 }, deviceScaleFactor: 1 };
-// Without the background-networking flags Chromium's own connections are refused by this
-// machine's closed network and slow everything down.
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-const RUN_TIMEOUT = 60_000;
-
-assert.ok(BASE, 'ONPYRUNNER_URL is not set: run the tests through scripts/e2e.sh');
-assert.ok(TOKEN_BASE && TOKEN, 'ONPYRUNNER_TOKEN_URL or ONPYRUNNER_TOKEN is not set: run the tests through scripts/e2e.sh');
-mkdirSync(ARTIFACTS, { recursive: true });
-
-let browser;
-before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: CHROMIUM_ARGS,
-    timeout: 60_000,
-  });
-});
-after(async () => {
-  if (browser) await browser.close();
-});
-
-// A fresh browser context (empty localStorage) on the IDE, connected and ready to run.
-async function openIde(t, device, path = '/') {
-  const context = await browser.newContext(device);
-  t.after(() => context.close());
-  const page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  const problems = [];
-  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
-  await page.goto(BASE + path);
-  try {
-    await page.waitForFunction(() => window.onpyrunnerIDE && window.onpyrunnerIDE.connected
-      && !document.getElementById('run').disabled);
-  } catch (e) {
-    const seen = await page.evaluate(() => ({
-      connection: document.getElementById('conn').dataset.conn,
-      error: document.getElementById('error').textContent,
-    }));
-    throw new Error(`the IDE did not get ready to run: ${JSON.stringify(seen)}; ${problems.join('; ')}`);
-  }
-  return { page, problems };
-}
-
-const setCode = (page, code) => page.evaluate((c) => window.onpyrunnerIDE.editor.setValue(c), code);
-const getCode = (page) => page.evaluate(() => window.onpyrunnerIDE.editor.getValue());
-const terminalText = (page) => page.evaluate(() => window.onpyrunnerIDE.terminalText());
-const badge = (page) => page.textContent('#state');
-
-async function waitForBadge(page, text, timeout = RUN_TIMEOUT) {
-  try {
-    await page.waitForFunction((s) => document.getElementById('state').textContent === s, text, { timeout });
-  } catch (e) {
-    throw new Error(`state badge never showed ${text} (it shows ${await badge(page)}); terminal:\n${await terminalText(page)}`);
-  }
-}
-
-async function waitForTerminal(page, text, timeout = RUN_TIMEOUT) {
-  try {
-    await page.waitForFunction((s) => window.onpyrunnerIDE.terminalText().includes(s), text, { timeout });
-  } catch (e) {
-    throw new Error(`terminal never showed ${JSON.stringify(text)}; it shows:\n${await terminalText(page)}`);
-  }
-}
-
-async function screenshot(page, name) {
-  await page.screenshot({ path: join(ARTIFACTS, name + '.png') });
-}
-
-function assertNoProblems(problems) {
-  assert.deepEqual(problems, [], 'no script errors or refused resources (CSP) in the page');
-}
+useBrowser();
 
 test('languages: CPython and PyPy side by side with versions, greeting sample loaded', async (t) => {
   const { page, problems } = await openIde(t, DESKTOP);
@@ -121,22 +41,26 @@ test('phone: a Python program asks for a name, the user types it in the terminal
   await waitForTerminal(page, 'Hello, Ada Lovelace!');
   await waitForBadge(page, 'FINISHED');
   assert.equal(await page.textContent('[data-testid="summary-exit"]'), 'exit 0');
-  assert.match(await page.textContent('[data-testid="summary-wall"]'), /^wall \d/);
+  assert.match(await page.textContent('[data-testid="summary-time"]'), /^time \d/);
   assert.match(await page.textContent('[data-testid="summary-memory"]'), /^mem \d/);
-  // Phone first: no sideways scrolling, and every action is a large touch target.
+  assert.equal(await page.textContent('#state'), 'OK');
+  // Phone first: no sideways scrolling, every control a large touch target, and after Run the
+  // output has the screen (the editor is one tap away, on its tab).
   const layout = await page.evaluate(() => ({
     scrollWidth: document.documentElement.scrollWidth,
     innerWidth: window.innerWidth,
-    small: [...document.querySelectorAll('#actions button, #language')]
-      .map((b) => ({ id: b.id, r: b.getBoundingClientRect() }))
+    small: [...document.querySelectorAll('button, select')]
+      .filter((b) => b.offsetParent !== null && getComputedStyle(b).visibility === 'visible' && !b.closest('#keyrow'))
+      .map((b) => ({ id: b.id || b.textContent, r: b.getBoundingClientRect() }))
       .filter(({ r }) => r.width < 44 || r.height < 44)
       .map(({ id, r }) => `${id} ${r.width}x${r.height}`),
-    editorBottom: document.getElementById('editor-pane').getBoundingClientRect().bottom,
-    terminalTop: document.getElementById('terminal').getBoundingClientRect().top,
+    editorShown: getComputedStyle(document.getElementById('panel-code')).visibility === 'visible',
+    terminalHeight: document.getElementById('terminal').getBoundingClientRect().height,
   }));
   assert.ok(layout.scrollWidth <= layout.innerWidth, `no horizontal scroll (${layout.scrollWidth} > ${layout.innerWidth})`);
   assert.deepEqual(layout.small, [], 'touch targets are at least 44px');
-  assert.ok(layout.editorBottom <= layout.terminalTop, 'editor above the terminal');
+  assert.equal(layout.editorShown, false, 'the output, not the editor, after Run');
+  assert.ok(layout.terminalHeight > 844 / 2, `the output takes most of the screen (${layout.terminalHeight}px)`);
   await screenshot(page, 'phone-greeting-finished');
   // With the on-screen keyboard up only about half the height is left: everything still fits.
   await page.setViewportSize({ width: 390, height: 470 });
@@ -147,12 +71,12 @@ test('phone: a Python program asks for a name, the user types it in the terminal
       return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0;
     };
     return {
-      run: inView('run'), terminal: inView('terminal'), editor: inView('editor-pane'),
+      run: inView('run'), terminal: inView('terminal'), summary: inView('summary'),
       scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
       terminalHeight: document.getElementById('terminal').getBoundingClientRect().height,
     };
   });
-  assert.ok(small.run && small.terminal && small.editor, JSON.stringify(small));
+  assert.ok(small.run && small.terminal && small.summary, JSON.stringify(small));
   assert.ok(small.terminalHeight >= 100, 'the terminal keeps room to type in: ' + JSON.stringify(small));
   assert.ok(small.scrollWidth <= small.innerWidth);
   await screenshot(page, 'phone-keyboard-up');
@@ -168,10 +92,13 @@ test('desktop: an infinite loop runs until Stop, then STOPPED', async (t) => {
   assert.equal(await page.isDisabled('#run'), true, 'no second run while one is going');
   await page.click('#stop');
   await waitForBadge(page, 'STOPPED');
-  assert.match(await page.textContent('#summary'), /wall \d/);
+  assert.match(await page.textContent('#summary'), /time \d/);
+  assert.equal(await page.textContent('#state'), 'Stopped');
+  // A killed run's CPU time is the container's, not 0 (docs/protocol.md, the summary).
+  assert.doesNotMatch(await page.textContent('[data-testid="summary-cpu"]'), /^cpu (0 ms|–)$/);
   assert.equal(await page.isDisabled('#run'), false);
   // Side by side at desktop size.
-  const [editor, terminal] = await Promise.all(['#editor-pane', '#terminal'].map((s) => page.locator(s).boundingBox()));
+  const [editor, terminal] = await Promise.all(['#panel-code', '#terminal'].map((s) => page.locator(s).boundingBox()));
   assert.ok(terminal.x >= editor.x + editor.width - 1, 'terminal beside the editor');
   await screenshot(page, 'desktop-stopped');
   assertNoProblems(problems);
@@ -182,7 +109,7 @@ test('a share link reopens with the same code, language and input', async (t) =>
   const code = `# shared ${Date.now()}\ns = input()\nprint(s[::-1], "ünïcode ✓")\n`;
   await page.selectOption('#language', 'pypy');
   await setCode(page, code);
-  await page.click('#input-toggle');
+  await page.click('#tab-input');
   await page.fill('#stdin-input', 'stressed');
   await page.click('#share');
   await page.waitForFunction(() => document.getElementById('share-url').value.includes('#'));
@@ -192,16 +119,16 @@ test('a share link reopens with the same code, language and input', async (t) =>
 
   // A new browser (nothing in localStorage) opening the link.
   const other = await openIde(t, PHONE, url.slice(BASE.length));
-  await other.page.waitForFunction((c) => window.onpyrunnerIDE.editor.getValue() === c, code);
+  await other.page.waitForFunction((c) => window.onpyrunnerIDE.getCode() === c, code);
   assert.equal(await other.page.inputValue('#language'), 'pypy');
   assert.equal(await other.page.inputValue('#stdin-input'), 'stressed');
-  assert.equal(await other.page.isVisible('#stdin-input'), true);
+  assert.equal(await other.page.textContent('#stdin-note'), 'Input: 1 line from the Input tab');
   // And it runs as shared: the input goes in as stdin, then end of input.
   await other.page.tap('#run');
   await waitForBadge(other.page, 'FINISHED');
   await waitForTerminal(other.page, 'desserts ünïcode ✓');
   // Editing drops the fragment, so that a reload keeps the edits.
-  await other.page.evaluate(() => window.onpyrunnerIDE.editor.replaceRange('# edited\n', { line: 0, ch: 0 }));
+  await other.page.evaluate(() => window.onpyrunnerIDE.typeCode('# edited\n'));
   await other.page.waitForFunction(() => location.hash === '');
   assertNoProblems(problems);
   assertNoProblems(other.problems);
@@ -282,9 +209,9 @@ test('a Java compile error is told apart from the program failing', async (t) =>
   await setCode(page, 'public class Main {\n    public static void main(String[] args) {\n        int x = "text";\n    }\n}\n');
   await page.click('#run');
   await waitForBadge(page, 'FINISHED');
-  assert.equal(await page.textContent('[data-testid="summary-reason"]'), 'compile error');
+  assert.equal(await page.textContent('#state'), 'Compile error');
+  assert.equal(await page.getAttribute('#state', 'data-verdict'), 'compile');
   await waitForTerminal(page, 'incompatible types');
-  assert.ok(await page.$eval('#state', (b) => b.classList.contains('failed')));
   assertNoProblems(problems);
 });
 
@@ -339,7 +266,7 @@ async function holdableProxy(t, target) {
 
 test('a run outlives a silent connection: the page says it is reconnecting, resumes, and no output is lost or repeated', async (t) => {
   const proxy = await holdableProxy(t, BASE);
-  const context = await browser.newContext(PHONE);
+  const context = await getBrowser().newContext(PHONE);
   t.after(() => context.close());
   const page = await context.newPage();
   page.setDefaultTimeout(30_000);
@@ -440,7 +367,7 @@ test('links in program output (OSC 8) never run script and open only after the u
 // The server with tokens refuses the WebSocket until the page has one; the browser logs those
 // refusals (a failed handshake, a 401 fetch) as console errors, which are expected here.
 async function openTokenIde(t, device, path = '/') {
-  const context = await browser.newContext(device);
+  const context = await getBrowser().newContext(device);
   t.after(() => context.close());
   const page = await context.newPage();
   page.setDefaultTimeout(30_000);

@@ -9,6 +9,11 @@
 //! Compression: text files are gzipped once, on first use, and sent gzipped to clients that
 //! accept it (the IDE's JavaScript goes from about 1 MB to about 250 KB, which a phone feels).
 //! The gzipped form has its own `ETag`, and every response says `Vary: Accept-Encoding`.
+//!
+//! Offline: `sw.js` is the IDE's service worker. It lives under `/assets/` like the rest but
+//! controls the whole page, which `Service-Worker-Allowed: /` permits; it keeps the files in
+//! its cache and asks for them again (these same `no-cache` revalidations) each time the page
+//! opens, so a new binary's files reach installed IDEs on their next start.
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
@@ -35,20 +40,22 @@ pub static ASSETS: &[Asset] = assets![
     "index.html",
     "app.js",
     "app.css",
+    "i18n.js",
+    "sw.js",
+    "manifest.webmanifest",
     "icon.svg",
+    "icon-192.png",
+    "icon-512.png",
     "vendor/xterm/xterm.js",
     "vendor/xterm/xterm.css",
     "vendor/xterm/LICENSE",
     "vendor/xterm-addon-fit/addon-fit.js",
     "vendor/xterm-addon-fit/LICENSE",
-    "vendor/codemirror/lib/codemirror.js",
-    "vendor/codemirror/lib/codemirror.css",
-    "vendor/codemirror/mode/python/python.js",
-    "vendor/codemirror/mode/javascript/javascript.js",
-    "vendor/codemirror/mode/clike/clike.js",
-    "vendor/codemirror/addon/edit/matchbrackets.js",
-    "vendor/codemirror/addon/edit/closebrackets.js",
-    "vendor/codemirror/theme/material-darker.css",
+    "vendor/codemirror/codemirror.js",
+    "vendor/codemirror/lang-python.js",
+    "vendor/codemirror/lang-javascript.js",
+    "vendor/codemirror/lang-java.js",
+    "vendor/codemirror/lang-cpp.js",
     "vendor/codemirror/LICENSE",
 ];
 
@@ -124,8 +131,8 @@ fn gzipped(index: usize) -> Option<&'static Gzipped> {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                if !content_type(a.path).starts_with("text/")
-                    && content_type(a.path) != "image/svg+xml"
+                let kind = content_type(a.path);
+                if !kind.starts_with("text/") && kind != "image/svg+xml" && !kind.ends_with("json")
                 {
                     return None;
                 }
@@ -197,6 +204,9 @@ pub fn respond(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if asset.path == "sw.js" {
+        headers.insert("service-worker-allowed", HeaderValue::from_static("/"));
+    }
     if asset.path.ends_with(".html") {
         if let Ok(policy) = HeaderValue::from_str(&content_security_policy(host)) {
             headers.insert(header::CONTENT_SECURITY_POLICY, policy);
@@ -288,6 +298,69 @@ mod tests {
         }
     }
 
+    /// What the page loads, as `/`-rooted paths: its `src` and `href` attributes.
+    fn loaded_by_the_page() -> Vec<String> {
+        let (_, page) = find("index.html").unwrap();
+        let page = String::from_utf8_lossy(page.body);
+        let mut found = vec!["/".to_string()];
+        for attr in ["src=\"", "href=\""] {
+            for piece in page.split(attr).skip(1) {
+                let url = piece.split('"').next().unwrap();
+                if url.starts_with("/assets/") {
+                    found.push(url.to_string());
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_service_worker_keeps_every_file_the_page_needs_offline() {
+        let (_, sw) = find("sw.js").unwrap();
+        let sw = String::from_utf8_lossy(sw.body);
+        let list = sw.split("const FILES = [").nth(1).unwrap();
+        let list = list.split("];").next().unwrap();
+        let kept: Vec<&str> = list.split('\'').skip(1).step_by(2).collect();
+        for path in loaded_by_the_page() {
+            assert!(kept.contains(&path.as_str()), "sw.js does not keep {path}");
+        }
+        // The language modes app.js loads on demand, and the manifest's icons.
+        for asset in ASSETS {
+            let served = format!("/assets/{}", asset.path);
+            let needed = (asset.path.starts_with("vendor/") && asset.path.ends_with(".js"))
+                || asset.path.ends_with(".png")
+                || asset.path == "manifest.webmanifest";
+            if needed {
+                assert!(
+                    kept.contains(&served.as_str()),
+                    "sw.js does not keep {served}"
+                );
+            }
+        }
+        for path in &kept {
+            let file = path.strip_prefix("/assets/").unwrap_or("index.html");
+            assert!(
+                find(file).is_some(),
+                "sw.js keeps {path}, which is not served"
+            );
+        }
+    }
+
+    #[test]
+    fn the_service_worker_may_control_the_whole_page() {
+        let (i, sw) = find("sw.js").unwrap();
+        let response = respond(i, sw, None, None, true);
+        assert_eq!(response.headers()["service-worker-allowed"], "/");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-cache");
+        let (i, page) = find("index.html").unwrap();
+        let response = respond(i, page, None, None, true);
+        assert!(response.headers().get("service-worker-allowed").is_none());
+        let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
+        assert!(policy.contains("script-src 'self';"), "{policy}");
+    }
+
     #[test]
     fn content_types_follow_the_extension() {
         assert_eq!(content_type("index.html"), "text/html; charset=utf-8");
@@ -301,6 +374,11 @@ mod tests {
             "text/plain; charset=utf-8"
         );
         assert_eq!(content_type("icon.svg"), "image/svg+xml");
+        assert_eq!(content_type("icon-192.png"), "image/png");
+        assert_eq!(
+            content_type("manifest.webmanifest"),
+            "application/manifest+json"
+        );
     }
 
     #[test]

@@ -63,6 +63,19 @@ async fn root_serves_the_ide_and_assets_have_their_content_types() {
     assert_eq!(again.status(), 304);
     assert!(again.body().is_empty());
 
+    // The installable app: its manifest, and a service worker allowed to control the page.
+    assert!(html.contains(r#"<link rel="manifest" href="/assets/manifest.webmanifest">"#));
+    let manifest = get(&s, "/assets/manifest.webmanifest", None).await;
+    assert_eq!(manifest.status(), 200);
+    assert_eq!(
+        header(&manifest, "content-type"),
+        "application/manifest+json"
+    );
+    let worker = get(&s, "/assets/sw.js", None).await;
+    assert_eq!(worker.status(), 200);
+    assert_eq!(header(&worker, "service-worker-allowed"), "/");
+    assert_eq!(header(&worker, "cache-control"), "no-cache");
+
     // Unknown files and paths outside the table are the API's JSON 404; the API still answers.
     for path in [
         "/assets/nope.js",
