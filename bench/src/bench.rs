@@ -4,14 +4,15 @@
 //! In order: the pools fill and this process's memory is read with them full (the bench
 //! process is the supervisor); then per language the latency on three paths and where the
 //! pooled path's time goes ([`crate::latency`], [`crate::breakdown`]); then the throughput
-//! ([`crate::throughput`]); then the report ([`crate::render`]).
+//! ([`crate::throughput`]); then bursts of five runs per language through pools pinned and
+//! following demand ([`crate::burst`]); then the report ([`crate::render`]).
 use crate::engines::{wait_full, Engines};
 use crate::machine::{load_average, own_rss_kib, Machine};
 use crate::plan::{progress, Plan, CONCURRENCY};
 use crate::render::render;
 use crate::report::Report;
 use crate::section::write_section;
-use crate::{latency, throughput};
+use crate::{burst, judged, latency, throughput};
 use anyhow::{bail, Context};
 use clap::Args;
 use onpyrunner_languages::{languages, Language};
@@ -195,8 +196,36 @@ impl Bench {
             .await?;
             report.languages.push(measured);
         }
+        for lang in &self.selected {
+            if let Some(row) = judged::measure(&self.plan, &pooled, lang).await {
+                report.judged.push(row);
+            }
+        }
         report.throughput =
             throughput::measure(&self.plan, &self.docker, &pooled, &mut report.cut).await?;
+
+        // Per language, an engine whose only pool follows demand (the default policy), started
+        // only now so that its filling does not run into the figures above, and on its own so
+        // that its pool starts at the table's size (not shrunk while other languages' bursts
+        // ran).
+        for lang in &self.selected {
+            let demand = engines
+                .start(
+                    &self.docker,
+                    EngineConfig {
+                        pool_sizes: languages()
+                            .iter()
+                            .filter(|l| l.id != lang.id)
+                            .map(|l| (l.id.clone(), 0))
+                            .collect(),
+                        ..self.config(&format!("demand-{}", lang.id), |_| 0)
+                    },
+                )
+                .await?;
+            let rows = burst::measure(&self.plan, lang, &pooled, &demand, &mut report.cut).await;
+            demand.shutdown().await;
+            report.bursts.extend(rows?);
+        }
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use crate::hello::HELLO_OUTPUT;
 use crate::plan::{Plan, RUN_TIMEOUT};
 use crate::report::{Breakdown, Variant};
 use anyhow::{bail, Context};
-use onpyrunner_protocol::{OutputStream, Reason};
+use onpyrunner_protocol::{Event, OutputStream, Reason};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::images;
 use onpyrunner_supervisor::run::{self, Controls, Maker, Placement, RunSpec, Sandbox};
@@ -153,10 +153,12 @@ async fn timed_run(
     };
     let reading = async {
         let (mut first_byte, mut stdout) = (None, Vec::new());
-        while let Some(chunk) = output.recv().await {
+        while let Some(event) = output.recv().await {
             first_byte.get_or_insert(begin.elapsed());
-            if chunk.stream == OutputStream::Stdout {
-                stdout.extend_from_slice(&chunk.data);
+            if let Event::Output(chunk) = event {
+                if chunk.stream == OutputStream::Stdout {
+                    stdout.extend_from_slice(&chunk.data);
+                }
             }
         }
         (first_byte, stdout)

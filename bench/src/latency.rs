@@ -47,6 +47,7 @@ pub async fn measure(
             },
             // The baseline runs the table's commands cold, as `docker run` users do.
             &[],
+            &lang.env,
             crate::paths::BASELINE_UID,
             plan.runtime_for(lang).as_deref(),
         ),

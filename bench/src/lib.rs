@@ -9,7 +9,9 @@
 //! - [`latency`]: one language's hello world through the pool, a fresh container and
 //!   `docker run`, run by run; [`paths`]: one run on each of those paths.
 //! - [`breakdown`]: where the pooled path's time goes, on the supervisor's sandbox API.
+//! - [`judged`]: judged runs, ten tests against one.
 //! - [`throughput`]: runs per second through the engine next to the daemon's raw cycle rate.
+//! - [`burst`]: five runs a second apart per language, through pools pinned and following demand.
 //! - [`report`]: what one bench run measured and the targets; [`render`]: its Markdown.
 //! - [`load`]: the load test (and the server under test as a child process, which
 //!   [`attack`] shares); [`attack`]: floods and slow connections; [`section`]: a report's own section of a Markdown file.
@@ -17,8 +19,10 @@
 pub mod attack;
 pub mod bench;
 pub mod breakdown;
+pub mod burst;
 pub mod engines;
 pub mod hello;
+pub mod judged;
 pub mod latency;
 pub mod load;
 pub mod machine;

@@ -232,8 +232,15 @@ pub async fn raw_cycle(
         run: run::random_hex(8),
         created_unix: run::unix_now(),
     };
-    let mut config =
-        container::container_config(image, limits, &labels, &[], BASELINE_UID, runtime);
+    let mut config = container::container_config(
+        image,
+        limits,
+        &labels,
+        &[],
+        &lang.env,
+        BASELINE_UID,
+        runtime,
+    );
     config.cmd = raw_command(lang);
     let id = docker
         .create_container(None, &config)
@@ -267,7 +274,8 @@ mod tests {
             run: "r".into(),
             created_unix: 1,
         };
-        let config = container::container_config("img:tag", &limits, &labels, &[], 20_999, None);
+        let config =
+            container::container_config("img:tag", &limits, &labels, &[], &[], 20_999, None);
         let args = docker_run_args(&config, &shell_command(lang));
         let text = args.join(" ");
         for want in [

@@ -88,7 +88,7 @@ pub fn render(r: &Report) -> String {
         o,
         "| Language | Path | Runs | First byte p50 | p90 | p99 | Completion p50 | p90 | p99 |"
     );
-    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for l in &r.languages {
         for path in Path::ALL {
             let Some(lat) = l.paths.get(&path) else {
@@ -181,6 +181,7 @@ pub fn render(r: &Report) -> String {
     }
     let _ = writeln!(o);
 
+    o.push_str(&crate::judged::render(&r.judged));
     let _ = writeln!(o, "## Throughput\n");
     let _ = writeln!(
         o,
@@ -219,6 +220,47 @@ pub fn render(r: &Report) -> String {
         );
     }
     let _ = writeln!(o);
+
+    if !r.bursts.is_empty() {
+        let _ = writeln!(o, "## Bursts: five runs a second apart\n");
+        let _ = writeln!(
+            o,
+            "{} hello worlds of one language submitted {} s apart (each run goes on without \
+             waiting for the last), {} bursts per pool, each once the pool is full again. \
+             **pinned**: the pools at the table's sizes, fixed (the engine above). **demand**: \
+             an engine of its own per language with the default policy (`serve` without \
+             `--pool`): a pool starts at the table's size, \
+             a claim that finds it empty grows it to the claims of the last 10 s, and it shrinks \
+             by one per minute without a miss, down to 1. Completion from each run's submission, \
+             in ms.\n",
+            crate::burst::BURST_RUNS,
+            crate::burst::BURST_SPACING.as_secs(),
+            crate::burst::BURSTS,
+        );
+        let _ = writeln!(
+            o,
+            "| Language | Pools | Burst | Target before | Hits | Misses | Completion p50 | max | Target after | Failed |"
+        );
+        let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for b in &r.bursts {
+            let max = b.completion.iter().max().map(|d| d.as_secs_f64() * 1000.0);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                b.language,
+                b.pools,
+                b.burst,
+                b.target_before,
+                b.hits,
+                b.misses,
+                cell(p50_ms(&b.completion)),
+                cell(max),
+                b.target_after,
+                b.failures.len()
+            );
+        }
+        let _ = writeln!(o);
+    }
 
     let _ = writeln!(o, "## Supervisor memory\n");
     let pools: Vec<String> = r

@@ -136,6 +136,24 @@ fn rate(n: u64, secs: f64) -> f64 {
     }
 }
 
+/// One burst of runs of one language through one engine.
+#[derive(Debug, Clone, Default)]
+pub struct BurstRow {
+    pub language: String,
+    /// "pinned" (the table's sizes, fixed) or "demand".
+    pub pools: &'static str,
+    /// 1 for the first burst, 2 for the next.
+    pub burst: usize,
+    pub hits: u64,
+    pub misses: u64,
+    /// Completion of each run that succeeded, from its submission.
+    pub completion: Vec<Duration>,
+    pub failures: Vec<String>,
+    /// The pool's target when the burst began and when it ended.
+    pub target_before: usize,
+    pub target_after: usize,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
     pub rss_before_kib: u64,
@@ -153,7 +171,9 @@ pub struct Report {
     pub machine: Machine,
     pub languages: Vec<LanguageReport>,
     pub throughput: Vec<ThroughputRow>,
+    pub judged: Vec<crate::judged::JudgedRow>,
     pub memory: Memory,
+    pub bursts: Vec<BurstRow>,
     /// Measurements skipped because the time bound was reached.
     pub cut: Vec<String>,
     pub total: Duration,
