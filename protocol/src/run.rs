@@ -518,6 +518,9 @@ pub enum Event {
         position: usize,
     },
     Output(OutputChunk),
+    /// The compile stage ended well: the output before it was the compiler's, what follows is
+    /// the program's (or, in a judged run, the first test's). Only languages that compile.
+    Compiled(Usage),
     /// A test of a judged run ended; the output since the previous test (or the compile) was
     /// its output.
     Test(TestResult),

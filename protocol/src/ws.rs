@@ -1,7 +1,7 @@
 //! The messages of the WebSocket protocol at `/api/v1/ws` (written down in docs/protocol.md).
 //! Text frames carry these as JSON; binary frames carry output (server to client,
 //! [`OutputChunk::frame`](crate::run::OutputChunk::frame)) or raw stdin (client to server).
-use crate::run::{Event, RunBody, RunState, Summary, TestResult};
+use crate::run::{Event, RunBody, RunState, Summary, TestResult, Usage};
 use serde::{Deserialize, Serialize};
 
 /// A client's text message.
@@ -37,6 +37,13 @@ pub enum ServerMessage {
         run: String,
         seq: u64,
         position: usize,
+    },
+    /// The compile stage ended well (usage of the compile).
+    Compiled {
+        run: String,
+        seq: u64,
+        #[serde(flatten)]
+        usage: Usage,
     },
     /// A test of a judged run ended.
     Test {
@@ -91,6 +98,7 @@ impl ServerMessage {
                 at_unix_ms,
             },
             Event::Queued { position } => ServerMessage::Queued { run, seq, position },
+            Event::Compiled(usage) => ServerMessage::Compiled { run, seq, usage },
             Event::Test(test) => ServerMessage::Test { run, seq, test },
             Event::Summary(summary) => ServerMessage::Summary { run, seq, summary },
             Event::Output(_) => return None,

@@ -404,6 +404,7 @@ async fn drive(
         run: spec.limits.output_bytes,
     };
     let mut truncated = false;
+    let mut compile_end = CompileEnd::new(first_stage == Stage::Compile, scanners.len());
 
     let reading = async {
         // Forward within the stage's output budget; an ending when the budget ran out or the
@@ -442,10 +443,31 @@ async fn drive(
             }
             Ok(())
         }
+        // Tell clients the compile ended, then give them the output held back for it.
+        async fn say_compiled(
+            output: &mpsc::Sender<Event>,
+            state: (&mut Budgets, &mut bool, &mut Option<Judging<'_>>),
+            compile_end: &mut CompileEnd,
+        ) -> Result<(), Ending> {
+            let Some((usage, held)) = compile_end.say() else {
+                return Ok(());
+            };
+            if output.send(Event::Compiled(usage)).await.is_err() {
+                return Err(Ending::Killed(Reason::ClientGone));
+            }
+            let (budgets, truncated, judging) = state;
+            for (stream, data) in held {
+                let state = (&mut *budgets, &mut *truncated, &mut *judging);
+                forward(output, state, (stream, Stage::Run), data).await?;
+            }
+            Ok(())
+        }
         loop {
             let chunk = match frames.next().await {
                 Some(Ok(chunk)) => chunk,
                 end => {
+                    let state = (&mut budgets, &mut truncated, &mut judging);
+                    say_compiled(&output, state, &mut compile_end).await?;
                     for (stream, scanner, at) in scanners.iter_mut() {
                         let rest = scanner.finish();
                         let state = (&mut budgets, &mut truncated, &mut judging);
@@ -472,13 +494,22 @@ async fn drive(
                 match piece {
                     Piece::Output(data) => {
                         let state = (&mut budgets, &mut truncated, &mut judging);
-                        forward(&output, state, (*stream, *at), data).await?
+                        if *at == Stage::Run && compile_end.holding() {
+                            if compile_end.hold(*stream, data) {
+                                say_compiled(&output, state, &mut compile_end).await?
+                            }
+                        } else {
+                            forward(&output, state, (*stream, *at), data).await?
+                        }
                     }
                     Piece::Record(Ok(Record::Test(ended))) => {
                         // The stdout record ends the test: stdout is what is compared.
                         if *stream != OutputStream::Stdout {
                             continue;
                         }
+                        // The test's output goes first, whatever the other stream is doing.
+                        let state = (&mut budgets, &mut truncated, &mut judging);
+                        say_compiled(&output, state, &mut compile_end).await?;
                         let Some(judging) = judging.as_mut() else {
                             continue;
                         };
@@ -492,6 +523,7 @@ async fn drive(
                         }
                     }
                     Piece::Record(Ok(Record::Compiled(usage))) => {
+                        let first = *at == Stage::Compile;
                         *at = Stage::Run;
                         if clock.borrow().stage == Stage::Compile {
                             // The first stream to say so starts the run stage's clock.
@@ -501,7 +533,11 @@ async fn drive(
                                 started: now,
                                 deadline: now + run_wall,
                             });
-                            compile_usage = Some(usage);
+                            compile_usage = Some(usage.clone());
+                        }
+                        if first && compile_end.passed(usage) {
+                            let state = (&mut budgets, &mut truncated, &mut judging);
+                            say_compiled(&output, state, &mut compile_end).await?;
                         }
                     }
                     Piece::Record(Ok(Record::Status(found))) => {
@@ -618,6 +654,70 @@ struct Clock {
     deadline: Instant,
 }
 
+/// The compile's end as clients hear it (`Event::Compiled`): once every stream is past the
+/// compiler's output. Docker copies stdout and stderr independently, so a stream's first
+/// output of the run stage may come before the other stream's compiled record; it is held
+/// back until then, so that the compiler's output all comes before the event and the
+/// program's after it. A test's end, the streams' end or more than [`CompileEnd::MAX_HELD`]
+/// bytes held make it said at once.
+struct CompileEnd {
+    /// Streams still in the compiler's output; `None` once said, or for a run without one.
+    waiting: Option<usize>,
+    streams: usize,
+    usage: Option<Usage>,
+    held: Vec<(OutputStream, Bytes)>,
+    held_bytes: usize,
+}
+
+impl CompileEnd {
+    const MAX_HELD: usize = 64 * 1024;
+
+    fn new(compiles: bool, streams: usize) -> Self {
+        CompileEnd {
+            waiting: compiles.then_some(streams),
+            streams,
+            usage: None,
+            held: Vec::new(),
+            held_bytes: 0,
+        }
+    }
+
+    /// A stream passed its compiled record; true when it was the last one.
+    fn passed(&mut self, usage: Usage) -> bool {
+        self.usage.get_or_insert(usage);
+        match &mut self.waiting {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n == 0
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a stream's run-stage output waits for the other stream's record.
+    fn holding(&self) -> bool {
+        matches!(self.waiting, Some(n) if n > 0 && n < self.streams)
+    }
+
+    /// Hold a stream's run-stage output while [`Self::holding`]; true when too much is held
+    /// and the compile's end should be said now.
+    fn hold(&mut self, stream: OutputStream, data: Bytes) -> bool {
+        self.held_bytes += data.len();
+        self.held.push((stream, data));
+        self.held_bytes > Self::MAX_HELD
+    }
+
+    /// The event to say and the output held for after it, once (None for a run without a
+    /// compile, or when it was said, or before any stream passed its record).
+    fn say(&mut self) -> Option<(Usage, Vec<(OutputStream, Bytes)>)> {
+        self.waiting?;
+        let usage = self.usage.clone()?;
+        self.waiting = None;
+        self.held_bytes = 0;
+        Some((usage, std::mem::take(&mut self.held)))
+    }
+}
+
 /// What each stage may still write.
 struct Budgets {
     compile: u64,
@@ -710,6 +810,32 @@ mod tests {
     fn spec(lang: &str) -> RunSpec {
         let lang = onpyrunner_languages::find(lang).unwrap();
         RunSpec::single(lang, "x", Limits::defaults(lang, &Caps::default()))
+    }
+
+    #[test]
+    fn the_compiles_end_is_said_once_every_stream_passed_it_with_what_was_held_after() {
+        let usage = Usage::new(Stage::Compile);
+        let out = |s: &str| (OutputStream::Stdout, Bytes::copy_from_slice(s.as_bytes()));
+        let mut end = CompileEnd::new(true, 2);
+        assert!(!end.holding(), "no stream passed yet");
+        assert!(end.say().is_none(), "nothing to say before a record");
+        assert!(!end.passed(usage.clone()), "one of two streams");
+        assert!(end.holding());
+        assert!(!end.hold(out("a").0, out("a").1));
+        assert!(end.passed(usage.clone()), "the last stream");
+        let (said, held) = end.say().expect("said");
+        assert_eq!((said, held), (usage.clone(), vec![out("a")]));
+        assert!(end.say().is_none() && !end.holding(), "said once");
+        assert!(!end.passed(usage.clone()));
+
+        // Too much held: said at once.
+        let mut end = CompileEnd::new(true, 2);
+        end.passed(usage.clone());
+        let big = Bytes::from(vec![b'x'; CompileEnd::MAX_HELD + 1]);
+        assert!(end.hold(OutputStream::Stdout, big));
+        // A run without a compile never holds nor says.
+        let mut end = CompileEnd::new(false, 2);
+        assert!(!end.passed(usage) && !end.holding() && end.say().is_none());
     }
 
     #[test]

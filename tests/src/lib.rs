@@ -6,7 +6,7 @@ pub mod stand_in;
 use bytes::Bytes;
 use onpyrunner_languages::Language;
 use onpyrunner_protocol::judge::{CompareMode, Verdict};
-use onpyrunner_protocol::run::TestResult;
+use onpyrunner_protocol::run::{TestResult, Usage};
 use onpyrunner_protocol::{Event, OutputChunk, OutputStream, RunState, Summary};
 use onpyrunner_supervisor::container::{LABEL_MANAGED, LABEL_OWNER};
 use onpyrunner_supervisor::docker::types::ContainerSummary;
@@ -37,6 +37,8 @@ pub struct Ran {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     pub chunks: Vec<OutputChunk>,
+    /// The compile's end as heard (its usage), and how many of `chunks` came before it.
+    pub compiled: Option<(Usage, usize)>,
     pub outcome: Summary,
 }
 
@@ -178,17 +180,24 @@ impl Harness {
         let maker = self.maker();
         let running = run::run_fresh(&maker, &placement, spec, stdin, out_tx);
         let collecting = async {
-            let mut chunks = Vec::new();
+            let (mut chunks, mut compiled) = (Vec::new(), None);
             while let Some(event) = out_rx.recv().await {
                 // Test verdicts are in the summary too (Heard has them live).
-                if let Event::Output(chunk) = event {
-                    on_chunk(&chunk);
-                    chunks.push(chunk);
+                match event {
+                    Event::Output(chunk) => {
+                        on_chunk(&chunk);
+                        chunks.push(chunk);
+                    }
+                    Event::Compiled(usage) => {
+                        assert!(compiled.is_none(), "the compile's end was heard twice");
+                        compiled = Some((usage, chunks.len()));
+                    }
+                    _ => {}
                 }
             }
-            chunks
+            (chunks, compiled)
         };
-        let (outcome, chunks) =
+        let (outcome, (chunks, compiled)) =
             tokio::time::timeout(TEST_TIMEOUT, async { tokio::join!(running, collecting) })
                 .await
                 .expect("run finished within the test timeout");
@@ -204,6 +213,7 @@ impl Harness {
             stdout: pick(OutputStream::Stdout),
             stderr: pick(OutputStream::Stderr),
             chunks,
+            compiled,
             outcome,
         }
     }
@@ -254,6 +264,8 @@ pub struct Heard {
     pub stderr: Vec<u8>,
     /// A judged run's test verdicts, as they came.
     pub tests: Vec<TestResult>,
+    /// The compile's usage when its end was heard, and how much stdout and stderr came before.
+    pub compiled: Option<(Usage, usize, usize)>,
     pub summary: Option<Summary>,
 }
 
@@ -276,6 +288,10 @@ impl Heard {
                 OutputStream::Stdout => self.stdout.extend_from_slice(&chunk.data),
                 OutputStream::Stderr => self.stderr.extend_from_slice(&chunk.data),
             },
+            Event::Compiled(usage) => {
+                assert!(self.compiled.is_none(), "the compile's end was heard twice");
+                self.compiled = Some((usage, self.stdout.len(), self.stderr.len()));
+            }
             Event::Test(test) => self.tests.push(test),
             Event::Summary(summary) => {
                 self.summary = Some(summary);

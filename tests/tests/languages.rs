@@ -67,6 +67,10 @@ async fn hello(lang: &Lang) {
     // ONLINE_JUDGE is defined, as on the judges: without it the program prints nothing.
     assert_eq!(ran.stdout_text(), "Hello, world!\n", "{ran:?}");
     assert_eq!(ran.stderr_text(), "", "no compiler warnings: {ran:?}");
+    // The compile's end is heard, before the program's output.
+    let (usage, before) = ran.compiled.clone().expect("the compile's end was heard");
+    assert_eq!((usage.stage, usage.exit_code), (Stage::Compile, Some(0)));
+    assert_eq!(before, 0, "{ran:?}");
     said_nothing_else(&ran);
 }
 
@@ -94,6 +98,7 @@ async fn compile_error(lang: &Lang) {
     );
     assert!(ran.stderr_text().contains(lang.said), "{ran:?}");
     assert!(ran.stdout.is_empty(), "{ran:?}");
+    assert!(ran.compiled.is_none(), "no compile end for a compile error");
     said_nothing_else(&ran);
 }
 
@@ -239,4 +244,45 @@ async fn go_panic_exits_2() {
         "panic: assignment to entry in nil map",
     )
     .await;
+}
+
+/// The compiler's warnings come before the compile's end, the program's output after it: a
+/// client can tell them apart (the IDE shows them as the compiler's, not as the first test's).
+#[tokio::test]
+async fn compiler_warnings_come_before_the_compiles_end_and_the_output_after() {
+    let h = Harness::new("lang-compiled-event").await;
+    let code = "#include <stdio.h>\n#warning careful\nint main(void) { puts(\"out\"); fputs(\"err\\n\", stderr); return 0; }\n";
+    for judged in [false, true] {
+        let spec = if judged {
+            onpyrunner_e2e::judged("c", code, &[("", Some("out\n"))])
+        } else {
+            spec("c", code)
+        };
+        let ran = h.run(&spec, b"").await;
+        assert_eq!(ran.outcome.reason, Reason::Exited, "{ran:?}");
+        let (usage, before) = ran.compiled.clone().expect("the compile's end was heard");
+        assert_eq!(usage.exit_code, Some(0), "{ran:?}");
+        let text = |chunks: &[onpyrunner_protocol::OutputChunk]| {
+            let mut out = (String::new(), String::new());
+            for c in chunks {
+                let s = String::from_utf8_lossy(&c.data);
+                match c.stream {
+                    onpyrunner_protocol::OutputStream::Stdout => out.0.push_str(&s),
+                    onpyrunner_protocol::OutputStream::Stderr => out.1.push_str(&s),
+                }
+            }
+            out
+        };
+        let (compile_out, compile_err) = text(&ran.chunks[..before]);
+        assert_eq!(compile_out, "", "judged {judged}: {ran:?}");
+        assert!(
+            compile_err.contains("warning: #warning careful"),
+            "judged {judged}: {ran:?}"
+        );
+        assert_eq!(
+            text(&ran.chunks[before..]),
+            ("out\n".to_string(), "err\n".to_string()),
+            "judged {judged}: {ran:?}"
+        );
+    }
 }

@@ -893,6 +893,7 @@
     switch (msg.type) {
       case 'state': onState(msg); break;
       case 'queued': onQueued(msg); break;
+      case 'compiled': onCompiled(msg); break;
       case 'test': onTest(msg); break;
       case 'summary': onSummary(msg); break;
       case 'resumed': onResumed(msg); break;
@@ -975,6 +976,7 @@
   function onSummary(msg) {
     if (!ours(msg)) return;
     const judged = run.judged;
+    const compiler = run.compiler;
     run.summarized = true;
     endRun();
     // The run is over: a close frame on a socket given up on can no longer kill it.
@@ -983,7 +985,7 @@
     const state = String(msg.state || 'FINISHED').toUpperCase();
     badge = { state: state.toLowerCase(), key: null, vars: null, verdict: verdictOf(msg) };
     if (judged) {
-      endJudged(judged, msg);
+      endJudged(judged, msg, compiler);
       // A judged run's verdict is the judge's (its program may well exit 0 with a wrong answer).
       if (msg.judge && msg.judge.verdict) badge.verdict = JUDGE_VERDICTS[msg.judge.verdict] || 'internal';
     }
@@ -1686,6 +1688,16 @@
       return;
     }
     box.append(tspan('tests-passed', t('testsPassed', { passed: o.passed, total: o.total })));
+    if (o.warnings && o.warnings.length) {
+      // The compiler's warnings of a run that compiled, folded.
+      const details = el('details', 'test-output compile-output', 'tests-compile-warnings');
+      const summary = el('summary');
+      summary.textContent = t('compileOutput');
+      const pre = el('pre');
+      piecesText(o.warnings, pre);
+      details.append(summary, pre);
+      box.append(details);
+    }
     if (!o.verdict) box.append(' · ', tspan('tests-stopped', t('testsStopped', { n: o.ran, total: o.total })));
     const first = o.verdict && o.verdict !== 'accepted' && tests.find((tc) => tc.result && tc.result.verdict !== 'accepted');
     if (first) {
@@ -1723,7 +1735,9 @@
       tc.cut = false;
     }
     judgeOutcome = { running: true, heard: 0, total: sent.length };
-    beginRun(msg, { judged: sent, heard: 0 });
+    const compiles = Array.isArray(language.compile) && language.compile.length > 0;
+    const compiler = { pieces: [], kept: 0, cut: false };
+    beginRun(msg, { judged: sent, heard: 0, compiling: compiles, compiler });
     showTab('tests');
     for (const tc of tests) renderTestResult(tc);
     renderTestsVerdict();
@@ -1732,7 +1746,8 @@
 
   // Output of a judged run belongs to the test whose verdict has not come yet.
   function judgedOutput(stream, data) {
-    const tc = run.judged[run.heard];
+    // Before `compiled`, the compiler's output: shown as such, not as the first test's.
+    const tc = run.compiling ? run.compiler : run.judged[run.heard];
     if (!tc) return;
     const room = TEST_OUTPUT_KEPT - tc.kept;
     if (room <= 0) { tc.cut = true; return; }
@@ -1746,6 +1761,16 @@
   function markRunning() {
     const tc = run && run.judged && run.judged[run.heard];
     if (tc && tc.status === 'pending') { tc.status = 'running'; renderTestResult(tc); }
+  }
+
+  // The compile ended well: what came before was the compiler's (warnings), what follows the
+  // program's.
+  function onCompiled(msg) {
+    if (!ours(msg)) return;
+    run.compiling = false;
+    if (run.compiler && run.compiler.kept > 0) {
+      termNotice('[' + t('compiledNotice', { ms: msg.wall_ms }) + ']');
+    }
   }
 
   function onTest(msg) {
@@ -1766,14 +1791,14 @@
 
   // The summary ends a judged run: verdicts the server gave only there (a test cut by the
   // run's own limits), tests that never ran, the compiler's output for a compile error.
-  function endJudged(sent, msg) {
+  function endJudged(sent, msg, compiler) {
     const j = msg.judge || { verdict: null, passed: 0, total: sent.length, tests: [] };
     for (const r of j.tests || []) {
       const tc = sent[r.index];
       if (tc && !tc.result) { tc.result = r; tc.status = 'done'; }
     }
     const compile = j.verdict === 'compile_error';
-    const compilePieces = compile && sent[0] ? sent[0].pieces : null;
+    const compilerPieces = compiler ? compiler.pieces : [];
     for (const tc of sent) {
       if (!tc.result) {
         tc.status = compile ? 'idle' : 'notrun';
@@ -1783,7 +1808,8 @@
     }
     judgeOutcome = {
       running: false, verdict: j.verdict, passed: j.passed, total: j.total,
-      ran: (j.tests || []).length, compile: compilePieces, badge: verdictOf(msg),
+      ran: (j.tests || []).length, compile: compile ? compilerPieces : null,
+      warnings: compile ? null : compilerPieces, badge: verdictOf(msg),
     };
     renderTestsVerdict();
   }

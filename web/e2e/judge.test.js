@@ -128,6 +128,25 @@ test('phone: a compile error shows once, and no test runs', async (t) => {
   assertNoProblems(problems);
 });
 
+test('phone: the compiler\'s warnings show as the compiler\'s, not as the first test\'s output', async (t) => {
+  const { page, problems } = await openIde(t, PHONE);
+  await page.selectOption('#language', 'c');
+  await setCode(page, '#include <stdio.h>\n#warning careful\nint main(void) { long a, b; scanf("%ld %ld", &a, &b); printf("%ld\\n", a + b); }\n');
+  await addTwoTests(page, (s) => page.tap(s));
+  await page.tap('#run-tests');
+  await waitForChip(page, 1, 'Wrong answer', 120_000);
+  await waitForBadge(page, 'FINISHED');
+  assert.equal(await waitForChip(page, 0, 'Accepted'), undefined);
+  const first = await openOutput(page, 0);
+  assert.equal(first.includes('warning'), false, `test 1's output is the program's alone: ${first}`);
+  assert.match(first, /3/);
+  await page.tap('[data-testid="tests-compile-warnings"] summary');
+  assert.match(await page.textContent('[data-testid="tests-compile-warnings"] pre'), /#warning careful/);
+  assert.match(await terminalText(page), /Compiled in \d+ ms/);
+  await screenshot(page, 'phone-390x844-tests-compiler-warnings');
+  assertNoProblems(problems);
+});
+
 test('tests are kept with the code, per buffer; a share link carries them, and an old link still opens', async (t) => {
   const { page, problems } = await openIde(t, PHONE, '/', { permissions: ['clipboard-read', 'clipboard-write'] });
   await setCode(page, 'print(sum(map(int, input().split())))\n');

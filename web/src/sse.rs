@@ -93,6 +93,10 @@ fn sse_event(event: RunEvent, seq: u64) -> Event {
             chunk.stream.as_str(),
             json!({"data": String::from_utf8_lossy(&chunk.data)}),
         ),
+        RunEvent::Compiled(usage) => (
+            "compiled",
+            serde_json::to_value(&usage).expect("a usage serializes"),
+        ),
         RunEvent::Test(test) => (
             "test",
             serde_json::to_value(&test).expect("a test result serializes"),

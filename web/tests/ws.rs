@@ -87,6 +87,8 @@ struct Heard {
     run: Option<String>,
     seq: u64,
     resumed: Vec<Value>,
+    /// The `compiled` message, with how much stdout and stderr came before it.
+    compiled: Option<(Value, usize, usize)>,
 }
 
 impl Heard {
@@ -160,6 +162,11 @@ async fn hear_until(ws: &mut Client, heard: &mut Heard, mut done: impl FnMut(&He
                         "error" => heard.errors.push(value),
                         "queued" | "pong" => {}
                         "resumed" => heard.resumed.push(value),
+                        "compiled" => {
+                            assert!(heard.compiled.is_none(), "compiled twice: {value}");
+                            let at = (heard.stdout.len(), heard.stderr.len());
+                            heard.compiled = Some((value, at.0, at.1));
+                        }
                         other => panic!("unknown message type {other}"),
                     }
                 }
@@ -255,6 +262,40 @@ async fn output_is_binary_safe_and_streams_are_kept_apart() {
     let heard = hear_run(&mut ws).await;
     assert_eq!(heard.stdout, b"\xff\xfe\x00ok\xc3");
     assert_eq!(heard.stderr, b"oops");
+    server.finish().await;
+}
+
+#[tokio::test]
+async fn a_compiled_language_says_when_its_compile_ended_between_the_warnings_and_the_output() {
+    let server = serve("compiled", |_, _| {}).await;
+    let mut ws = server.connect().await;
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "c",
+               "code": "#include <stdio.h>\n#warning careful\nint main(void) { puts(\"out\"); return 0; }\n"}),
+    )
+    .await;
+    let heard = hear_run(&mut ws).await;
+    let (compiled, stdout_before, stderr_before) = heard.compiled.clone().expect("compiled");
+    assert_eq!(compiled["stage"], "compile", "{compiled}");
+    assert_eq!(compiled["exit_code"], 0, "{compiled}");
+    assert!(compiled["wall_ms"].as_u64().is_some(), "{compiled}");
+    assert_eq!(stdout_before, 0, "{heard:?}");
+    assert_eq!(
+        stderr_before,
+        heard.stderr.len(),
+        "the warning came before: {heard:?}"
+    );
+    assert!(String::from_utf8_lossy(&heard.stderr).contains("#warning careful"));
+    assert_eq!(heard.stdout_text(), "out\n");
+    // A language without a compile stage has none.
+    send(
+        &mut ws,
+        json!({"type": "run", "language": "python", "code": "print(1)"}),
+    )
+    .await;
+    let heard = hear_run(&mut ws).await;
+    assert!(heard.compiled.is_none(), "{heard:?}");
     server.finish().await;
 }
 
