@@ -114,3 +114,79 @@ async fn a_forked_memory_bomb_is_memory_limit_and_the_next_test_still_forks() {
         "{ran:?}"
     );
 }
+
+/// A program that leans on how the interpreter ends: a thread still printing when the module
+/// ends, an atexit callback, a global's `__del__`, a file on fd 1 it never closes, and its exit
+/// by `sys.exit` with a message or a number. Judged (a fork of the server), each test prints and
+/// exits as the same program does run fresh, with the input as its stdin.
+const ENDING: &str = r#"import atexit, os, sys, threading, time
+class Last:
+    def __del__(self):
+        print("del of a global")
+last = Last()
+out = open(1, "w", closefd=False)
+out.write("on fd 1, never closed\n")
+def late():
+    time.sleep(0.2)
+    print("from a thread after the module ended")
+threading.Thread(target=late).start()
+atexit.register(lambda: print("atexit"))
+what = input().strip()
+print("main ends", what)
+if what == "message":
+    sys.exit("a message")
+if what == "code":
+    sys.exit(7)
+if what == "big":
+    sys.exit(256 + 5)
+"#;
+
+async fn ends_as_a_fresh_process_does(lang: &str) {
+    let h = Harness::new(&format!("judge-fork-ending-{lang}")).await;
+    let inputs = ["plain\n", "message\n", "code\n", "big\n"];
+    let mut fresh = Vec::new();
+    for input in inputs {
+        let ran = h
+            .run(&onpyrunner_e2e::spec(lang, ENDING), input.as_bytes())
+            .await;
+        assert!(ran.stdout_text().contains("atexit"), "{ran:?}");
+        fresh.push((
+            ran.stdout_text(),
+            ran.outcome.usage.exit_code,
+            ran.stderr_text(),
+        ));
+    }
+    let tests: Vec<(&str, Option<&str>)> = inputs
+        .iter()
+        .zip(&fresh)
+        .map(|(i, (out, _, _))| (*i, Some(out.as_str())))
+        .collect();
+    let ran = h.run(&judged(lang, ENDING, &tests), b"").await;
+    let judged = ran.outcome.judge.as_ref().expect("judged");
+    for (test, (out, code, _)) in judged.tests.iter().zip(&fresh) {
+        assert_eq!(
+            test.usage.exit_code, *code,
+            "test {}: {ran:?}; fresh: {out}",
+            test.index
+        );
+    }
+    assert_eq!(judged.tests[0].verdict, Verdict::Accepted, "{ran:?}");
+    // The others exit non-zero (runtime errors, not compared): their output, all together.
+    let all: String = fresh.iter().map(|(out, _, _)| out.as_str()).collect();
+    assert_eq!(ran.stdout_text(), all, "{ran:?}");
+    assert_eq!(judged.tests.len(), inputs.len(), "{ran:?}");
+    assert_eq!(fresh[1].1, Some(1), "{fresh:?}");
+    assert!(fresh[1].2.contains("a message"), "{fresh:?}");
+    assert!(ran.stderr_text().contains("a message"), "{ran:?}");
+    assert_eq!((fresh[2].1, fresh[3].1), (Some(7), Some(5)), "{fresh:?}");
+}
+
+#[tokio::test]
+async fn python_tests_end_as_fresh_processes_do() {
+    ends_as_a_fresh_process_does("python").await;
+}
+
+#[tokio::test]
+async fn pypy_tests_end_as_fresh_processes_do() {
+    ends_as_a_fresh_process_does("pypy").await;
+}
