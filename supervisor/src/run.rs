@@ -16,6 +16,7 @@ use onpyrunner_protocol::{
     AttachError, Event, OutputChunk, OutputStream, Piece, Reason, Record, RecordScanner, RunStatus,
     Stage, StreamKind, Summary, Usage,
 };
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
@@ -404,7 +405,7 @@ async fn drive(
         run: spec.limits.output_bytes,
     };
     let mut truncated = false;
-    let mut compile_end = CompileEnd::new(first_stage == Stage::Compile, scanners.len());
+    let mut boundaries = Boundaries::default();
 
     let reading = async {
         // Forward within the stage's output budget; an ending when the budget ran out or the
@@ -443,22 +444,25 @@ async fn drive(
             }
             Ok(())
         }
-        // Tell clients the compile ended, then give them the output held back for it.
-        async fn say_compiled(
+        // Give clients what is due: boundaries' events and the output held back after them.
+        async fn release(
             output: &mpsc::Sender<Event>,
             state: (&mut Budgets, &mut bool, &mut Option<Judging<'_>>),
-            compile_end: &mut CompileEnd,
+            due: Vec<Due>,
         ) -> Result<(), Ending> {
-            let Some((usage, held)) = compile_end.say() else {
-                return Ok(());
-            };
-            if output.send(Event::Compiled(usage)).await.is_err() {
-                return Err(Ending::Killed(Reason::ClientGone));
-            }
             let (budgets, truncated, judging) = state;
-            for (stream, data) in held {
-                let state = (&mut *budgets, &mut *truncated, &mut *judging);
-                forward(output, state, (stream, Stage::Run), data).await?;
+            for item in due {
+                match item {
+                    Due::Event(event) => {
+                        if output.send(event).await.is_err() {
+                            return Err(Ending::Killed(Reason::ClientGone));
+                        }
+                    }
+                    Due::Output(stream, data) => {
+                        let state = (&mut *budgets, &mut *truncated, &mut *judging);
+                        forward(output, state, (stream, Stage::Run), data).await?;
+                    }
+                }
             }
             Ok(())
         }
@@ -467,7 +471,7 @@ async fn drive(
                 Some(Ok(chunk)) => chunk,
                 end => {
                     let state = (&mut budgets, &mut truncated, &mut judging);
-                    say_compiled(&output, state, &mut compile_end).await?;
+                    release(&output, state, boundaries.due(true)).await?;
                     for (stream, scanner, at) in scanners.iter_mut() {
                         let rest = scanner.finish();
                         let state = (&mut budgets, &mut truncated, &mut judging);
@@ -494,9 +498,9 @@ async fn drive(
                 match piece {
                     Piece::Output(data) => {
                         let state = (&mut budgets, &mut truncated, &mut judging);
-                        if *at == Stage::Run && compile_end.holding() {
-                            if compile_end.hold(*stream, data) {
-                                say_compiled(&output, state, &mut compile_end).await?
+                        if boundaries.holding(*stream) {
+                            if boundaries.hold(*stream, data) {
+                                release(&output, state, boundaries.due(true)).await?
                             }
                         } else {
                             forward(&output, state, (*stream, *at), data).await?
@@ -504,23 +508,17 @@ async fn drive(
                     }
                     Piece::Record(Ok(Record::Test(ended))) => {
                         // The stdout record ends the test: stdout is what is compared.
-                        if *stream != OutputStream::Stdout {
-                            continue;
+                        let mut event = None;
+                        if let (OutputStream::Stdout, Some(judging)) = (*stream, judging.as_mut()) {
+                            event = Some(Event::Test(judging.ended(ended)));
+                            // The next test has its own clock and output budget.
+                            budgets.run = spec.limits.output_bytes;
+                            let now = Instant::now();
+                            clock.send_modify(|clock| clock.deadline = now + run_wall);
                         }
-                        // The test's output goes first, whatever the other stream is doing.
+                        boundaries.pass(*stream, event);
                         let state = (&mut budgets, &mut truncated, &mut judging);
-                        say_compiled(&output, state, &mut compile_end).await?;
-                        let Some(judging) = judging.as_mut() else {
-                            continue;
-                        };
-                        let result = judging.ended(ended);
-                        // The next test has its own clock and output budget.
-                        budgets.run = spec.limits.output_bytes;
-                        let now = Instant::now();
-                        clock.send_modify(|clock| clock.deadline = now + run_wall);
-                        if output.send(Event::Test(result)).await.is_err() {
-                            return Err(Ending::Killed(Reason::ClientGone));
-                        }
+                        release(&output, state, boundaries.due(false)).await?;
                     }
                     Piece::Record(Ok(Record::Compiled(usage))) => {
                         let first = *at == Stage::Compile;
@@ -535,9 +533,10 @@ async fn drive(
                             });
                             compile_usage = Some(usage.clone());
                         }
-                        if first && compile_end.passed(usage) {
+                        if first {
+                            boundaries.pass(*stream, Some(Event::Compiled(usage)));
                             let state = (&mut budgets, &mut truncated, &mut judging);
-                            say_compiled(&output, state, &mut compile_end).await?;
+                            release(&output, state, boundaries.due(false)).await?;
                         }
                     }
                     Piece::Record(Ok(Record::Status(found))) => {
@@ -654,67 +653,85 @@ struct Clock {
     deadline: Instant,
 }
 
-/// The compile's end as clients hear it (`Event::Compiled`): once every stream is past the
-/// compiler's output. Docker copies stdout and stderr independently, so a stream's first
-/// output of the run stage may come before the other stream's compiled record; it is held
-/// back until then, so that the compiler's output all comes before the event and the
-/// program's after it. A test's end, the streams' end or more than [`CompileEnd::MAX_HELD`]
-/// bytes held make it said at once.
-struct CompileEnd {
-    /// Streams still in the compiler's output; `None` once said, or for a run without one.
-    waiting: Option<usize>,
-    streams: usize,
-    usage: Option<Usage>,
-    held: Vec<(OutputStream, Bytes)>,
+/// Where stdout and stderr stand against the run's boundaries (the compile's end, each test's
+/// end), each marked by a record on both streams. Docker copies the two streams apart, so one
+/// may pass a boundary while the other still carries output from before it. A boundary's event
+/// (`Compiled`, `Test`) is said once both streams passed it, and until then the output of the
+/// stream ahead is held back: clients get a stage's or a test's output before its event, and
+/// nothing of the next one before it. More than [`Boundaries::MAX_HELD`] bytes held, or the
+/// streams' end, make everything pending said at once.
+#[derive(Default)]
+struct Boundaries {
+    /// Boundaries passed by stdout and by stderr.
+    passed: [usize; 2],
+    /// Boundaries said to clients (both streams passed them, or they were forced).
+    said: usize,
+    /// The events of boundaries passed but not said, by boundary.
+    events: BTreeMap<usize, Event>,
+    /// Output of the stream ahead, with the boundaries it had passed when it came.
+    held: VecDeque<(usize, OutputStream, Bytes)>,
     held_bytes: usize,
 }
 
-impl CompileEnd {
+/// What is due to clients, in order.
+#[derive(Debug, PartialEq)]
+enum Due {
+    Event(Event),
+    Output(OutputStream, Bytes),
+}
+
+impl Boundaries {
     const MAX_HELD: usize = 64 * 1024;
 
-    fn new(compiles: bool, streams: usize) -> Self {
-        CompileEnd {
-            waiting: compiles.then_some(streams),
-            streams,
-            usage: None,
-            held: Vec::new(),
-            held_bytes: 0,
+    fn slot(stream: OutputStream) -> usize {
+        match stream {
+            OutputStream::Stdout => 0,
+            OutputStream::Stderr => 1,
         }
     }
 
-    /// A stream passed its compiled record; true when it was the last one.
-    fn passed(&mut self, usage: Usage) -> bool {
-        self.usage.get_or_insert(usage);
-        match &mut self.waiting {
-            Some(n) => {
-                *n = n.saturating_sub(1);
-                *n == 0
-            }
-            None => false,
+    /// `stream` passed its next boundary; `event` is the boundary's event if this record
+    /// makes one (the first stream's is kept).
+    fn pass(&mut self, stream: OutputStream, event: Option<Event>) {
+        let at = &mut self.passed[Self::slot(stream)];
+        if let Some(event) = event {
+            self.events.entry(*at).or_insert(event);
         }
+        *at += 1;
     }
 
-    /// Whether a stream's run-stage output waits for the other stream's record.
-    fn holding(&self) -> bool {
-        matches!(self.waiting, Some(n) if n > 0 && n < self.streams)
+    /// Whether `stream`'s output must wait: it passed a boundary not said yet.
+    fn holding(&self, stream: OutputStream) -> bool {
+        self.passed[Self::slot(stream)] > self.said
     }
 
-    /// Hold a stream's run-stage output while [`Self::holding`]; true when too much is held
-    /// and the compile's end should be said now.
+    /// Hold output of a stream that is [`Self::holding`]; true when so much is held that
+    /// everything pending should be said now.
     fn hold(&mut self, stream: OutputStream, data: Bytes) -> bool {
         self.held_bytes += data.len();
-        self.held.push((stream, data));
+        self.held
+            .push_back((self.passed[Self::slot(stream)], stream, data));
         self.held_bytes > Self::MAX_HELD
     }
 
-    /// The event to say and the output held for after it, once (None for a run without a
-    /// compile, or when it was said, or before any stream passed its record).
-    fn say(&mut self) -> Option<(Usage, Vec<(OutputStream, Bytes)>)> {
-        self.waiting?;
-        let usage = self.usage.clone()?;
-        self.waiting = None;
-        self.held_bytes = 0;
-        Some((usage, std::mem::take(&mut self.held)))
+    /// The events of the boundaries both streams passed (`all`: every boundary either passed),
+    /// each followed by the output held that came after it.
+    fn due(&mut self, all: bool) -> Vec<Due> {
+        let [out, err] = self.passed;
+        let upto = if all { out.max(err) } else { out.min(err) };
+        let mut due = Vec::new();
+        while self.said < upto {
+            if let Some(event) = self.events.remove(&self.said) {
+                due.push(Due::Event(event));
+            }
+            self.said += 1;
+            while self.held.front().is_some_and(|(at, _, _)| *at <= self.said) {
+                let (_, stream, data) = self.held.pop_front().expect("a front");
+                self.held_bytes -= data.len();
+                due.push(Due::Output(stream, data));
+            }
+        }
+        due
     }
 }
 
@@ -813,29 +830,56 @@ mod tests {
     }
 
     #[test]
-    fn the_compiles_end_is_said_once_every_stream_passed_it_with_what_was_held_after() {
-        let usage = Usage::new(Stage::Compile);
-        let out = |s: &str| (OutputStream::Stdout, Bytes::copy_from_slice(s.as_bytes()));
-        let mut end = CompileEnd::new(true, 2);
-        assert!(!end.holding(), "no stream passed yet");
-        assert!(end.say().is_none(), "nothing to say before a record");
-        assert!(!end.passed(usage.clone()), "one of two streams");
-        assert!(end.holding());
-        assert!(!end.hold(out("a").0, out("a").1));
-        assert!(end.passed(usage.clone()), "the last stream");
-        let (said, held) = end.say().expect("said");
-        assert_eq!((said, held), (usage.clone(), vec![out("a")]));
-        assert!(end.say().is_none() && !end.holding(), "said once");
-        assert!(!end.passed(usage.clone()));
-
+    fn a_boundarys_event_is_said_once_both_streams_passed_it_with_the_output_held_after() {
+        use OutputStream::{Stderr, Stdout};
+        let bytes = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        let compiled = Event::Compiled(Usage::new(Stage::Compile));
+        // Any event stands in for a test's here.
+        let test = |i: usize| Event::Queued { position: i };
+        let mut b = Boundaries::default();
+        assert!(!b.holding(Stdout) && !b.holding(Stderr) && b.due(false).is_empty());
+        // stderr passes the compile's end first; its next output waits for stdout's.
+        b.pass(Stderr, Some(compiled.clone()));
+        assert!(b.holding(Stderr) && !b.holding(Stdout));
+        assert!(b.due(false).is_empty());
+        assert!(!b.hold(Stderr, bytes("test 0 err")));
+        b.pass(Stdout, Some(Event::Compiled(Usage::new(Stage::Run))));
+        assert_eq!(
+            b.due(false),
+            [
+                Due::Event(compiled),
+                Due::Output(Stderr, bytes("test 0 err"))
+            ],
+            "the first stream's event, then what was held"
+        );
+        // stdout two tests ahead: each test's event comes as stderr catches up, with stdout's
+        // output of the test after it.
+        b.pass(Stdout, Some(test(0)));
+        b.hold(Stdout, bytes("test 1 out"));
+        b.pass(Stdout, Some(test(1)));
+        b.hold(Stdout, bytes("test 2 out"));
+        assert!(b.due(false).is_empty());
+        b.pass(Stderr, None);
+        assert_eq!(
+            b.due(false),
+            [
+                Due::Event(test(0)),
+                Due::Output(Stdout, bytes("test 1 out"))
+            ]
+        );
+        // The streams' end: everything pending, in order.
+        assert_eq!(
+            b.due(true),
+            [
+                Due::Event(test(1)),
+                Due::Output(Stdout, bytes("test 2 out"))
+            ]
+        );
+        assert!(b.due(true).is_empty() && b.held.is_empty() && b.held_bytes == 0);
         // Too much held: said at once.
-        let mut end = CompileEnd::new(true, 2);
-        end.passed(usage.clone());
-        let big = Bytes::from(vec![b'x'; CompileEnd::MAX_HELD + 1]);
-        assert!(end.hold(OutputStream::Stdout, big));
-        // A run without a compile never holds nor says.
-        let mut end = CompileEnd::new(false, 2);
-        assert!(!end.passed(usage) && !end.holding() && end.say().is_none());
+        let mut b = Boundaries::default();
+        b.pass(Stdout, None);
+        assert!(b.hold(Stdout, Bytes::from(vec![b'x'; Boundaries::MAX_HELD + 1])));
     }
 
     #[test]

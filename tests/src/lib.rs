@@ -39,6 +39,8 @@ pub struct Ran {
     pub chunks: Vec<OutputChunk>,
     /// The compile's end as heard (its usage), and how many of `chunks` came before it.
     pub compiled: Option<(Usage, usize)>,
+    /// For each test's end as heard, how many of `chunks` came before it.
+    pub test_ends: Vec<usize>,
     pub outcome: Summary,
 }
 
@@ -65,6 +67,18 @@ impl std::fmt::Debug for Ran {
 }
 
 impl Ran {
+    /// The text of `chunks[from..to]`: stdout's and stderr's.
+    pub fn text_between(&self, from: usize, to: usize) -> (String, String) {
+        let mut text = (String::new(), String::new());
+        for chunk in &self.chunks[from..to] {
+            let s = String::from_utf8_lossy(&chunk.data);
+            match chunk.stream {
+                OutputStream::Stdout => text.0.push_str(&s),
+                OutputStream::Stderr => text.1.push_str(&s),
+            }
+        }
+        text
+    }
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
@@ -180,7 +194,7 @@ impl Harness {
         let maker = self.maker();
         let running = run::run_fresh(&maker, &placement, spec, stdin, out_tx);
         let collecting = async {
-            let (mut chunks, mut compiled) = (Vec::new(), None);
+            let (mut chunks, mut compiled, mut test_ends) = (Vec::new(), None, Vec::new());
             while let Some(event) = out_rx.recv().await {
                 // Test verdicts are in the summary too (Heard has them live).
                 match event {
@@ -192,12 +206,13 @@ impl Harness {
                         assert!(compiled.is_none(), "the compile's end was heard twice");
                         compiled = Some((usage, chunks.len()));
                     }
+                    Event::Test(_) => test_ends.push(chunks.len()),
                     _ => {}
                 }
             }
-            (chunks, compiled)
+            (chunks, compiled, test_ends)
         };
-        let (outcome, (chunks, compiled)) =
+        let (outcome, (chunks, compiled, test_ends)) =
             tokio::time::timeout(TEST_TIMEOUT, async { tokio::join!(running, collecting) })
                 .await
                 .expect("run finished within the test timeout");
@@ -214,6 +229,7 @@ impl Harness {
             stderr: pick(OutputStream::Stderr),
             chunks,
             compiled,
+            test_ends,
             outcome,
         }
     }

@@ -199,3 +199,37 @@ async fn a_test_that_kills_the_launcher_is_a_runtime_error_and_nothing_is_left()
         "{ran:?}"
     );
 }
+
+/// Each test's stdout and stderr reach the client after the previous test's end and before
+/// its own, whichever stream Docker copies first: what the IDE shows as a test's output is
+/// that test's.
+#[tokio::test]
+async fn each_tests_stdout_and_stderr_come_between_its_boundaries() {
+    let h = Harness::new("judge-boundaries").await;
+    let program = "import sys\nn = input().strip()\nprint('err', n, file=sys.stderr)\nprint('out', n)\nprint('late err', n, file=sys.stderr)\n";
+    let inputs: Vec<String> = (0..8).map(|i| format!("{i}\n")).collect();
+    let tests: Vec<(&str, Option<&str>)> = inputs.iter().map(|i| (i.as_str(), None)).collect();
+    for lang in ["python", "c"] {
+        let code = match lang {
+            "c" => "#include <stdio.h>\nint main(void) { int n; scanf(\"%d\", &n); fprintf(stderr, \"err %d\\n\", n); printf(\"out %d\\n\", n); fflush(stdout); fprintf(stderr, \"late err %d\\n\", n); }\n",
+            _ => program,
+        };
+        let ran = h.run(&judged(lang, code, &tests), b"").await;
+        assert_eq!(ran.test_ends.len(), inputs.len(), "{lang}: {ran:?}");
+        let start = ran.compiled.as_ref().map_or(0, |(_, at)| *at);
+        let mut from = start;
+        for (i, &to) in ran.test_ends.iter().enumerate() {
+            assert_eq!(
+                ran.text_between(from, to),
+                (format!("out {i}\n"), format!("err {i}\nlate err {i}\n")),
+                "{lang}: test {i}: {ran:?}"
+            );
+            from = to;
+        }
+        assert_eq!(
+            from,
+            ran.chunks.len(),
+            "nothing after the last test: {ran:?}"
+        );
+    }
+}

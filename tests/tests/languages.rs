@@ -262,25 +262,14 @@ async fn compiler_warnings_come_before_the_compiles_end_and_the_output_after() {
         assert_eq!(ran.outcome.reason, Reason::Exited, "{ran:?}");
         let (usage, before) = ran.compiled.clone().expect("the compile's end was heard");
         assert_eq!(usage.exit_code, Some(0), "{ran:?}");
-        let text = |chunks: &[onpyrunner_protocol::OutputChunk]| {
-            let mut out = (String::new(), String::new());
-            for c in chunks {
-                let s = String::from_utf8_lossy(&c.data);
-                match c.stream {
-                    onpyrunner_protocol::OutputStream::Stdout => out.0.push_str(&s),
-                    onpyrunner_protocol::OutputStream::Stderr => out.1.push_str(&s),
-                }
-            }
-            out
-        };
-        let (compile_out, compile_err) = text(&ran.chunks[..before]);
+        let (compile_out, compile_err) = ran.text_between(0, before);
         assert_eq!(compile_out, "", "judged {judged}: {ran:?}");
         assert!(
             compile_err.contains("warning: #warning careful"),
             "judged {judged}: {ran:?}"
         );
         assert_eq!(
-            text(&ran.chunks[before..]),
+            ran.text_between(before, ran.chunks.len()),
             ("out\n".to_string(), "err\n".to_string()),
             "judged {judged}: {ran:?}"
         );
