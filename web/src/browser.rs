@@ -114,15 +114,21 @@ pub fn guard(
         .untuple_one()
 }
 
-/// Refuses a body that is not JSON by its `Content-Type` (415), before it is read.
-pub fn json_only() -> impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static {
+/// Refuses a body that is not JSON by its `Content-Type` (415), before it is read; with
+/// `any_type`, takes any (the Piston routes, whose clients send `text/plain` and worse: what
+/// keeps a cross-site page out of them is [`guard`]'s `Origin` check, for browsers send an
+/// `Origin` with every cross-site POST, form or fetch).
+pub fn json_only(
+    any_type: bool,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static {
     warp::header::optional::<String>("content-type")
-        .and_then(|kind: Option<String>| async move {
-            let json = kind.as_deref().is_some_and(|k| {
-                k.split(';')
-                    .next()
-                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-            });
+        .and_then(move |kind: Option<String>| async move {
+            let json = any_type
+                || kind.as_deref().is_some_and(|k| {
+                    k.split(';')
+                        .next()
+                        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+                });
             if json {
                 Ok(())
             } else {

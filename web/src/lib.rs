@@ -13,6 +13,7 @@ pub mod listener;
 pub mod metrics;
 pub mod openapi;
 pub mod output_json;
+pub mod piston;
 pub mod proxies;
 pub mod quota;
 pub mod request;

@@ -44,13 +44,17 @@ pub fn run_spec(
     engine: &dyn Runner,
     caller: &Caller,
 ) -> Result<(RunSpec, Bytes), ApiError> {
-    let caps = Caps {
-        raise: engine.caps().raise || caller.raise_limits(),
-        ..engine.caps().clone()
-    };
-    let (mut spec, stdin) = run_spec_within(body, &caps)?;
+    let (mut spec, stdin) = run_spec_within(body, &caps_of(engine, caller))?;
     spec.client = caller.client();
     Ok((spec, stdin))
+}
+
+/// The caps `caller`'s runs are held to: the engine's, raised when its token allows.
+pub fn caps_of(engine: &dyn Runner, caller: &Caller) -> Caps {
+    Caps {
+        raise: engine.caps().raise || caller.raise_limits(),
+        ..engine.caps().clone()
+    }
 }
 
 /// [`run_spec`] against the caps alone, for no one in particular: no IO and no engine (the

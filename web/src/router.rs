@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::identity::{Access, Caller};
 use crate::listener::{Peer, Place};
 use crate::state::AppState;
-use crate::{api, assets, browser, metrics, openapi, sse, ws};
+use crate::{api, assets, browser, metrics, openapi, piston, sse, ws};
 use std::convert::Infallible;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -124,7 +124,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Run,
         filter: |at, s| {
             let s = s.clone();
-            at.and(body(&s))
+            at.and(body(&s, false))
                 .then(move |_, caller: Caller, body: Received| {
                     let s = s.clone();
                     async move {
@@ -143,7 +143,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Run,
         filter: |at, s| {
             let s = s.clone();
-            at.and(body(&s))
+            at.and(body(&s, false))
                 .map(move |_, caller: Caller, body: Received| {
                     api::post_job(&s, body, &caller).unwrap_or_else(ApiError::into_response)
                 })
@@ -200,7 +200,49 @@ pub static ROUTES: &[Route] = &[
                 .boxed()
         },
     },
+    // Piston v2 (piston.rs), at its own paths and under the public host's prefix.
+    Route {
+        path: "/api/v2/runtimes",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: piston_runtimes,
+    },
+    Route {
+        path: "/api/v2/execute",
+        methods: &["POST"],
+        documented: true,
+        access: Access::Run,
+        filter: piston_execute,
+    },
+    Route {
+        path: "/api/v2/piston/runtimes",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: piston_runtimes,
+    },
+    Route {
+        path: "/api/v2/piston/execute",
+        methods: &["POST"],
+        documented: true,
+        access: Access::Run,
+        filter: piston_execute,
+    },
 ];
+
+fn piston_runtimes(at: Matched, s: &AppState) -> BoxedFilter<(Response,)> {
+    let s = s.clone();
+    at.map(move |_, _| piston::list(&s)).boxed()
+}
+
+/// Piston's clients send JSON as any content type: it is taken as JSON whatever it says.
+fn piston_execute(at: Matched, s: &AppState) -> BoxedFilter<(Response,)> {
+    let s = s.clone();
+    at.and(body(&s, true))
+        .then(move |_, caller: Caller, body: Received| piston::execute(s.clone(), body, caller))
+        .boxed()
+}
 
 impl Route {
     /// The path's parameters if `path` matches the pattern. Like warp's own path filters,
@@ -275,13 +317,15 @@ impl Route {
     }
 }
 
-/// The request body, up to [`MAX_BODY_BYTES`], received within the server's body bounds.
+/// The request body, up to [`MAX_BODY_BYTES`], received within the server's body bounds;
+/// `application/json` only unless `any_type`.
 fn body(
     state: &AppState,
+    any_type: bool,
 ) -> impl Filter<Extract = (Received,), Error = Rejection> + Clone + Send + Sync + 'static {
     let bodies = state.bodies.clone();
     warp::body::content_length_limit(MAX_BODY_BYTES)
-        .and(browser::json_only())
+        .and(browser::json_only(any_type))
         .and(warp::body::stream())
         .and_then(move |stream| {
             let bodies = bodies.clone();

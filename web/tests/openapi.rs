@@ -317,6 +317,27 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
             String::from_utf8_lossy(&answer.body)
         );
     }
+    // Piston's routes, at both prefixes: a run as text/plain, a refusal.
+    let piston = json!({"language": "py", "version": "*", "files": [{"content": "print(1)"}]});
+    let piston_schema = json!({"$ref": "#/components/schemas/PistonExecute"});
+    assert_eq!(
+        schema_errors(&doc, &piston_schema, &piston),
+        Vec::<String>::new()
+    );
+    for prefix in ["/api/v2", "/api/v2/piston"] {
+        let runtimes = format!("{prefix}/runtimes");
+        assert_eq!(call("GET", &runtimes, None, &[]).await.status, 200);
+        let execute = format!("{prefix}/execute");
+        let text = [("content-type", "text/plain")];
+        let answer = call("POST", &execute, Some(&piston.to_string()), &text).await;
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        assert_eq!(call("POST", &execute, Some("{}"), &[]).await.status, 400);
+    }
     // Bodies the schema refuses are refused by the server too.
     let refused = [
         json!({"language": "python", "code": "x", "files": [{"name": "a.py", "content": ""}]}),
