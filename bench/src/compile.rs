@@ -177,7 +177,8 @@ pub fn render(rows: &[CompileRow]) -> String {
          `<bits/stdc++.h>` needs more than C++'s default 256 MiB to compile; so each run makes \
          a fresh container, which is not in the figures), the four taking turns; the figures \
          are the summary's compile usage: the compile stage's wall time and the peak resident \
-         memory of its largest process (cc1plus), as the launcher measured them.\n",
+         memory of its largest process (cc1plus, into which the `.gch` is mapped: its pages \
+         count), as the launcher measured them.\n",
         NO_PCH.trim_end()
     );
     let _ = writeln!(

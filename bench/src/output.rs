@@ -236,11 +236,14 @@ pub fn render(rows: &[OutputRow]) -> String {
          test whose expected output is exactly those lines (every counted run accepted); \
          **test** is the test's wall time as the launcher measured it (spawn to exit), \
          **completion** the whole run from submit to the summary (the compile included). \
-         **Outside**: the same program run by the table's run command on the image's root \
-         filesystem with `chroot` (exported through the Engine API, compiled there with the \
-         table's compile command; no container, no limits, `/proc` mounted), from spawn \
-         (`chroot` and `sh` included, about 2 ms) to exit with its stdout read whole from a \
-         pipe and checked. The two take turns run by run. Ratio: test p50 over outside p50.\n",
+         CPython's and PyPy's tests are forks of an interpreter the launcher started once \
+         (their judge fork server), so their test time has no interpreter start-up in it, \
+         which the outside run has. **Outside**: the same program run by the table's run \
+         command on the image's root filesystem with `chroot` (exported through the Engine \
+         API, compiled there with the table's compile command; no container, no limits, \
+         `/proc` mounted, the container's environment), from spawn (`chroot` and `sh` \
+         included, a few ms) to exit with its stdout read whole from a pipe by the bench and \
+         checked. The two take turns run by run. Ratio: test p50 over outside p50.\n",
         LINES - 1
     );
     let _ = writeln!(
