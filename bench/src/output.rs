@@ -241,7 +241,9 @@ pub fn render(rows: &[OutputRow]) -> String {
          which the outside run has. **Outside**: the same program run by the table's run \
          command on the image's root filesystem with `chroot` (exported through the Engine \
          API, compiled there with the table's compile command; no container, no limits, \
-         `/proc` mounted, the container's environment), from spawn (`chroot` and `sh` \
+         `/proc` mounted, the container's environment; the program sees the host's CPUs and \
+         memory, by which a JVM sizes its threads and heap, where inside it sees the \
+         container's), from spawn (`chroot` and `sh` \
          included, a few ms) to exit with its stdout read whole from a pipe by the bench and \
          checked. The two take turns run by run. Ratio: test p50 over outside p50.\n",
         LINES - 1
