@@ -3,16 +3,19 @@
 //!
 //! In order: the pools fill and this process's memory is read with them full (the bench
 //! process is the supervisor); then per language the latency on three paths and where the
-//! pooled path's time goes ([`crate::latency`], [`crate::breakdown`]); then the throughput
-//! ([`crate::throughput`]); then bursts of five runs per language through pools pinned and
+//! pooled path's time goes ([`crate::latency`], [`crate::breakdown`]); then judged runs (ten
+//! tests against one, [`crate::judged`]), 100,000 printed lines inside the sandbox and outside
+//! ([`crate::output`]) and C++ compiles with and without the precompiled headers
+//! ([`crate::compile`]); then the throughput ([`crate::throughput`]); then bursts of five runs per language through pools pinned and
 //! following demand ([`crate::burst`]); then the report ([`crate::render`]).
 use crate::engines::{wait_full, Engines};
 use crate::machine::{load_average, own_rss_kib, Machine};
 use crate::plan::{progress, Plan, CONCURRENCY};
 use crate::render::render;
 use crate::report::Report;
+use crate::rootfs::Scratch;
 use crate::section::write_section;
-use crate::{burst, judged, latency, throughput};
+use crate::{burst, compile, judged, latency, output, throughput};
 use anyhow::{bail, Context};
 use clap::Args;
 use onpyrunner_languages::{languages, Language};
@@ -86,10 +89,12 @@ pub async fn run(docker: &Docker, args: BenchArgs, command: String) -> anyhow::R
             );
         }
     }
+    let tag = run::random_hex(3);
     let bench = Bench {
         docker: docker.clone(),
+        scratch: Scratch::new(&tag),
         plan: Plan {
-            tag: run::random_hex(3),
+            tag,
             runs,
             seconds,
             warmups: if args.quick { 1 } else { 3 },
@@ -114,6 +119,9 @@ pub async fn run(docker: &Docker, args: BenchArgs, command: String) -> anyhow::R
     progress("shutting down the engines and removing the bench's containers");
     engines.shutdown().await;
     bench.remove_leftovers().await;
+    if let Err(e) = bench.scratch.remove() {
+        progress(&format!("left behind: {e}"));
+    }
     measured?;
     report.total = started.elapsed();
     report.machine.load_end = load_average();
@@ -138,6 +146,8 @@ fn find_language(id: &str) -> anyhow::Result<&'static Language> {
 
 struct Bench {
     docker: Docker,
+    /// Where the image trees of the runs outside the sandbox are unpacked.
+    scratch: Scratch,
     plan: Plan,
     selected: Vec<&'static Language>,
 }
@@ -201,6 +211,21 @@ impl Bench {
                 report.judged.push(row);
             }
         }
+        for lang in &self.selected {
+            let row = output::measure(
+                &self.plan,
+                &self.docker,
+                &pooled,
+                &self.scratch,
+                lang,
+                &mut report.cut,
+            )
+            .await;
+            report.output.extend(row);
+        }
+        if let Some(cpp) = self.selected.iter().find(|l| l.id == compile::LANGUAGE) {
+            report.compile = compile::measure(&self.plan, &fresh, cpp, &mut report.cut).await;
+        }
         report.throughput =
             throughput::measure(&self.plan, &self.docker, &pooled, &mut report.cut).await?;
 
@@ -231,7 +256,7 @@ impl Bench {
 
     /// Remove what the bench made outside its engines (a run cut short by Ctrl-C or an error).
     async fn remove_leftovers(&self) {
-        for what in ["raw", "probe", "cli"] {
+        for what in ["raw", "probe", "cli", "export"] {
             let label = format!("{LABEL_OWNER}={}", self.plan.owner(what));
             if let Ok(list) = self.docker.list_containers(&[label]).await {
                 for c in list {

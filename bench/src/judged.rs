@@ -7,7 +7,7 @@ use crate::plan::{progress, Plan, RUN_TIMEOUT};
 use crate::stats::Quantiles;
 use onpyrunner_languages::Language;
 use onpyrunner_protocol::judge::{CompareMode, Verdict};
-use onpyrunner_protocol::Event;
+use onpyrunner_protocol::{Event, Summary};
 use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::judging::{JudgeSpec, TestCase};
 use onpyrunner_supervisor::limits::{Caps, Limits};
@@ -79,6 +79,12 @@ pub fn spec(lang: &'static Language, tests: usize) -> Option<RunSpec> {
 
 /// One judged run through `engine`: its completion time, if every test was accepted.
 pub async fn judged_run(engine: &Engine, spec: RunSpec) -> Result<Duration, String> {
+    accepted_run(engine, spec).await.map(|(elapsed, _)| elapsed)
+}
+
+/// One judged run through `engine`: its completion time and its summary, if every test was
+/// accepted.
+pub async fn accepted_run(engine: &Engine, spec: RunSpec) -> Result<(Duration, Summary), String> {
     let begin = Instant::now();
     let mut session = engine.submit(spec).map_err(|e| e.to_string())?;
     session.close_stdin();
@@ -91,11 +97,27 @@ pub async fn judged_run(engine: &Engine, spec: RunSpec) -> Result<Duration, Stri
             let elapsed = begin.elapsed();
             let judged = summary.judge.as_ref().ok_or("not judged")?;
             if judged.verdict != Some(Verdict::Accepted) {
-                return Err(format!("not accepted: {summary:?}"));
+                return Err(format!("not accepted: {}", brief(&summary)));
             }
-            return Ok(elapsed);
+            return Ok((elapsed, summary));
         }
     }
+}
+
+/// What a failed run's summary says, short enough for a table cell: the reason, the verdict
+/// and the error (the summary whole holds every test's usage).
+fn brief(s: &Summary) -> String {
+    let verdict = s.judge.as_ref().and_then(|j| j.verdict);
+    format!(
+        "{:?}, verdict {verdict:?}, stage {:?}, exit {:?}, signal {:?}{}",
+        s.reason,
+        s.usage.stage,
+        s.usage.exit_code,
+        s.usage.signal,
+        s.error
+            .as_deref()
+            .map_or(String::new(), |e| format!(", {e}"))
+    )
 }
 
 /// Ten tests against one for `lang`, through the pool (full before each run).

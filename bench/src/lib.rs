@@ -10,6 +10,9 @@
 //!   `docker run`, run by run; [`paths`]: one run on each of those paths.
 //! - [`breakdown`]: where the pooled path's time goes, on the supervisor's sandbox API.
 //! - [`judged`]: judged runs, ten tests against one.
+//! - [`output`]: 100,000 printed lines in a judged run against the same program outside the
+//!   sandbox, in a chroot of the image ([`rootfs`]).
+//! - [`compile`]: C++ compile time with the precompiled headers and without.
 //! - [`throughput`]: runs per second through the engine next to the daemon's raw cycle rate.
 //! - [`burst`]: five runs a second apart per language, through pools pinned and following demand.
 //! - [`report`]: what one bench run measured and the targets; [`render`]: its Markdown.
@@ -20,16 +23,19 @@ pub mod attack;
 pub mod bench;
 pub mod breakdown;
 pub mod burst;
+pub mod compile;
 pub mod engines;
 pub mod hello;
 pub mod judged;
 pub mod latency;
 pub mod load;
 pub mod machine;
+pub mod output;
 pub mod paths;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod rootfs;
 pub mod section;
 pub mod stats;
 pub mod throughput;

@@ -182,6 +182,8 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o);
 
     o.push_str(&crate::judged::render(&r.judged));
+    o.push_str(&crate::output::render(&r.output));
+    o.push_str(&crate::compile::render(&r.compile));
     let _ = writeln!(o, "## Throughput\n");
     let _ = writeln!(
         o,

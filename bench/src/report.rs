@@ -172,6 +172,8 @@ pub struct Report {
     pub languages: Vec<LanguageReport>,
     pub throughput: Vec<ThroughputRow>,
     pub judged: Vec<crate::judged::JudgedRow>,
+    pub output: Vec<crate::output::OutputRow>,
+    pub compile: Vec<crate::compile::CompileRow>,
     pub memory: Memory,
     pub bursts: Vec<BurstRow>,
     /// Measurements skipped because the time bound was reached.

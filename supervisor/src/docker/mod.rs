@@ -328,6 +328,33 @@ impl Docker {
         self.json(request::inspect_container(id)).await
     }
 
+    /// Stream the container's filesystem as a tar into `out` as it comes (an image's root
+    /// filesystem is hundreds of MB: never held whole); returns the bytes written.
+    pub async fn export_container<W>(&self, id: &str, out: &mut W) -> Result<u64, DockerError>
+    where
+        W: tokio::io::AsyncWrite + Unpin + ?Sized,
+    {
+        use tokio::io::AsyncWriteExt;
+        let req = request::export_container(id);
+        let op = req.op;
+        let mut body = self.send(req, None).await?.into_body();
+        let mut written = 0u64;
+        let failed = |message: String| DockerError::Stream { op, message };
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| failed(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| failed(format!("cannot write the tar: {e}")))?;
+                written += data.len() as u64;
+            }
+        }
+        out.flush()
+            .await
+            .map_err(|e| failed(format!("cannot write the tar: {e}")))?;
+        Ok(written)
+    }
+
     /// The container's CPU time and memory as its cgroup counts them, now.
     pub async fn container_stats(&self, id: &str) -> Result<ContainerStats, DockerError> {
         self.json(request::container_stats(id)).await

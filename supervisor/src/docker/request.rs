@@ -158,6 +158,12 @@ pub fn wait_container(id: &str) -> ApiRequest {
     )
 }
 
+/// `GET /containers/{id}/export`: the container's filesystem as a tar stream (it need not have
+/// been started).
+pub fn export_container(id: &str) -> ApiRequest {
+    container_op("export container", Method::GET, id, "/export")
+}
+
 pub fn inspect_container(id: &str) -> ApiRequest {
     container_op("inspect container", Method::GET, id, "/json")
 }
@@ -259,6 +265,14 @@ mod tests {
             container_stats("c").path,
             "/v1.41/containers/c/stats?stream=false&one-shot=true"
         );
+    }
+
+    #[test]
+    fn export_is_a_get_of_the_containers_tar() {
+        let req = export_container("c1");
+        assert_eq!(req.method, Method::GET);
+        assert_eq!(req.path, "/v1.41/containers/c1/export");
+        assert_eq!(req.payload, Payload::Empty);
     }
 
     #[test]
