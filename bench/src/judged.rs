@@ -198,11 +198,7 @@ pub fn render(rows: &[JudgedRow]) -> String {
             q(r.one),
             q(r.many),
             r.rounds,
-            if r.failures.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} failed: {})", r.failures.len(), r.failures[0])
-            }
+            crate::render::failures_note(&r.failures)
         );
     }
     let _ = writeln!(o);

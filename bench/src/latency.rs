@@ -79,14 +79,7 @@ pub async fn measure(
                 "{}: latency stopped after {i} of {} rounds ({})",
                 lang.id,
                 plan.runs,
-                if plan.late() {
-                    "the total time bound, --max-minutes".to_string()
-                } else {
-                    format!(
-                        "its time budget of {} s, --lang-seconds",
-                        plan.lang_budget.as_secs()
-                    )
-                }
+                plan.cut_reason()
             ));
             break;
         }

@@ -162,14 +162,7 @@ pub async fn measure(
             cut.push(format!(
                 "{}: {LINES} lines stopped after {i} of {rounds} rounds ({})",
                 lang.id,
-                if plan.late() {
-                    "the total time bound, --max-minutes".to_string()
-                } else {
-                    format!(
-                        "its time budget of {} s, --lang-seconds",
-                        plan.lang_budget.as_secs()
-                    )
-                }
+                plan.cut_reason()
             ));
             break;
         }
@@ -270,15 +263,7 @@ pub fn render(rows: &[OutputRow]) -> String {
             q(r.completion),
             r.ratio().map_or("-".into(), |x| format!("{x:.2}")),
             r.rounds,
-            if r.failures.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " ({} failed: {})",
-                    r.failures.len(),
-                    r.failures[0].replace(['\n', '|'], " ")
-                )
-            }
+            crate::render::failures_note(&r.failures)
         );
     }
     let _ = writeln!(o);

@@ -35,6 +35,18 @@ pub struct Plan {
 
 impl Plan {
     /// Whether the total time bound is reached.
+    /// Why a language's rounds stopped: the total time bound, or its own budget.
+    pub fn cut_reason(&self) -> String {
+        if self.late() {
+            "the total time bound, --max-minutes".to_string()
+        } else {
+            format!(
+                "its time budget of {} s, --lang-seconds",
+                self.lang_budget.as_secs()
+            )
+        }
+    }
+
     pub fn late(&self) -> bool {
         Instant::now() >= self.deadline
     }
