@@ -12,7 +12,7 @@
 //   classes are rewritten (java.lang.classfile) into calls to Exit, which records the first
 //   code and throws an Error of ours; an uncaught exception in main prints its stack trace and
 //   gives 1; otherwise 0 once main and the program's non-daemon threads are done;
-// - shutdown hooks the program added run at its end.
+// - shutdown hooks the program added run at its end, or in its exit call.
 // The reply is ["tested", code], or ["tested", code, "last"] when threads of the test are still
 // running (a loop that swallowed the exit, daemon threads): the launcher then kills this JVM and
 // the rest of the tests run fresh. The launcher keeps the clock, the CPU time and the memory
@@ -98,17 +98,20 @@ public final class OnpyrunnerJudge {
                     System.err.print("Exception in thread \"main\" ");
                     t.printStackTrace(System.err);
                     test.failed(1);
+                } finally {
+                    test.mainEnded();
                 }
             }, "main", OnpyrunnerWarm.MAIN_STACK_BYTES);
             program.setContextClassLoader(loader);
             program.start();
-            waitForProgram(test, group);
+            waitForProgram(test, group, program);
             if (!test.exited()) {
                 test.runShutdownHooks();
             }
             test.shut();
-            boolean clean = !test.exited() || settles(group);
-            clean = clean && leftOver(group).isEmpty();
+            // main's thread is past the program but may not have ended yet, nor may the threads
+            // an exit cut short: what is still running after the grace period is left over.
+            boolean clean = settles(group);
             return new Result(test.code(), clean);
         } finally {
             Exit.current = null;
@@ -123,11 +126,18 @@ public final class OnpyrunnerJudge {
     record Result(int code, boolean reusable) {}
 
     /** Until the program exited, or main and every non-daemon thread of the test ended. */
-    private static void waitForProgram(Test test, TestGroup group) throws InterruptedException {
+    private static void waitForProgram(Test test, TestGroup group, Thread program)
+            throws InterruptedException {
+        synchronized (test) {
+            // Woken by the end of main and by an exit, without polling: most tests end here.
+            while (!test.exited() && !test.mainEnded) {
+                test.wait();
+            }
+        }
         while (!test.exited()) {
             Thread waitFor = null;
             for (Thread t : threads(group)) {
-                if (t.isAlive() && !t.isDaemon()) {
+                if (t != program && t.isAlive() && !t.isDaemon()) {
                     waitFor = t;
                     break;
                 }
@@ -135,16 +145,12 @@ public final class OnpyrunnerJudge {
             if (waitFor == null) {
                 return;
             }
-            synchronized (test) {
-                if (!test.exited()) {
-                    test.wait(20);
-                }
-            }
-            waitFor.join(1);
+            // Returns as soon as the thread ends; the bound is how late an exit is seen.
+            waitFor.join(5);
         }
     }
 
-    /** After an exit: whether the test's threads end within the grace period. */
+    /** Whether the test's threads end within the grace period. */
     private static boolean settles(TestGroup group) throws InterruptedException {
         long until = System.nanoTime() + EXIT_GRACE_MS * 1_000_000;
         while (!leftOver(group).isEmpty()) {
@@ -195,6 +201,9 @@ public final class OnpyrunnerJudge {
         final Gate errGate;
         PrintStream out;
         PrintStream err;
+        /** An exit was called: its code is the test's. */
+        private boolean exiting;
+        /** That exit is done (hooks run, streams shut): the test is over. */
         private boolean exited;
         private int code;
         private final List<Thread> hooks = new ArrayList<>();
@@ -202,6 +211,14 @@ public final class OnpyrunnerJudge {
         Test(Gate outGate, Gate errGate) {
             this.outGate = outGate;
             this.errGate = errGate;
+        }
+
+        /** main's thread is done with the program (returned, threw or exited). */
+        private boolean mainEnded;
+
+        synchronized void mainEnded() {
+            mainEnded = true;
+            notifyAll();
         }
 
         synchronized boolean exited() {
@@ -214,22 +231,33 @@ public final class OnpyrunnerJudge {
 
         /** main failed (exit code 1 for an exception): the code unless an exit came first. */
         synchronized void failed(int code) {
-            if (!exited && this.code == 0) {
+            if (!exiting && this.code == 0) {
                 this.code = code;
             }
         }
 
-        /** The program exited: the first exit wins, and nothing it prints after counts. */
+        /**
+         * The program exited. As in java's exit, the first caller runs the shutdown hooks; then
+         * nothing the program prints counts (in java nothing of it would run any more).
+         */
         void exit(int code) {
             synchronized (this) {
-                if (exited) {
+                if (exiting) {
                     return;
                 }
-                exited = true;
+                exiting = true;
                 this.code = code;
-                notifyAll();
+            }
+            try {
+                runShutdownHooks();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
             }
             shut();
+            synchronized (this) {
+                exited = true;
+                notifyAll();
+            }
         }
 
         synchronized void addHook(Thread hook) {

@@ -143,6 +143,10 @@ public class Main {
                 System.out.println("after exit");
             }
             case "halt" -> Runtime.getRuntime().halt(4);
+            case "hook" -> {
+                Runtime.getRuntime().addShutdownHook(new Thread(() -> System.out.println("hook")));
+                System.exit(0);
+            }
             case "raise" -> throw new IllegalStateException("boom");
             case "sleep" -> Thread.sleep(60_000);
             case "thread" -> {
@@ -190,6 +194,7 @@ async fn java_tests_run_in_the_warm_jvm_with_every_verdict_as_fresh_processes_ge
         ("raise\n", Some(JAVA_HEAD.to_string())),
         ("halt\n", Some(JAVA_HEAD.to_string())),
         ("all\n1\n2\n3\n", Some(ok("=6"))),
+        ("hook\n", Some(ok("hook"))),
         ("sleep\n", Some(JAVA_HEAD.to_string())),
         // After the clock killed the warm JVM: a fresh `java`, with the same verdicts.
         ("sum 40 2\n", Some(ok("42"))),
@@ -209,6 +214,7 @@ async fn java_tests_run_in_the_warm_jvm_with_every_verdict_as_fresh_processes_ge
             Verdict::RuntimeError,
             Verdict::RuntimeError,
             Verdict::Accepted,
+            Verdict::Accepted,
             Verdict::TimeLimit,
             Verdict::Accepted,
             Verdict::RuntimeError,
@@ -227,6 +233,7 @@ async fn java_tests_run_in_the_warm_jvm_with_every_verdict_as_fresh_processes_ge
             Some(1),
             Some(4),
             Some(0),
+            Some(0),
             None,
             Some(0),
             Some(3)
@@ -234,9 +241,9 @@ async fn java_tests_run_in_the_warm_jvm_with_every_verdict_as_fresh_processes_ge
         "System.exit(3), an uncaught exception, Runtime.halt(4)"
     );
     assert!(
-        judged.tests[7].usage.wall_ms >= 3000,
+        judged.tests[8].usage.wall_ms >= 3000,
         "{:?}",
-        judged.tests[7]
+        judged.tests[8]
     );
     let stdout = ran.stdout_text();
     assert!(!stdout.contains("after exit"), "{stdout}");
@@ -257,7 +264,7 @@ async fn java_tests_run_in_the_warm_jvm_with_every_verdict_as_fresh_processes_ge
             stderr.matches("in the warm JVM").count(),
             stderr.matches("cold").count()
         ),
-        (8, 2),
+        (9, 2),
         "the tests up to the clock in the warm JVM, the rest fresh: {stderr}"
     );
 }

@@ -141,13 +141,9 @@ fn run_test(
                 timed_out,
                 reusable,
             } => {
+                // Not said on stderr: the test's result is right, only the next tests are slower.
                 if !reusable {
                     *server = None;
-                    if !timed_out {
-                        report::complain(
-                            "the warm process ended in a test; running the other tests fresh",
-                        );
-                    }
                 }
                 return Ok(Ended {
                     finished,
