@@ -19,6 +19,10 @@ pub const WARM_FILES: &[(&str, &str)] = &[
         include_str!("../warm/OnpyrunnerWarm.java"),
     ),
     (
+        "OnpyrunnerJudge.java",
+        include_str!("../warm/OnpyrunnerJudge.java"),
+    ),
+    (
         "onpyrunner_fork.py",
         include_str!("../warm/onpyrunner_fork.py"),
     ),
@@ -283,7 +287,10 @@ mod tests {
         assert_eq!(warm.len(), 1);
         assert_eq!(warm[0].id, "java");
         for name in &warm[0].warm_files {
-            assert!(warm_file(name).unwrap().contains("class OnpyrunnerWarm"));
+            let class = name.strip_suffix(".java").unwrap();
+            assert!(warm_file(name)
+                .unwrap()
+                .contains(&format!("public final class {class} ")));
         }
         assert!(languages()
             .iter()

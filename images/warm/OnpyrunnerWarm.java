@@ -52,7 +52,7 @@ public final class OnpyrunnerWarm {
     private static final int MAX_MESSAGE_LEN = 4 * 1024 * 1024;
     private static final int MAX_STRINGS = 1024;
     /** The stack of the program's main thread: Baekjoon's -Xss512m. */
-    private static final long MAIN_STACK_BYTES = 512L << 20;
+    static final long MAIN_STACK_BYTES = 512L << 20;
     /** How often the warm-up compiles and runs its dummy program. */
     private static final int WARM_UP_ROUNDS = 6;
 
@@ -78,6 +78,10 @@ public final class OnpyrunnerWarm {
             send(replies, "compiled", Integer.toString(code));
             message = receive(control);
         }
+        if (message.get(0).equals("test")) {
+            serveTests(control, replies, message);
+            return;
+        }
         if (!message.get(0).equals("run")) {
             throw new IOException("unexpected control message " + message.get(0));
         }
@@ -92,7 +96,10 @@ public final class OnpyrunnerWarm {
         Throwable[] thrown = new Throwable[1];
         Thread program = new Thread(null, () -> {
             try {
-                run(runArgv);
+                int code = run(runArgv, ClassLoader.getSystemClassLoader());
+                if (code != 0) {
+                    System.exit(code);
+                }
             } catch (Throwable t) {
                 thrown[0] = t;
             }
@@ -101,6 +108,35 @@ public final class OnpyrunnerWarm {
         program.join();
         if (thrown[0] != null) {
             throw thrown[0];
+        }
+    }
+
+    /**
+     * A judged run: each test in this JVM (OnpyrunnerJudge), until the launcher hangs up or
+     * kills it. `message` is the first test's.
+     */
+    private static void serveTests(DataInputStream control, OutputStream replies, List<String> message)
+            throws Exception {
+        java.nio.charset.Charset out = System.out.charset();
+        java.nio.charset.Charset err = System.err.charset();
+        while (true) {
+            if (message.size() < 3 || !message.get(0).equals("test")) {
+                throw new IOException("unexpected control message " + message.get(0));
+            }
+            OnpyrunnerJudge.Result result =
+                    OnpyrunnerJudge.test(message.get(1), message.subList(2, message.size()), out, err);
+            String code = Integer.toString(result.code());
+            if (result.reusable()) {
+                send(replies, "tested", code);
+            } else {
+                send(replies, "tested", code, "last");
+            }
+            try {
+                message = receive(control);
+            } catch (java.io.EOFException e) {
+                // Hung up: no more tests. Threads a test left must not keep this JVM alive.
+                Runtime.getRuntime().halt(0);
+            }
         }
     }
 
@@ -196,10 +232,12 @@ public final class OnpyrunnerWarm {
     // ---- Run: the table's java argv plus the program's arguments, in this JVM.
 
     /**
-     * Run `java [options] MainClass args...` in-process. The JVM options were given when this
-     * JVM started; the class path too (it includes the work directory), so -cp is skipped.
+     * Run `java [options] MainClass args...` in-process, MainClass from `loader`. The JVM
+     * options were given when this JVM started; the class path too (it includes the work
+     * directory), so -cp is skipped. Returns the java launcher's exit code for what failed
+     * before main (the message printed), 0 once main returned; what main throws is rethrown.
      */
-    static void run(List<String> argv) throws Throwable {
+    static int run(List<String> argv, ClassLoader loader) throws Throwable {
         int at = 1;
         while (at < argv.size() && argv.get(at).startsWith("-")) {
             String option = argv.get(at);
@@ -207,26 +245,24 @@ public final class OnpyrunnerWarm {
         }
         if (at >= argv.size()) {
             System.err.println("Error: no main class given");
-            System.exit(1);
+            return 1;
         }
         String className = argv.get(at);
         String[] args = argv.subList(at + 1, argv.size()).toArray(new String[0]);
         Class<?> mainClass;
         try {
-            mainClass = Class.forName(className, false, ClassLoader.getSystemClassLoader());
+            mainClass = Class.forName(className, false, loader);
         } catch (ClassNotFoundException | LinkageError e) {
             System.err.println("Error: Could not find or load main class " + className);
             System.err.println("Caused by: " + e);
-            System.exit(1);
-            return;
+            return 1;
         }
         Method main = findMain(mainClass);
         if (main == null) {
             System.err.println("Error: Main method not found in class " + className
                     + ", please define the main method as:\n   public static void main(String[] args)\n"
                     + "or a JavaFX application class must extend javafx.application.Application");
-            System.exit(1);
-            return;
+            return 1;
         }
         try {
             main.setAccessible(true);
@@ -250,8 +286,9 @@ public final class OnpyrunnerWarm {
             throw thrown;
         } catch (NoSuchMethodException e) {
             System.err.println("Error: no non-private zero argument constructor found in class " + className);
-            System.exit(1);
+            return 1;
         }
+        return 0;
     }
 
     /**
@@ -278,7 +315,7 @@ public final class OnpyrunnerWarm {
      * Cut this class's, reflection's and the program thread's frames off the bottom of every
      * stack trace.
      */
-    private static void trim(Throwable t, Set<Throwable> seen) {
+    static void trim(Throwable t, Set<Throwable> seen) {
         if (t == null || !seen.add(t)) {
             return;
         }
@@ -299,6 +336,7 @@ public final class OnpyrunnerWarm {
     private static boolean isMachinery(StackTraceElement frame) {
         String cls = frame.getClassName();
         return cls.equals(OnpyrunnerWarm.class.getName())
+                || cls.startsWith(OnpyrunnerJudge.class.getName())
                 || cls.equals("java.lang.Thread")
                 || cls.startsWith("jdk.internal.reflect.")
                 || cls.equals("java.lang.reflect.Method")
@@ -334,6 +372,7 @@ public final class OnpyrunnerWarm {
             "        for (int i = 0; i < 10; i++) sb.append(i).append(' ');",
             "        out.println(\"Hello, \" + line + \" \" + a + b + kind + c + s.area() + max(xs) + total + m);",
             "        out.printf(\"%d %.2f %s%n\", a, Math.sqrt(b), Arrays.toString(new int[] {a, b}));",
+            "        if (args.length > 1) System.exit(3);",
             "        if (args.length > 0) throw new IllegalStateException(String.valueOf(sb));",
             "    }",
             "}",
@@ -352,16 +391,15 @@ public final class OnpyrunnerWarm {
                 if (compile(javac, files, argv, quiet) != 0) {
                     throw new IllegalStateException("the warm-up program does not compile");
                 }
-                // A loader of its own, so nothing of the dummy stays visible to the program.
-                try (java.net.URLClassLoader loader = new java.net.URLClassLoader(
-                        new java.net.URL[] {dir.toUri().toURL()}, ClassLoader.getSystemClassLoader())) {
-                    Method main = findMain(Class.forName("OnpyrunnerDummy", true, loader));
-                    try {
-                        main.invoke(null, (Object) new String[] {"throw"});
-                    } catch (InvocationTargetException expected) {
-                        trim(expected.getCause(), Collections.newSetFromMap(new IdentityHashMap<>()));
-                        expected.getCause().printStackTrace(quiet);
-                    }
+                // A loader of its own, so nothing of the dummy stays visible to the program; a
+                // judged test's loader, so a judged run finds its class rewriting warm too.
+                ClassLoader loader = new OnpyrunnerJudge.TestLoader(dir);
+                Method main = findMain(Class.forName("OnpyrunnerDummy", true, loader));
+                try {
+                    main.invoke(null, (Object) new String[] {"throw"});
+                } catch (InvocationTargetException expected) {
+                    trim(expected.getCause(), Collections.newSetFromMap(new IdentityHashMap<>()));
+                    expected.getCause().printStackTrace(quiet);
                 }
             }
         } finally {

@@ -26,7 +26,25 @@
 //!                                              user code starts after this
 //! ```
 //!
-//! Trust: the warm process is trusted only until user code starts, i.e. until "run" is sent.
+//! A judged run sends, after "compiled 0", one message per test instead of "run" (Java's
+//! OnpyrunnerJudge runs each test in the warm JVM itself; the JVM is the test's process):
+//!
+//! ```text
+//! launcher -> warm  ["test", input path, argv...]  the test's input file, the table's run argv
+//! warm -> launcher  ["tested", "<code>"]           the test's exit code; ready for the next
+//! warm -> launcher  ["tested", "<code>", "last"]   the same, but threads of the test still run:
+//!                                                  the launcher kills the process
+//! ```
+//!
+//! The launcher keeps the test's wall clock (at it, it kills the warm process: the rest of the
+//! tests run fresh), its CPU time (the process's, from /proc, before and after) and its memory
+//! (the process's peak resident set, reset before the test through /proc/PID/clear_refs). Only
+//! the exit code comes from the warm process, after user code ran: a program can forge it, as
+//! it can the fork server's report (ptrace); the output, clock and memory limit stay the
+//! launcher's.
+//!
+//! Trust: the warm process is trusted only until user code starts, i.e. until "run" is sent
+//! (for a judged run, see above).
 //! After that the launcher reads nothing from it, closes both pipes, and only the process's wait
 //! status counts (the program's exit code, System.exit(n) or a signal). The warm process never
 //! learns the nonce, so it cannot forge the status trailer either.
@@ -47,6 +65,10 @@ pub const VERB_READY: &str = "ready";
 pub const VERB_COMPILE: &str = "compile";
 pub const VERB_COMPILED: &str = "compiled";
 pub const VERB_RUN: &str = "run";
+pub const VERB_TEST: &str = "test";
+pub const VERB_TESTED: &str = "tested";
+/// The third string of a "tested" that the warm process cannot take another test.
+pub const TESTED_LAST: &str = "last";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

@@ -1,6 +1,7 @@
-//! Judged CPython and PyPy tests run as forks of the image's fork server
-//! (images/warm/onpyrunner_fork.py), against the real daemon and images: every verdict is what
-//! a fresh process per test would get, and each test checks that it really was a fork.
+//! Judged tests run by a process started once, against the real daemon and images: CPython and
+//! PyPy tests as forks of the image's fork server (images/warm/onpyrunner_fork.py), Java tests
+//! in the warm JVM that compiled them (images/warm/OnpyrunnerJudge.java). Every verdict is what
+//! a fresh process per test would get, and each test checks where it really ran.
 use onpyrunner_e2e::{judged, verdicts, Harness};
 use onpyrunner_protocol::judge::Verdict;
 
@@ -189,4 +190,175 @@ async fn python_tests_end_as_fresh_processes_do() {
 #[tokio::test]
 async fn pypy_tests_end_as_fresh_processes_do() {
     ends_as_a_fresh_process_does("pypy").await;
+}
+
+/// Says on stderr whether it runs in the warm JVM; on stdout what a fresh `java Main` would
+/// show of itself and whether the last test's statics or files are seen; then does what its
+/// input's first word says.
+const JAVA_PROGRAM: &str = r#"import java.io.*;
+import java.util.*;
+public class Main {
+    static int runs = 0;
+    public static void main(String[] args) throws Exception {
+        runs++;
+        boolean warm = ProcessHandle.current().info().arguments()
+                .map(a -> Arrays.asList(a).contains("OnpyrunnerWarm")).orElse(false);
+        System.err.println(warm ? "in the warm JVM" : "cold");
+        System.out.println(runs + " " + new File("made").exists() + " " + Thread.currentThread().getName());
+        new FileWriter("made").close();
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in));
+        String[] what = in.readLine().split(" ");
+        switch (what[0]) {
+            case "exit3" -> {
+                System.out.println("bye");
+                try {
+                    System.exit(3);
+                } catch (Throwable swallowed) {
+                    System.out.println("after exit");
+                }
+                System.out.println("after exit");
+            }
+            case "halt" -> Runtime.getRuntime().halt(4);
+            case "hook" -> {
+                Runtime.getRuntime().addShutdownHook(new Thread(() -> System.out.println("hook")));
+                System.exit(0);
+            }
+            case "raise" -> throw new IllegalStateException("boom");
+            case "sleep" -> Thread.sleep(60_000);
+            case "thread" -> {
+                Thread late = new Thread(() -> {
+                    try {
+                        Thread.sleep(300);
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                    System.out.println("late");
+                });
+                late.start();
+            }
+            case "all" -> {
+                long sum = 0;
+                for (String line; (line = in.readLine()) != null; ) {
+                    sum += Long.parseLong(line.trim());
+                }
+                System.out.write('=');
+                System.out.println(sum);
+            }
+            case "bomb" -> {
+                List<long[]> hog = new ArrayList<>();
+                while (true) {
+                    hog.add(new long[1 << 20]);
+                }
+            }
+            default -> System.out.println(Long.parseLong(what[1]) + Long.parseLong(what[2]));
+        }
+    }
+}
+"#;
+
+const JAVA_HEAD: &str = "1 false main\n";
+
+#[tokio::test]
+async fn java_tests_run_in_the_warm_jvm_with_every_verdict_as_fresh_processes_get() {
+    let h = Harness::new("judge-warm-java").await;
+    let ok = |out: &str| format!("{JAVA_HEAD}{out}\n");
+    let tests = [
+        ("sum 1 2\n", Some(ok("3"))),
+        ("exit3\n", Some(ok("bye"))),
+        ("sum 2 2\n", Some(ok("4"))),
+        ("thread\n", Some(ok("late"))),
+        ("raise\n", Some(JAVA_HEAD.to_string())),
+        ("halt\n", Some(JAVA_HEAD.to_string())),
+        ("all\n1\n2\n3\n", Some(ok("=6"))),
+        ("hook\n", Some(ok("hook"))),
+        ("sleep\n", Some(JAVA_HEAD.to_string())),
+        // After the clock killed the warm JVM: a fresh `java`, with the same verdicts.
+        ("sum 40 2\n", Some(ok("42"))),
+        ("exit3\n", Some(ok("bye"))),
+    ];
+    let refs: Vec<(&str, Option<&str>)> = tests.iter().map(|(i, e)| (*i, e.as_deref())).collect();
+    let mut s = judged("java", JAVA_PROGRAM, &refs);
+    s.limits.wall_ms = 3000;
+    let ran = h.run(&s, b"").await;
+    assert_eq!(
+        verdicts(&ran),
+        [
+            Verdict::Accepted,
+            Verdict::RuntimeError,
+            Verdict::Accepted,
+            Verdict::Accepted,
+            Verdict::RuntimeError,
+            Verdict::RuntimeError,
+            Verdict::Accepted,
+            Verdict::Accepted,
+            Verdict::TimeLimit,
+            Verdict::Accepted,
+            Verdict::RuntimeError,
+        ],
+        "{ran:?}"
+    );
+    let judged = ran.outcome.judge.as_ref().unwrap();
+    let codes: Vec<Option<i32>> = judged.tests.iter().map(|t| t.usage.exit_code).collect();
+    assert_eq!(
+        codes,
+        [
+            Some(0),
+            Some(3),
+            Some(0),
+            Some(0),
+            Some(1),
+            Some(4),
+            Some(0),
+            Some(0),
+            None,
+            Some(0),
+            Some(3)
+        ],
+        "System.exit(3), an uncaught exception, Runtime.halt(4)"
+    );
+    assert!(
+        judged.tests[8].usage.wall_ms >= 3000,
+        "{:?}",
+        judged.tests[8]
+    );
+    let stdout = ran.stdout_text();
+    assert!(!stdout.contains("after exit"), "{stdout}");
+    assert_eq!(stdout.matches("late").count(), 1, "{stdout}");
+    let stderr = ran.stderr_text();
+    assert!(
+        stderr.contains(
+            "Exception in thread \"main\" java.lang.IllegalStateException: boom\n\tat Main.main(Main.java:"
+        ),
+        "the program's own stack trace: {stderr}"
+    );
+    assert!(
+        !stderr.contains("Onpyrunner") && !stderr.contains("onpyrunner"),
+        "no frame of the server, no fallback before the clock: {stderr}"
+    );
+    assert_eq!(
+        (
+            stderr.matches("in the warm JVM").count(),
+            stderr.matches("cold").count()
+        ),
+        (9, 2),
+        "the tests up to the clock in the warm JVM, the rest fresh: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_java_memory_bomb_is_memory_limit_and_the_next_test_still_runs() {
+    let h = Harness::new("judge-warm-java-memory").await;
+    let next = format!("{JAVA_HEAD}3\n");
+    let mut s = judged(
+        "java",
+        JAVA_PROGRAM,
+        &[("bomb\n", None), ("sum 1 2\n", Some(next.as_str()))],
+    );
+    s.limits.memory_mib = 384;
+    let ran = h.run(&s, b"").await;
+    assert_eq!(
+        verdicts(&ran),
+        [Verdict::MemoryLimit, Verdict::Accepted],
+        "{ran:?}"
+    );
 }

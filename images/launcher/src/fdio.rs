@@ -63,6 +63,33 @@ pub fn input_file(input: &[u8]) -> io::Result<File> {
     Ok(file)
 }
 
+/// Wait until `fd` can be read (data or its end) or `deadline` passes; `false` at the deadline.
+pub fn wait_readable(fd: RawFd, deadline: std::time::Instant) -> io::Result<bool> {
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms =
+            libc::c_int::try_from(left.as_millis().saturating_add(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one live pollfd.
+        let n = unsafe { libc::poll(&mut poll, 1, ms) };
+        if n > 0 {
+            return Ok(true);
+        }
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        } else if std::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+    }
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;

@@ -8,6 +8,11 @@
 //! test as a fork of an interpreter started once, with the same input, group, clock, reset and
 //! records; when the server cannot start or dies, the tests go on as fresh processes.
 //!
+//! Java runs each test in its warm JVM itself, the one that compiled the program (`warm.rs`,
+//! images/warm/OnpyrunnerJudge.java): a fresh class loader per test, the input as a file. The
+//! JVM is then the test's process: at the clock, or when a test leaves threads running, the JVM
+//! is killed and the rest of the tests run fresh.
+//!
 //! Tests of one submission are not isolated from each other beyond that: it is not a security
 //! boundary (the container is, around all of them).
 use std::collections::HashSet;
@@ -28,6 +33,7 @@ use crate::fork_server::{ForkServer, TestFailure};
 use crate::report;
 use crate::stage::kill_group;
 use crate::stage::{self, Finished};
+use crate::warm::{Tested, WarmProcess};
 
 /// Where the container's cgroup counts OOM kills, as an `oom_kill N` line: cgroup v2's
 /// memory.events, or v1's memory.oom_control (the container sees its own cgroup at both).
@@ -36,24 +42,40 @@ const OOM_COUNTERS: [&str; 2] = [
     "/sys/fs/cgroup/memory/memory.oom_control",
 ];
 
-/// Run every test; the launcher's exit code. With a fork server each test is a fork of it;
-/// when the server fails, this test (if its child had not started) and the rest run fresh.
-pub fn run_tests(nonce: &str, run: &[String], judge: Judge) -> i32 {
-    let mut server = match ForkServer::start(run) {
-        Ok(server) => server,
-        Err(e) => {
-            report::complain(&format!("{e}; running each test fresh"));
-            None
-        }
+/// What runs the tests instead of a fresh process each.
+enum TestServer {
+    /// Each test a fork of the server.
+    Fork(ForkServer),
+    /// Each test in the warm process itself.
+    Warm(WarmProcess),
+}
+
+/// Run every test; the launcher's exit code. `warm` is the warm process that compiled the
+/// program, which runs the tests; without it, a fork server's forks do when the image has one.
+/// When the server fails, this test (if it had not started) and the rest run fresh.
+pub fn run_tests(nonce: &str, run: &[String], judge: Judge, warm: Option<WarmProcess>) -> i32 {
+    let mut server = match warm {
+        Some(process) => Some(TestServer::Warm(process)),
+        None => match ForkServer::start(run) {
+            Ok(server) => server.map(TestServer::Fork),
+            Err(e) => {
+                report::complain(&format!("{e}; running each test fresh"));
+                None
+            }
+        },
     };
     let code = run_all(nonce, run, judge, &mut server);
-    if let Some(server) = server {
-        server.kill();
+    match server {
+        Some(TestServer::Fork(server)) => server.kill(),
+        Some(TestServer::Warm(mut process)) => {
+            process.kill();
+        }
+        None => {}
     }
     code
 }
 
-fn run_all(nonce: &str, run: &[String], judge: Judge, server: &mut Option<ForkServer>) -> i32 {
+fn run_all(nonce: &str, run: &[String], judge: Judge, server: &mut Option<TestServer>) -> i32 {
     let keep = match snapshot(Path::new(".")) {
         Ok(keep) => keep,
         Err(e) => return crate::fail(Some((nonce, Stage::Run)), &LaunchError::Test(e)),
@@ -104,14 +126,38 @@ struct Ended {
     memory_exceeded: bool,
 }
 
-/// One test, through the fork server while there is one.
+/// One test, through the server while there is one.
 fn run_test(
-    server: &mut Option<ForkServer>,
+    server: &mut Option<TestServer>,
     argv: &[String],
     input: &[u8],
     wall: Duration,
 ) -> Result<Ended, LaunchError> {
-    if let Some(forks) = server.as_ref() {
+    if let Some(TestServer::Warm(process)) = server.as_mut() {
+        let oom_before = oom_kills();
+        match process.test(input, argv, wall) {
+            Tested::Ran {
+                finished,
+                timed_out,
+                reusable,
+            } => {
+                // Not said on stderr: the test's result is right, only the next tests are slower.
+                if !reusable {
+                    *server = None;
+                }
+                return Ok(Ended {
+                    finished,
+                    timed_out,
+                    memory_exceeded: memory_exceeded(oom_before),
+                });
+            }
+            Tested::NotStarted(e) => {
+                *server = None;
+                report::complain(&format!("{e}; running each test fresh"));
+            }
+        }
+    }
+    if let Some(TestServer::Fork(forks)) = server.as_ref() {
         let stdin = input_file(input).map_err(LaunchError::Test)?;
         let oom_before = oom_kills();
         let failure = match forks.run_test(stdin, wall) {
@@ -124,7 +170,7 @@ fn run_test(
             }
             Err(failure) => failure,
         };
-        if let Some(gone) = server.take() {
+        if let Some(TestServer::Fork(gone)) = server.take() {
             gone.kill();
         }
         match failure {

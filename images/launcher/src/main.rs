@@ -152,8 +152,8 @@ fn launch(warm_argv: Option<Vec<String>>) -> i32 {
     }
 }
 
-/// A judged run: compile once (in the warm process when there is one, which then goes: each
-/// test needs a fresh process), then run every test.
+/// A judged run: compile once (in the warm process when there is one, which then runs the
+/// tests), then run every test.
 fn judged(
     warm: Option<WarmProcess>,
     nonce: &str,
@@ -162,18 +162,24 @@ fn judged(
     judge: onpyrunner_protocol::launch::Judge,
 ) -> i32 {
     let mut compiled = false;
+    let mut tester = None;
     if let Some(mut process) = warm {
         if !compile.is_empty() {
             match process.compile(compile) {
                 Ok(Compiled::Ok(usage)) => {
                     report::write_compiled(nonce, usage);
                     compiled = true;
+                    tester = Some(process);
                 }
                 Ok(Compiled::Failed(status)) => return finish(nonce, status),
-                Err(e) => report::complain(&format!("{e}; compiling without it")),
+                Err(e) => {
+                    process.kill();
+                    report::complain(&format!("{e}; compiling without it"));
+                }
             }
+        } else {
+            process.kill();
         }
-        process.kill();
     }
     if !compiled && !compile.is_empty() {
         match stage::run(compile, Stage::Compile) {
@@ -184,7 +190,7 @@ fn judged(
             Err(e) => return fail(Some((nonce, Stage::Compile)), &e),
         }
     }
-    judge::run_tests(nonce, run, judge)
+    judge::run_tests(nonce, run, judge, tester)
 }
 
 /// Start the warm process and wait until it is ready; `None` (said on stderr) when it cannot be.

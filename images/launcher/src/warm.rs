@@ -3,10 +3,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use onpyrunner_protocol::warm::{self, VERB_COMPILE, VERB_COMPILED, VERB_READY, VERB_RUN};
+use onpyrunner_protocol::warm::{
+    self, TESTED_LAST, VERB_COMPILE, VERB_COMPILED, VERB_READY, VERB_RUN, VERB_TEST, VERB_TESTED,
+};
 use onpyrunner_protocol::{RunStatus, Stage, Usage};
 
 use crate::fdio;
@@ -51,6 +54,20 @@ pub struct WarmProcess {
     control: OwnedFd,
     /// Warm -> launcher (read end).
     replies: OwnedFd,
+}
+
+/// One judged test run in the warm process (after it compiled).
+pub enum Tested {
+    /// The test ran. `reusable`: the process waits for the next test; otherwise it was killed
+    /// (the clock, left-over threads of the test) or died (the OOM killer, a program that got
+    /// at the JVM's own exit), and is reaped.
+    Ran {
+        finished: Finished,
+        timed_out: bool,
+        reusable: bool,
+    },
+    /// The test could not be handed over; nothing of it ran, the process is reaped.
+    NotStarted(WarmError),
 }
 
 /// The compile stage done by the warm process.
@@ -183,6 +200,130 @@ impl WarmProcess {
         })
     }
 
+    /// Run one judged test in the process (see `onpyrunner_protocol::warm`): `input` as its
+    /// stdin, `argv` the table's run command, killed at `wall`. Its exit code is the process's
+    /// word; wall and CPU time and the peak memory are measured here.
+    pub fn test(&mut self, input: &[u8], argv: &[String], wall: Duration) -> Tested {
+        let path = match InputFile::write(input) {
+            Ok(path) => path,
+            Err(e) => return Tested::NotStarted(self.gone(WarmError::Io(e))),
+        };
+        let mut message = vec![VERB_TEST.to_string(), path.0.display().to_string()];
+        message.extend_from_slice(argv);
+        let cpu_before = self.cpu_ms();
+        // The peak of this test alone: clear_refs "5" sets VmHWM to the current resident set.
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), b"5");
+        let started = Instant::now();
+        if let Err(e) = self.send(&message) {
+            return Tested::NotStarted(self.gone(e));
+        }
+        let deadline = started + wall;
+        let reply = match fdio::wait_readable(self.replies.as_raw_fd(), deadline) {
+            Ok(true) => self.receive(),
+            Ok(false) => {
+                // The clock: the test runs in this process, so the process goes.
+                let (wait_status, usage) = self.kill_reaped();
+                return Tested::Ran {
+                    finished: Finished {
+                        wait_status,
+                        usage,
+                        wall: started.elapsed(),
+                        cpu_before_ms: cpu_before,
+                    },
+                    timed_out: true,
+                    reusable: false,
+                };
+            }
+            Err(e) => Err(WarmError::Io(e)),
+        };
+        let code = match reply.as_deref() {
+            Ok([verb, code]) if verb == VERB_TESTED => code.parse::<i32>().ok().map(|c| (c, true)),
+            Ok([verb, code, last]) if verb == VERB_TESTED && last == TESTED_LAST => {
+                code.parse::<i32>().ok().map(|c| (c, false))
+            }
+            _ => None,
+        };
+        let wall_time = started.elapsed();
+        let Some((code, reusable)) = code else {
+            // No word from the process: it died in the test (or the program spoke for it). The
+            // test gets what the process's own ending says, once it ended.
+            let (wait_status, usage, timed_out) = self.reap_by(deadline);
+            return Tested::Ran {
+                finished: Finished {
+                    wait_status,
+                    usage,
+                    wall: started.elapsed(),
+                    cpu_before_ms: cpu_before,
+                },
+                timed_out,
+                reusable: false,
+            };
+        };
+        // SAFETY: all-zero bytes are a valid rusage.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let cpu = self.cpu_ms();
+        usage.ru_utime = libc::timeval {
+            tv_sec: libc::time_t::try_from(cpu / 1000).unwrap_or(libc::time_t::MAX),
+            tv_usec: libc::suseconds_t::try_from(cpu % 1000 * 1000).unwrap_or(0),
+        };
+        usage.ru_maxrss = libc::c_long::try_from(self.peak_kib()).unwrap_or(libc::c_long::MAX);
+        if !reusable {
+            self.kill();
+        }
+        Tested::Ran {
+            finished: Finished {
+                // As the JVM exits: the low byte of System.exit's argument.
+                wait_status: (code & 0xff) << 8,
+                usage,
+                wall: wall_time,
+                cpu_before_ms: cpu_before,
+            },
+            timed_out: false,
+            reusable,
+        }
+    }
+
+    /// The process is of no more use: killed and reaped; `e` says why.
+    fn gone(&mut self, e: WarmError) -> WarmError {
+        self.kill();
+        e
+    }
+
+    /// SIGKILL and reap; the wait status and usage (a killed one when reaping failed).
+    fn kill_reaped(&mut self) -> (libc::c_int, libc::rusage) {
+        // SAFETY: kill only sends a signal; `pid` is our unreaped child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        stage::wait4(self.pid).unwrap_or_else(|_| {
+            // SAFETY: all-zero bytes are a valid rusage.
+            (libc::SIGKILL, unsafe { std::mem::zeroed() })
+        })
+    }
+
+    /// Wait until the process ended by itself, or kill it at `deadline`; (status, usage,
+    /// whether the clock killed it).
+    fn reap_by(&mut self, deadline: Instant) -> (libc::c_int, libc::rusage, bool) {
+        loop {
+            let mut wait_status = 0;
+            // SAFETY: all-zero bytes are a valid rusage.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: both pointers refer to live locals; `pid` is our child.
+            let reaped =
+                unsafe { libc::wait4(self.pid, &mut wait_status, libc::WNOHANG, &mut usage) };
+            if reaped == self.pid {
+                return (wait_status, usage, false);
+            }
+            if reaped < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                // SAFETY: as above, a zeroed rusage.
+                return (libc::SIGKILL, unsafe { std::mem::zeroed() }, false);
+            }
+            if Instant::now() >= deadline {
+                let (status, usage) = self.kill_reaped();
+                return (status, usage, true);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// SIGKILL and reap the process; its resource usage when that worked.
     pub fn kill(&mut self) -> Option<libc::rusage> {
         // SAFETY: kill only sends a signal; `pid` is our unreaped child, so it names no other
@@ -214,6 +355,38 @@ impl WarmProcess {
             .ok()
             .and_then(|status| status_peak_kib(&status))
             .unwrap_or(0)
+    }
+}
+
+/// A judged test's input as a file the warm process opens by name (a JVM cannot take a
+/// descriptor over a socket); removed when dropped, after the test.
+struct InputFile(PathBuf);
+
+impl InputFile {
+    fn write(input: &[u8]) -> io::Result<InputFile> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path =
+            std::env::temp_dir().join(format!("onpyrunner-test-input-{}", std::process::id()));
+        // A name a test may have planted (a link, say) is replaced, never followed.
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let done = InputFile(path);
+        file.write_all(input)?;
+        Ok(done)
+    }
+}
+
+impl Drop for InputFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -401,6 +574,88 @@ mod tests {
         // The shell may have opened the file before it died; nothing was written to it.
         let run_bytes = std::fs::read(&saved.0).unwrap_or_default();
         assert!(run_bytes.is_empty(), "no run message was sent");
+    }
+
+    /// A warm process in sh that serves judged tests: the first gets its input copied to
+    /// `saved` and exit code 3, the second leaves a thread ("last"), the third never answers.
+    fn fake_tester(run: &[String], saved: &Scratch) -> Vec<String> {
+        let path =
+            std::env::temp_dir().join(format!("onpyrunner-test-input-{}", std::process::id()));
+        let mut test = vec!["test".to_string(), path.display().to_string()];
+        test.extend_from_slice(run);
+        let test_len = warm::encode_message(&test).unwrap().len();
+        let script = format!(
+            "printf '{ready}' >&4\n\
+             head -c {test_len} <&3 >/dev/null; cat '{path}' >'{saved}'\n\
+             printf '{tested}' >&4\n\
+             head -c {test_len} <&3 >/dev/null\n\
+             printf '{last}' >&4\n\
+             sleep 30\n",
+            ready = printf_format(&message(&["ready"])),
+            path = path.display(),
+            saved = saved.0.display(),
+            tested = printf_format(&message(&["tested", "259"])),
+            last = printf_format(&message(&["tested", "0", "last"])),
+        );
+        strings(&["sh", "-c", &script])
+    }
+
+    #[test]
+    fn a_judged_test_gets_its_input_and_code_and_a_last_one_ends_the_process() {
+        let saved = Scratch::new("tester");
+        let run = strings(&["java", "Main"]);
+        let mut process = WarmProcess::start(&fake_tester(&run, &saved)).unwrap();
+        process.wait_ready().unwrap();
+        let Tested::Ran {
+            finished,
+            timed_out,
+            reusable,
+        } = process.test(b"3 4\n", &run, Duration::from_secs(5))
+        else {
+            panic!("the first test ran");
+        };
+        assert!(!timed_out && reusable);
+        // 259 & 0xff, as a JVM's exit code.
+        assert_eq!(finished.status(Stage::Run).usage.exit_code, Some(3));
+        assert_eq!(std::fs::read(&saved.0).unwrap(), b"3 4\n");
+        let pid = process.pid;
+        let Tested::Ran {
+            timed_out,
+            reusable,
+            ..
+        } = process.test(b"", &run, Duration::from_secs(5))
+        else {
+            panic!("the second test ran");
+        };
+        assert!(!timed_out && !reusable);
+        // SAFETY: signal 0 only checks whether the pid exists.
+        assert!(unsafe { libc::kill(pid, 0) } != 0, "killed and reaped");
+    }
+
+    #[test]
+    fn a_judged_test_past_its_clock_kills_the_process() {
+        let run = strings(&["java", "Main"]);
+        let script = format!(
+            "printf '{}' >&4; sleep 30",
+            printf_format(&message(&["ready"]))
+        );
+        let mut process = WarmProcess::start(&strings(&["sh", "-c", &script])).unwrap();
+        process.wait_ready().unwrap();
+        let started = Instant::now();
+        let Tested::Ran {
+            finished,
+            timed_out,
+            reusable,
+        } = process.test(b"", &run, Duration::from_millis(200))
+        else {
+            panic!("the test was handed over");
+        };
+        assert!(timed_out && !reusable);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            finished.status(Stage::Run).usage.signal,
+            Some(libc::SIGKILL)
+        );
     }
 
     #[test]
