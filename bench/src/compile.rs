@@ -193,7 +193,7 @@ pub fn render(rows: &[CompileRow]) -> String {
             r.header,
             if r.pch { "used" } else { "skipped" },
             r.runs,
-            crate::render::failures_note(&r.failures),
+            crate::stats::failures_note(&r.failures),
             r.wall.map_or("-".into(), |q| format!("{:.0}", q.p50)),
             r.wall.map_or("-".into(), |q| format!("{:.0}", q.p90)),
             r.memory_kib

@@ -198,7 +198,7 @@ pub fn render(rows: &[JudgedRow]) -> String {
             q(r.one),
             q(r.many),
             r.rounds,
-            crate::render::failures_note(&r.failures)
+            crate::stats::failures_note(&r.failures)
         );
     }
     let _ = writeln!(o);

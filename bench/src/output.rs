@@ -263,7 +263,7 @@ pub fn render(rows: &[OutputRow]) -> String {
             q(r.completion),
             r.ratio().map_or("-".into(), |x| format!("{x:.2}")),
             r.rounds,
-            crate::render::failures_note(&r.failures)
+            crate::stats::failures_note(&r.failures)
         );
     }
     let _ = writeln!(o);

@@ -499,18 +499,6 @@ fn explain_language(r: &Report, id: &str, whats: &[&str]) -> String {
     text
 }
 
-/// A table cell's note of failed runs: their count and the first one's message, on one line.
-pub fn failures_note(failures: &[String]) -> String {
-    match failures.first() {
-        None => String::new(),
-        Some(first) => format!(
-            " ({} failed: {})",
-            failures.len(),
-            first.replace(['\n', '|'], " ")
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

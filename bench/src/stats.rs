@@ -37,6 +37,18 @@ pub fn p50_ms(samples: &[Duration]) -> Option<f64> {
     Quantiles::of(samples).map(|q| q.p50)
 }
 
+/// A table cell's note of failed runs: their count and the first one's message, on one line.
+pub fn failures_note(failures: &[String]) -> String {
+    match failures.first() {
+        None => String::new(),
+        Some(first) => format!(
+            " ({} failed: {})",
+            failures.len(),
+            first.replace(['\n', '|'], " ")
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
