@@ -507,7 +507,13 @@ async fn drive(
                         }
                     }
                     Piece::Record(Ok(Record::Test(ended))) => {
-                        // The stdout record ends the test: stdout is what is compared.
+                        // The stdout record ends the test: stdout is what is compared, so
+                        // stdout held back since an earlier boundary (stderr lagging by more
+                        // than a test) is this test's and must be had first.
+                        if *stream == OutputStream::Stdout && boundaries.holding(*stream) {
+                            let state = (&mut budgets, &mut truncated, &mut judging);
+                            release(&output, state, boundaries.due(true)).await?;
+                        }
                         let mut event = None;
                         if let (OutputStream::Stdout, Some(judging)) = (*stream, judging.as_mut()) {
                             event = Some(Event::Test(judging.ended(ended)));

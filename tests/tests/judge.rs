@@ -208,7 +208,12 @@ async fn each_tests_stdout_and_stderr_come_between_its_boundaries() {
     let h = Harness::new("judge-boundaries").await;
     let program = "import sys\nn = input().strip()\nprint('err', n, file=sys.stderr)\nprint('out', n)\nprint('late err', n, file=sys.stderr)\n";
     let inputs: Vec<String> = (0..8).map(|i| format!("{i}\n")).collect();
-    let tests: Vec<(&str, Option<&str>)> = inputs.iter().map(|i| (i.as_str(), None)).collect();
+    let expected: Vec<String> = (0..8).map(|i| format!("out {i}\n")).collect();
+    let tests: Vec<(&str, Option<&str>)> = inputs
+        .iter()
+        .zip(&expected)
+        .map(|(i, e)| (i.as_str(), Some(e.as_str())))
+        .collect();
     for lang in ["python", "c"] {
         let code = match lang {
             "c" => "#include <stdio.h>\nint main(void) { int n; scanf(\"%d\", &n); fprintf(stderr, \"err %d\\n\", n); printf(\"out %d\\n\", n); fflush(stdout); fprintf(stderr, \"late err %d\\n\", n); }\n",
@@ -216,6 +221,8 @@ async fn each_tests_stdout_and_stderr_come_between_its_boundaries() {
         };
         let ran = h.run(&judged(lang, code, &tests), b"").await;
         assert_eq!(ran.test_ends.len(), inputs.len(), "{lang}: {ran:?}");
+        // Held back or not, each test's stdout is what its verdict compared.
+        assert_eq!(verdicts(&ran), [Verdict::Accepted; 8], "{lang}: {ran:?}");
         let start = ran.compiled.as_ref().map_or(0, |(_, at)| *at);
         let mut from = start;
         for (i, &to) in ran.test_ends.iter().enumerate() {
