@@ -379,16 +379,7 @@ fn parse(body: &Value, caps: &Caps) -> Result<Execute, ApiError> {
     if stdin.last() != Some(&b'\n') {
         stdin.push(b'\n');
     }
-    if stdin.len() as u64 > caps.stdin_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "stdin of {} bytes exceeds the limit of {} bytes",
-                stdin.len(),
-                caps.stdin_bytes
-            ),
-        ));
-    }
+    crate::request::check_stdin(stdin.len(), caps)?;
     let args = match body.get("args") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(args)) => args

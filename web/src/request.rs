@@ -91,18 +91,7 @@ pub fn run_spec_within(body: RunBody, caps: &Caps) -> Result<(RunSpec, Bytes), A
     }
     let judge = judge_spec(body.tests, body.compare, body.stdin.is_some())?;
     let stdin = Bytes::from(body.stdin.unwrap_or_default().into_bytes());
-    if stdin.len() as u64 > caps.stdin_bytes {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "stdin of {} bytes exceeds the limit of {} bytes",
-                stdin.len(),
-                caps.stdin_bytes
-            ),
-        )
-        .field("stdin")
-        .limit(caps.stdin_bytes));
-    }
+    check_stdin(stdin.len(), caps)?;
     let request = body.limits.unwrap_or_default();
     let limits = Limits::resolve(language, &request, caps).map_err(|e| {
         unprocessable(e.to_string())
@@ -127,6 +116,22 @@ pub const MAX_TESTS_INPUT_BYTES: usize = 8 * 1024 * 1024;
 pub const MAX_TESTS_EXPECTED_BYTES: usize = 8 * 1024 * 1024;
 
 /// A judged run's tests, checked: `None` when the run is not judged.
+/// A run's stdin within the caps: 413 naming `stdin` and the limit when it is not.
+pub fn check_stdin(len: usize, caps: &Caps) -> Result<(), ApiError> {
+    if len as u64 > caps.stdin_bytes {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "stdin of {len} bytes exceeds the limit of {} bytes",
+                caps.stdin_bytes
+            ),
+        )
+        .field("stdin")
+        .limit(caps.stdin_bytes));
+    }
+    Ok(())
+}
+
 fn judge_spec(
     tests: Option<Vec<TestBody>>,
     compare: Option<CompareMode>,
