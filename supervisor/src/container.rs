@@ -193,16 +193,20 @@ mod tests {
     use super::*;
     use crate::limits::{Caps, Limits};
 
+    fn labels(language: &str) -> Labels {
+        Labels {
+            owner: "o".into(),
+            language: language.into(),
+            run: "r".into(),
+            created_unix: 1,
+        }
+    }
+
     #[test]
     fn container_is_locked_down() {
         let lang = onpyrunner_languages::find("python").unwrap();
         let limits = Limits::defaults(lang, &Caps::default());
-        let labels = Labels {
-            owner: "o".into(),
-            language: "python".into(),
-            run: "r".into(),
-            created_unix: 1,
-        };
+        let labels = labels("python");
         let c = container_config("img", &limits, &labels, &lang.warm, &[], 20_123, None);
         assert_eq!(c.cmd, [LAUNCHER_PATH]);
         let h = &c.host_config;
@@ -245,12 +249,7 @@ mod tests {
     fn a_warm_language_passes_its_warm_command_to_the_launcher() {
         let java = onpyrunner_languages::find("java").unwrap();
         let limits = Limits::defaults(java, &Caps::default());
-        let labels = Labels {
-            owner: "o".into(),
-            language: "java".into(),
-            run: "r".into(),
-            created_unix: 1,
-        };
+        let labels = labels("java");
         let c = container_config("img", &limits, &labels, &java.warm, &[], 20_000, None);
         assert_eq!(c.cmd[..2], [LAUNCHER_PATH, "--warm"]);
         assert_eq!(c.cmd[2..], java.warm[..]);
@@ -260,12 +259,7 @@ mod tests {
     fn a_languages_env_comes_after_the_common_one() {
         let lang = onpyrunner_languages::find("python").unwrap();
         let limits = Limits::defaults(lang, &Caps::default());
-        let labels = Labels {
-            owner: "o".into(),
-            language: "python".into(),
-            run: "r".into(),
-            created_unix: 1,
-        };
+        let labels = labels("python");
         let env = ["GOCACHE=/x".to_string()];
         let c = container_config("img", &limits, &labels, &[], &env, 20_000, None);
         assert_eq!(c.env.last().map(String::as_str), Some("GOCACHE=/x"));
@@ -285,12 +279,7 @@ mod tests {
     fn a_runtime_is_asked_for_by_name_and_left_out_otherwise() {
         let lang = onpyrunner_languages::find("python").unwrap();
         let limits = Limits::defaults(lang, &Caps::default());
-        let labels = Labels {
-            owner: "o".into(),
-            language: "python".into(),
-            run: "r".into(),
-            created_unix: 1,
-        };
+        let labels = labels("python");
         let body = |runtime| {
             let c = container_config("img", &limits, &labels, &[], &[], 20_000, runtime);
             serde_json::to_value(&c).unwrap()["HostConfig"].clone()
