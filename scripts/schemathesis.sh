@@ -24,8 +24,6 @@ case $venv in /*) ;; *) venv=$PWD/$venv ;; esac
 config=$PWD/scripts/schemathesis.toml
 hooks=$PWD/scripts/schemathesis_hooks.py
 instance=schemathesis-$$
-host=${DOCKER_HOST:-unix:///var/run/docker.sock}
-sock=${host#unix://}
 
 say() { printf '==> %s\n' "$*" >&2; }
 
@@ -54,32 +52,10 @@ fi
 # refused with 429 for that would go untested.
 rm -rf "$report"
 mkdir -p "$report"
-log=$report/server.log
-"$bin" serve --listen 127.0.0.1:0 --instance "$instance" \
+. scripts/lib/server.sh
+start_server "$instance" "$report/server.log" \
     --pool python=1 --pool pypy=0 --pool node=0 --pool java=0 --pool c=0 --pool cpp=0 --pool rust=0 --pool go=0 --max-running 1 \
-    --runs-per-minute 0 --max-runs-per-client 64 --max-queued 128 2>"$log" &
-server=$!
-stop_server() {
-    if kill -0 "$server" 2>/dev/null; then
-        kill -TERM "$server"
-        wait "$server"
-        return $?
-    fi
-    return 0
-}
-trap 'stop_server >/dev/null 2>&1 || true' EXIT
-url=
-for _ in $(seq 1 600); do
-    line=$(grep -m1 '^onpyrunner: listening on http://' "$log" || true)
-    if [ -n "$line" ]; then url=${line#onpyrunner: listening on }; break; fi
-    kill -0 "$server" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$url" ]; then
-    cat "$log" >&2
-    say "the server did not start (its log is above; is the Docker daemon up? bash scripts/setup.sh)"
-    exit 1
-fi
+    --runs-per-minute 0 --max-runs-per-client 64 --max-queued 128
 say "server at $url (instance $instance); schemathesis for at most ${seconds}s"
 
 # 3. Every check (schemathesis runs them all unless told otherwise), every phase, within the
@@ -104,21 +80,7 @@ st=$venv/bin/st
 ) || status=$?
 
 # 4. SIGTERM: the server ends every run, removes its containers and exits 0.
-trap - EXIT
-server_status=0
-stop_server || server_status=$?
-if [ "$server_status" != 0 ]; then
-    say "the server exited with $server_status after SIGTERM; its log is $log"
-    status=1
-fi
-left=$(curl -sf --max-time 5 --unix-socket "$sock" -G http://docker/containers/json \
-    --data-urlencode all=1 --data-urlencode 'filters={"label":["onpyrunner.owner"]}' |
-    python3 -c 'import json, sys
-print(sum(1 for c in json.load(sys.stdin) if c["Labels"].get("onpyrunner.owner", "").startswith(sys.argv[1] + ".")))' "$instance")
-if [ "$left" != 0 ]; then
-    say "$left container(s) of instance $instance left behind"
-    status=1
-fi
+stop_server_checked || status=1
 # In cargo's format, so that scripts/test.sh's closing count includes this.
 if [ "$status" = 0 ]; then
     echo "test result: ok. 1 passed; 0 failed; 0 ignored (schemathesis against the OpenAPI document)"

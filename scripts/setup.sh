@@ -7,6 +7,7 @@
 #   SKIP_IMAGES=1 bash scripts/setup.sh   # daemon and build only
 #   SKIP_E2E=1 bash scripts/setup.sh      # without what the IDE's browser tests need
 #   SKIP_GVISOR=1 bash scripts/setup.sh   # without gVisor (runsc) for `serve --runtime runsc`
+#   SKIP_COMPAT=1 bash scripts/setup.sh   # without the Piston and Judge0 client libraries (scripts/clients.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +35,12 @@ command -v xz >/dev/null || missing+=(xz-utils)
 # The IDE's end-to-end tests (scripts/e2e.sh): Debian's Chromium, driven by playwright-core.
 if [ -z "${SKIP_E2E:-}" ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)
-    command -v npm >/dev/null || missing+=(nodejs npm)
     # A Korean font, so that the Korean interface's screenshots show Hangul, not boxes.
     fc-list :lang=ko 2>/dev/null | grep -q . || missing+=(fonts-nanum)
+fi
+# npm for those tests and for the compatibility clients' (scripts/clients.sh).
+if [ -z "${SKIP_E2E:-}" ] || [ -z "${SKIP_COMPAT:-}" ]; then
+    command -v npm >/dev/null || missing+=(nodejs npm)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
@@ -96,6 +100,15 @@ if [ -z "${SKIP_E2E:-}" ] &&
     ! cmp -s web/e2e/package-lock.json web/e2e/node_modules/.onpyrunner-lock 2>/dev/null; then
     say "installing the e2e test packages (npm ci in web/e2e)"
     (cd web/e2e && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.onpyrunner-lock)
+fi
+
+# 3c. Piston's and Judge0's own client libraries (tests/compat/, scripts/clients.sh), from their
+# lock files, each installed again only when its pins changed.
+if [ -z "${SKIP_COMPAT:-}" ]; then
+    if ! cmp -s tests/compat/package-lock.json tests/compat/node_modules/.onpyrunner-lock 2>/dev/null; then
+        say "installing Piston's client (npm ci in tests/compat)"
+        (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.onpyrunner-lock)
+    fi
 fi
 
 # 4. Images: built only when missing or out of date (tagged by a hash of their recipe).

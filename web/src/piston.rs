@@ -321,6 +321,12 @@ fn parse(body: &Value, caps: &Caps) -> Result<Execute, ApiError> {
             let Some(value) = value.and_then(Value::as_f64) else {
                 return Err(bad(format!("If specified, {name} must be a number")));
             };
+            // Piston's own default is no memory limit (-1), under which it checks nothing
+            // else, and its clients send -1 for "no limit" (piston-client does by default). A
+            // run here always has one: a negative memory limit is the language's default.
+            if constraint == "memory_limit" && value < 0.0 {
+                continue;
+            }
             let limit = match (constraint, stage) {
                 ("memory_limit", _) => most_memory,
                 (_, "compile") => compile_wall,

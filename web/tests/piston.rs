@@ -250,8 +250,11 @@ async fn hello_in_python_and_c_with_stdin_args_and_the_compile_stage_only_for_c(
     assert_eq!(c["run"]["stderr"], "e");
     assert_eq!(c["run"]["code"], 0);
 
-    // Under the public host's prefix, with a trailing slash, as text/plain (as curl -d sends).
-    let body = json!({"language": "python3", "version": "*", "files": [{"content": "print(2)"}]});
+    // Under the public host's prefix, with a trailing slash, as text/plain (as curl -d sends),
+    // and with the memory limits piston-client sends by default: -1, Piston's "no limit", is
+    // the language's default here (Piston with its default config checks nothing else).
+    let body = json!({"language": "python3", "version": "*", "files": [{"content": "print(2)"}],
+        "compile_memory_limit": -1, "run_memory_limit": -1});
     let (status, answer) = send(
         &s,
         "POST",
