@@ -5,6 +5,7 @@
 # each client's tests (tests/compat/*test*), then stops the server with SIGTERM and checks that
 # it exits 0 and leaves no container behind. Prints one cargo-style "test result:" line per
 # client, so that scripts/test.sh's closing count includes them.
+# Each client has at most 10 minutes.
 #
 #   bash scripts/clients.sh
 set -euo pipefail
@@ -36,7 +37,7 @@ status=0
 # node:test's summary: "# pass N" and "# fail N".
 say "piston-client (npm) against $url"
 piston=0
-(cd tests/compat && ONPYRUNNER_URL=$url node --test --test-concurrency=1 piston.test.js) \
+(cd tests/compat && ONPYRUNNER_URL=$url timeout 600 node --test --test-concurrency=1 piston.test.js) \
     >"$artifacts/piston.log" 2>&1 || piston=$?
 cat "$artifacts/piston.log"
 pass=$(awk '/^# pass/ {print $3}' "$artifacts/piston.log")
