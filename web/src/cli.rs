@@ -303,6 +303,16 @@ pub struct ServeArgs {
         value_name = "[LANG=]NAME"
     )]
     pub runtimes: Vec<String>,
+    /// Hosts a Judge0 submission's `callback_url` may name, comma-separated (`host` or
+    /// `host:port`; http only). A name must resolve to public addresses; to call a loopback or
+    /// private address, name the address itself. [default: none: callbacks are refused]
+    #[arg(
+        long,
+        env = "ONPYRUNNER_JUDGE0_CALLBACK_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub judge0_callback_hosts: Vec<String>,
     /// HTTP connections open at once, in all
     #[arg(
         long,
@@ -451,7 +461,11 @@ impl ServeArgs {
                 self.instance
             );
         }
+        let judge0_callbacks =
+            crate::judge0::callback::Callbacks::parse(&self.judge0_callback_hosts)
+                .map_err(|e| anyhow::anyhow!("--judge0-callback-hosts: {e}"))?;
         Ok(ServerConfig {
+            judge0_callbacks,
             listen: self.listen,
             docker_host,
             engine,

@@ -11,6 +11,7 @@ use onpyrunner_protocol::{OutputStream, Reason, RunState, Summary};
 use onpyrunner_supervisor::run_log::RunLog;
 use onpyrunner_supervisor::session::{Session, StopSignal};
 use serde::Serialize;
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,8 +32,13 @@ pub struct JobView {
     pub summary: Option<Summary>,
 }
 
+/// What a job was posted as, for an API that answers with the request's own fields (a Judge0
+/// submission echoes its source, stdin and limits): kept with the job and gone with it.
+pub type Origin = Arc<dyn Any + Send + Sync>;
+
 struct Job {
     language: String,
+    origin: Option<Origin>,
     log: RunLog,
     stop: StopSignal,
     /// When the summary came in.
@@ -102,12 +108,40 @@ impl Jobs {
         stdin: Bytes,
         room: Room,
     ) -> Result<String, JobsFull> {
-        let mut session = session.unpaced();
         let id = session.id.clone();
+        self.keep(id, None, session, language, stdin, room)
+    }
+
+    /// [`insert`](Self::insert) under an id of the caller's choosing (an API whose ids have a
+    /// shape of their own: Judge0's tokens are UUIDs), with what it was posted as. The id must
+    /// not be one the table holds.
+    pub fn insert_as(
+        &self,
+        id: String,
+        origin: Origin,
+        session: Session,
+        language: &str,
+        stdin: Bytes,
+        room: Room,
+    ) -> Result<String, JobsFull> {
+        self.keep(id, Some(origin), session, language, stdin, room)
+    }
+
+    fn keep(
+        &self,
+        id: String,
+        origin: Option<Origin>,
+        session: Session,
+        language: &str,
+        stdin: Bytes,
+        room: Room,
+    ) -> Result<String, JobsFull> {
+        let mut session = session.unpaced();
         let stdin_tx = session.stdin();
         session.close_stdin();
         let job = Arc::new(Job {
             language: language.to_string(),
+            origin,
             log: session.log().clone(),
             stop: session.stopper(),
             ended_at: Arc::new(Mutex::new(None)),
@@ -185,6 +219,36 @@ impl Jobs {
     /// The job's run log, to follow (it stays readable even if the job expires meanwhile).
     pub fn subscribe(&self, id: &str) -> Option<RunLog> {
         Some(self.get(id)?.log.clone())
+    }
+
+    /// A job posted with an origin of type `T` ([`insert_as`](Self::insert_as)): the origin
+    /// and the run's log. `None` for no such job, or one posted otherwise.
+    pub fn origin<T: Any + Send + Sync>(&self, id: &str) -> Option<(Arc<T>, RunLog)> {
+        let job = self.get(id)?;
+        let origin = job.origin.clone()?.downcast::<T>().ok()?;
+        Some((origin, job.log.clone()))
+    }
+
+    /// Every job posted with an origin of type `T`, with its log, in no order.
+    pub fn origins<T: Any + Send + Sync>(&self) -> Vec<(Arc<T>, RunLog)> {
+        let table = self.inner.lock().expect("jobs lock");
+        table
+            .values()
+            .filter_map(|job| {
+                let origin = job.origin.clone()?.downcast::<T>().ok()?;
+                Some((origin, job.log.clone()))
+            })
+            .collect()
+    }
+
+    /// Forget a job whose summary is in; `false` when there is no such job or it has not ended.
+    pub fn remove_ended(&self, id: &str) -> bool {
+        let mut table = self.inner.lock().expect("jobs lock");
+        if table.get(id).is_some_and(|job| job.log.is_closed()) {
+            table.remove(id);
+            return true;
+        }
+        false
     }
 
     fn get(&self, id: &str) -> Option<Arc<Job>> {

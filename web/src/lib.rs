@@ -9,6 +9,7 @@ pub mod cli;
 pub mod error;
 pub mod identity;
 pub mod jobs;
+pub mod judge0;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;

@@ -14,6 +14,7 @@
 use crate::body::Received;
 use crate::error::ApiError;
 use crate::identity::{Access, Caller};
+use crate::judge0::{info as judge0_info, submissions as judge0};
 use crate::listener::{Peer, Place};
 use crate::state::AppState;
 use crate::{api, assets, browser, metrics, openapi, piston, sse, ws};
@@ -21,7 +22,7 @@ use std::convert::Infallible;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
-use warp::{Filter, Rejection};
+use warp::{Filter, Rejection, Reply};
 
 /// Largest request body: the source cap, the stdin cap and room for JSON escaping.
 pub const MAX_BODY_BYTES: u64 = 40 * 1024 * 1024;
@@ -229,7 +230,199 @@ pub static ROUTES: &[Route] = &[
         access: Access::Run,
         filter: piston_execute,
     },
+    // Judge0 CE 1.13.1 (judge0/), at its own paths.
+    Route {
+        path: "/about",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, _| at.map(|_, _| judge0_info::about()).boxed(),
+    },
+    Route {
+        path: "/version",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, _| at.map(|_, _| judge0_info::version()).boxed(),
+    },
+    Route {
+        path: "/config_info",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, s| {
+            let s = s.clone();
+            at.map(move |_, caller: Caller| {
+                let caps = crate::request::caps_of(s.engine.as_ref(), &caller);
+                judge0_info::config_info(&caps, &s.judge0_callbacks, s.jobs.max())
+            })
+            .boxed()
+        },
+    },
+    Route {
+        path: "/system_info",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, _| at.map(|_, _| judge0_info::system_info()).boxed(),
+    },
+    Route {
+        path: "/workers",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, s| {
+            let s = s.clone();
+            at.map(move |_, _| judge0_info::workers(&s)).boxed()
+        },
+    },
+    Route {
+        path: "/statuses",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, _| at.map(|_, _| judge0_info::statuses()).boxed(),
+    },
+    Route {
+        path: "/languages",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, _| at.map(|_, _| judge0_info::languages()).boxed(),
+    },
+    Route {
+        path: "/languages/all",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, _| at.map(|_, _| judge0_info::languages_all()).boxed(),
+    },
+    Route {
+        path: "/languages/{id}",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Read,
+        filter: |at, _| {
+            at.map(|p: Vec<String>, _| judge0_info::language(&p[0]))
+                .boxed()
+        },
+    },
+    // Before `/submissions/{token}`, which would take `batch` for a token.
+    Route {
+        path: "/submissions/batch",
+        methods: &["POST"],
+        documented: true,
+        access: Access::Run,
+        filter: |at, s| {
+            let s = s.clone();
+            at.and(query())
+                .and(body(&s, true))
+                .map(move |_, caller: Caller, q, body| judge0::batch_create(&s, &q, body, &caller))
+                .boxed()
+        },
+    },
+    Route {
+        path: "/submissions/batch",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Token,
+        filter: |at, s| {
+            let s = s.clone();
+            at.and(query())
+                .and(warp::header::optional::<String>("tokens"))
+                .map(move |_, _, q, tokens: Option<String>| {
+                    judge0::batch_show(&s, &q, tokens.as_deref())
+                })
+                .boxed()
+        },
+    },
+    Route {
+        path: "/submissions",
+        methods: &["POST"],
+        documented: true,
+        access: Access::Run,
+        filter: |at, s| {
+            let s = s.clone();
+            at.and(query())
+                .and(body(&s, true))
+                .then(move |_, caller: Caller, q, body| judge0::create(s.clone(), q, body, caller))
+                .boxed()
+        },
+    },
+    Route {
+        path: "/submissions",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Token,
+        filter: |at, s| {
+            let s = s.clone();
+            at.and(query())
+                .map(move |_, caller: Caller, q| judge0::index(&s, &q, &caller))
+                .boxed()
+        },
+    },
+    Route {
+        path: "/submissions/{id}",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Token,
+        filter: |at, s| {
+            let s = s.clone();
+            at.and(query())
+                .map(move |p: Vec<String>, _, q| judge0::show(&s, &p[0], &q))
+                .boxed()
+        },
+    },
+    Route {
+        path: "/submissions/{id}",
+        methods: &["DELETE"],
+        documented: true,
+        access: Access::Token,
+        filter: |at, s| {
+            let s = s.clone();
+            // `batch` is the batch routes' (which have no DELETE), never a token.
+            at.and_then(|p: Vec<String>, c: Caller| async move {
+                if p[0] == "batch" {
+                    Err(warp::reject::not_found())
+                } else {
+                    Ok((p, c))
+                }
+            })
+            .untuple_one()
+            .and(query())
+            .map(move |p: Vec<String>, _, q| judge0::destroy(&s, &p[0], &q))
+            .boxed()
+        },
+    },
+    // Judge0's checks of its two tokens: 200 with no body once the caller is admitted.
+    Route {
+        path: "/authenticate",
+        methods: &["POST"],
+        documented: true,
+        access: Access::Token,
+        filter: |at, _| at.map(|_, _| empty_ok()).boxed(),
+    },
+    Route {
+        path: "/authorize",
+        methods: &["POST"],
+        documented: true,
+        access: Access::Token,
+        filter: |at, _| at.map(|_, _| empty_ok()).boxed(),
+    },
 ];
+
+fn empty_ok() -> Response {
+    warp::reply::reply().into_response()
+}
+
+/// The query string as Judge0's controllers read it (none is an empty one).
+fn query(
+) -> impl Filter<Extract = (judge0::Query,), Error = Infallible> + Clone + Send + Sync + 'static {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .map(|raw: String| judge0::Query::parse(&raw))
+}
 
 fn piston_runtimes(at: Matched, s: &AppState) -> BoxedFilter<(Response,)> {
     let s = s.clone();

@@ -2,6 +2,7 @@
 use crate::browser::Hosts;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
+use crate::judge0::callback::Callbacks;
 use crate::listener::{self, ListenLimits};
 use crate::proxies::TrustedProxies;
 use crate::quota::{QuotaConfig, Quotas};
@@ -38,6 +39,8 @@ pub struct ServerConfig {
     pub trusted_proxies: TrustedProxies,
     /// What one client may take by default (rate of runs, open WebSockets).
     pub quotas: QuotaConfig,
+    /// The hosts a Judge0 `callback_url` may name.
+    pub judge0_callbacks: Callbacks,
 }
 
 /// How often ended jobs past their TTL are dropped.
@@ -70,7 +73,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         .with_ws(config.ws.clone())
         .with_hosts(Hosts::for_listen(addr, &config.allowed_hosts))
         .with_identity(identity)
-        .with_quotas(Quotas::new(config.quotas.clone()));
+        .with_quotas(Quotas::new(config.quotas.clone()))
+        .with_judge0_callbacks(config.judge0_callbacks.clone());
     let reload = config
         .tokens
         .as_ref()

@@ -5,6 +5,7 @@ use crate::body::Bodies;
 use crate::browser::Hosts;
 use crate::identity::Identity;
 use crate::jobs::Jobs;
+use crate::judge0::callback::Callbacks;
 use crate::quota::Quotas;
 use crate::ws_config::WsConfig;
 use onpyrunner_supervisor::runner::Runner;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub quotas: Arc<Quotas>,
     /// Bounds on request bodies being received.
     pub bodies: Bodies,
+    /// The hosts a Judge0 submission's `callback_url` may name (none by default).
+    pub judge0_callbacks: Arc<Callbacks>,
 }
 
 impl AppState {
@@ -37,6 +40,7 @@ impl AppState {
             identity: Arc::new(Identity::open()),
             quotas: Arc::new(Quotas::default()),
             bodies: Bodies::default(),
+            judge0_callbacks: Arc::new(Callbacks::none()),
         }
     }
 
@@ -52,6 +56,11 @@ impl AppState {
 
     pub fn with_quotas(mut self, quotas: Quotas) -> Self {
         self.quotas = Arc::new(quotas);
+        self
+    }
+
+    pub fn with_judge0_callbacks(mut self, callbacks: Callbacks) -> Self {
+        self.judge0_callbacks = Arc::new(callbacks);
         self
     }
 

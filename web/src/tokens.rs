@@ -288,7 +288,8 @@ pub const WS_TOKEN_PREFIX: &str = "onpyrunner.token.";
 /// The token a request presents, in the first of these forms it has:
 /// - `Authorization: Bearer <t>` (RFC 6750; the scheme in any case);
 /// - `Authorization: <t>`, without a scheme (as Piston's clients send it);
-/// - `X-Auth-Token: <t>` (as Judge0's clients send it);
+/// - `X-Auth-Token: <t>`, then `X-Auth-User: <t>` (Judge0's authentication and authorization
+///   headers: one token of ours answers both);
 /// - a WebSocket subprotocol `onpyrunner.token.<t>` in `Sec-WebSocket-Protocol`.
 ///
 /// A query parameter (`?token=`, which Judge0 also takes) is not accepted: URLs end up in logs
@@ -308,7 +309,7 @@ pub fn presented(headers: &warp::http::HeaderMap) -> Presented<'_> {
             None => Presented::Token(value),
         };
     }
-    if let Some(t) = text("x-auth-token") {
+    if let Some(t) = text("x-auth-token").or_else(|| text("x-auth-user")) {
         return Presented::Token(t.trim());
     }
     let offered = headers
@@ -422,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_token_is_taken_from_the_first_form_present() {
-        let cases: [(&[(&str, &str)], Presented); 9] = [
+        let cases: [(&[(&str, &str)], Presented); 11] = [
             (&[("authorization", "Bearer abc")], Presented::Token("abc")),
             (
                 &[("authorization", "bearer  abc ")],
@@ -431,6 +432,11 @@ mod tests {
             (&[("authorization", "abc")], Presented::Token("abc")),
             (&[("authorization", "Basic YTpi")], Presented::Malformed),
             (&[("x-auth-token", "abc")], Presented::Token("abc")),
+            (&[("x-auth-user", "abc")], Presented::Token("abc")),
+            (
+                &[("x-auth-user", "two"), ("x-auth-token", "one")],
+                Presented::Token("one"),
+            ),
             (
                 &[("authorization", "Bearer one"), ("x-auth-token", "two")],
                 Presented::Token("one"),

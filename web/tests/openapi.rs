@@ -87,8 +87,10 @@ async fn send(
     }
 }
 
-/// The documented path a concrete path falls under (`{param}` matches one segment).
+/// The documented path a concrete path falls under (`{param}` matches one segment; the query
+/// is not part of it).
 fn template_of<'a>(doc: &'a Value, path: &str) -> Option<&'a str> {
+    let path = path.split('?').next().unwrap_or(path);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     doc["paths"].as_object().unwrap().keys().find_map(|t| {
         let parts: Vec<&str> = t.split('/').filter(|s| !s.is_empty()).collect();
@@ -338,6 +340,88 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
         );
         assert_eq!(call("POST", &execute, Some("{}"), &[]).await.status, 400);
     }
+    // Judge0's routes: the information, a submission to its end, its refusals.
+    for path in [
+        "/about",
+        "/version",
+        "/config_info",
+        "/system_info",
+        "/workers",
+        "/statuses",
+        "/languages",
+        "/languages/all",
+        "/languages/71",
+    ] {
+        assert_eq!(call("GET", path, None, &[]).await.status, 200, "{path}");
+    }
+    assert_eq!(call("GET", "/languages/70", None, &[]).await.status, 404);
+    for path in ["/authenticate", "/authorize"] {
+        assert_eq!(call("POST", path, None, &[]).await.status, 200, "{path}");
+    }
+    let submission = json!({"source_code": "print(input())", "language_id": 71, "stdin": "hi"});
+    let created = call(
+        "POST",
+        "/submissions?wait=true&fields=*",
+        Some(&submission.to_string()),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let token = created.json()["token"].as_str().unwrap().to_string();
+    let one = format!("/submissions/{token}");
+    assert_eq!(call("GET", &one, None, &[]).await.status, 200);
+    assert_eq!(
+        call("GET", &format!("{one}?fields=nope"), None, &[])
+            .await
+            .status,
+        400
+    );
+    let batch = format!("/submissions/batch?tokens={token},nope");
+    assert_eq!(call("GET", &batch, None, &[]).await.status, 200);
+    assert_eq!(
+        call("GET", "/submissions/batch", None, &[]).await.status,
+        400
+    );
+    assert_eq!(
+        call("GET", "/submissions?per_page=5", None, &[])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call("GET", "/submissions?page=0", None, &[]).await.status,
+        400
+    );
+    let refused = json!({"submissions": [{"source_code": "x", "language_id": 70}]});
+    let answer = call(
+        "POST",
+        "/submissions/batch",
+        Some(&refused.to_string()),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 422);
+    let items = json!({"submissions": [{"source_code": "print(2)", "language_id": 71}, {}]});
+    let answer = call("POST", "/submissions/batch", Some(&items.to_string()), &[]).await;
+    assert_eq!(answer.status, 201);
+    let second = answer.json()[0]["token"].as_str().unwrap().to_string();
+    s.jobs.finished(&second).await.unwrap();
+    let answer = call("POST", "/submissions/batch", Some("{}"), &[]).await;
+    assert_eq!(answer.status, 400);
+    let answer = call("POST", "/submissions", Some(r#"{"language_id": 70}"#), &[]).await;
+    assert_eq!(answer.status, 422);
+    assert_eq!(
+        call("POST", "/submissions", Some("{x"), &[]).await.status,
+        400
+    );
+    assert_eq!(call("DELETE", &one, None, &[]).await.status, 200);
+    assert_eq!(call("DELETE", &one, None, &[]).await.status, 404);
+    assert_eq!(call("GET", &one, None, &[]).await.status, 404);
     // Bodies the schema refuses are refused by the server too.
     let refused = [
         json!({"language": "python", "code": "x", "files": [{"name": "a.py", "content": ""}]}),
