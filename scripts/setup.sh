@@ -102,12 +102,25 @@ if [ -z "${SKIP_E2E:-}" ] &&
     (cd web/e2e && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.onpyrunner-lock)
 fi
 
-# 3c. Piston's and Judge0's own client libraries (tests/compat/, scripts/clients.sh), from their
-# lock files, each installed again only when its pins changed.
+# 3c. Piston's and Judge0's own client libraries (tests/compat/, scripts/clients.sh): the npm
+# one from its lock file, the PyPI one into a venv, each installed again only when its pins
+# changed.
 if [ -z "${SKIP_COMPAT:-}" ]; then
     if ! cmp -s tests/compat/package-lock.json tests/compat/node_modules/.onpyrunner-lock 2>/dev/null; then
         say "installing Piston's client (npm ci in tests/compat)"
         (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.onpyrunner-lock)
+    fi
+    venv=target/compat-venv
+    if ! cmp -s tests/compat/requirements.txt "$venv/.onpyrunner-requirements" 2>/dev/null; then
+        if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+            say "installing python3-venv"
+            apt_install python3 python3-venv
+        fi
+        say "installing Judge0's client (pip, tests/compat/requirements.txt, into $venv)"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/compat/requirements.txt
+        cp tests/compat/requirements.txt "$venv/.onpyrunner-requirements"
     fi
 fi
 
