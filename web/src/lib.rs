@@ -24,3 +24,4 @@ pub mod state;
 pub mod tokens;
 pub mod ws;
 pub mod ws_config;
+pub mod ws_socket;

@@ -16,8 +16,10 @@ use crate::error::ApiError;
 use crate::identity::{Access, Caller};
 use crate::listener::{Peer, Place};
 use crate::state::AppState;
+use crate::ws_socket::{self, Socket};
 use crate::{api, assets, browser, metrics, openapi, piston, sse, ws};
 use std::convert::Infallible;
+use std::future::Future;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
@@ -189,16 +191,7 @@ pub static ROUTES: &[Route] = &[
         documented: true,
         // Each run started on the connection counts against the rate, not the upgrade.
         access: Access::Token,
-        filter: |at, s| {
-            let s = s.clone();
-            at.and(warp::header::headers_cloned())
-                .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
-                .and(warp::ext::optional::<Place>())
-                .map(move |_, caller, headers, upgrade, place| {
-                    ws::upgrade(headers, upgrade, s.clone(), caller, place)
-                })
-                .boxed()
-        },
+        filter: |at, s| websocket(at, s, "docs/protocol.md", ws::connection),
     },
     // Piston v2 (piston.rs), at its own paths and under the public host's prefix.
     Route {
@@ -241,6 +234,26 @@ fn piston_execute(at: Matched, s: &AppState) -> BoxedFilter<(Response,)> {
     let s = s.clone();
     at.and(body(&s, true))
         .then(move |_, caller: Caller, body: Received| piston::execute(s.clone(), body, caller))
+        .boxed()
+}
+
+/// A WebSocket route: the upgrade (`ws_socket`), then `serve`, the protocol named in `about`.
+fn websocket<Fut>(
+    at: Matched,
+    s: &AppState,
+    about: &'static str,
+    serve: fn(Socket, AppState, Caller) -> Fut,
+) -> BoxedFilter<(Response,)>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let s = s.clone();
+    at.and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
+        .and(warp::ext::optional::<Place>())
+        .map(move |_, caller, headers: HeaderMap, on_upgrade, place| {
+            ws_socket::upgrade(&headers, on_upgrade, s.clone(), caller, place, about, serve)
+        })
         .boxed()
 }
 
