@@ -236,25 +236,22 @@ pub fn list(_: &AppState) -> Response {
     warp::reply::json(&runtimes()).into_response()
 }
 
-/// A request refused, as Piston answers it: `{message}` (400 for what Piston refuses too; our
-/// own refusals keep their status, 422 being Piston's 400).
+/// A request refused. What Piston refuses too (a field it checks, or one of ours that it would
+/// take for its own: 422) is Piston's 400 `{message}`; what only our layers refuse (stdin past
+/// its cap 413, queue or client full 429, 503) keeps its status and our `{error, field?,
+/// limit?}`, with Piston's `message` beside it (`error::for_path`).
 fn refuse(err: ApiError) -> Response {
-    let status = if err.status == StatusCode::UNPROCESSABLE_ENTITY {
-        StatusCode::BAD_REQUEST
-    } else {
-        err.status
-    };
-    let mut response = warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({"message": err.error})),
-        status,
-    )
-    .into_response();
-    if let Some(secs) = err.retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", secs.to_string().parse().expect("digits"));
+    if !matches!(
+        err.status,
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
+    ) {
+        return err.into_response();
     }
-    response
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({"message": err.error})),
+        StatusCode::BAD_REQUEST,
+    )
+    .into_response()
 }
 
 fn bad(message: impl Into<String>) -> ApiError {

@@ -11,8 +11,9 @@
 //! or job), 405 with `Allow` (a known route, another method), 411, 413 (body too large), 422 (a
 //! field is invalid or out of range), 429 with `Retry-After` (queue or job table full, or this
 //! client past its rate or its WebSockets), 503 (shutting down, daemon down, image missing).
+//! On Piston's routes (`/api/v2/`) they also carry Piston's `message` (`error::for_path`).
 use crate::body::Received;
-use crate::error::ApiError;
+use crate::error::{self, ApiError};
 use crate::identity::{Access, Caller};
 use crate::listener::{Peer, Place};
 use crate::state::AppState;
@@ -363,10 +364,14 @@ pub fn routes(
             .unify()
             .boxed();
     }
-    browser::guard(state.hosts.clone(), state.ws.clone())
-        .and(tree)
-        .recover(recover)
-        .unify()
+    warp::path::full()
+        .and(
+            browser::guard(state.hosts.clone(), state.ws.clone())
+                .and(tree)
+                .recover(recover)
+                .unify(),
+        )
+        .map(|path: warp::path::FullPath, response| error::for_path(path.as_str(), response))
 }
 
 /// The methods a path answers (`GET, HEAD`), for `405` and its `Allow` header; `None` for a
