@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod output_json;
 pub mod piston;
+pub mod piston_ws;
 pub mod proxies;
 pub mod quota;
 pub mod request;

@@ -18,7 +18,7 @@ use crate::identity::{Access, Caller};
 use crate::listener::{Peer, Place};
 use crate::state::AppState;
 use crate::ws_socket::{self, Socket};
-use crate::{api, assets, browser, metrics, openapi, piston, sse, ws};
+use crate::{api, assets, browser, metrics, openapi, piston, piston_ws, sse, ws};
 use std::convert::Infallible;
 use std::future::Future;
 use warp::filters::BoxedFilter;
@@ -210,6 +210,14 @@ pub static ROUTES: &[Route] = &[
         filter: piston_execute,
     },
     Route {
+        path: "/api/v2/connect",
+        methods: &["GET"],
+        documented: true,
+        // The connection's `init` counts against the rate, not the upgrade.
+        access: Access::Token,
+        filter: |at, s| websocket(at, s, "docs/compat.md", piston_ws::connection),
+    },
+    Route {
         path: "/api/v2/piston/runtimes",
         methods: &["GET"],
         documented: true,
@@ -222,6 +230,13 @@ pub static ROUTES: &[Route] = &[
         documented: true,
         access: Access::Run,
         filter: piston_execute,
+    },
+    Route {
+        path: "/api/v2/piston/connect",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Token,
+        filter: |at, s| websocket(at, s, "docs/compat.md", piston_ws::connection),
     },
 ];
 

@@ -325,13 +325,13 @@ async fn failures_have_pistons_status_code_and_signal() {
 }
 
 /// Our own layers refuse before the Piston code runs (tokens, rate, body bounds, Host, Origin,
-/// a route or method that is not there): on Piston's routes the answer keeps
+/// the WebSocket cap, a route or method that is not there): on Piston's routes the answer keeps
 /// our `{error, field?, limit?}` and carries Piston's `message` too, the same text. Elsewhere it
 /// does not. (A full queue is in tests/piston_ws.rs, over a real engine.)
 #[tokio::test]
 async fn our_refusals_on_pistons_routes_also_carry_pistons_message() {
     use onpyrunner::body::Bodies;
-    use onpyrunner::identity::Identity;
+    use onpyrunner::identity::{Access, Identity};
     use onpyrunner::listener::Peer;
     use onpyrunner::quota::{QuotaConfig, Quotas, Rate};
     use onpyrunner::tokens::Tokens;
@@ -381,6 +381,9 @@ async fn our_refusals_on_pistons_routes_also_carry_pistons_message() {
     let (status, answer) = call(&s, "POST", "/api/v2/execute", &[]).await;
     assert_eq!(status, 401);
     with_message(status, &answer, "no token");
+    let (status, answer) = call(&s, "GET", "/api/v2/connect", &[]).await;
+    assert_eq!(status, 401);
+    with_message(status, &answer, "no token on the WebSocket");
 
     let (status, _) = call(&s, "POST", "/api/v2/execute", &token).await;
     assert_eq!(status, 200);
@@ -410,6 +413,17 @@ async fn our_refusals_on_pistons_routes_also_carry_pistons_message() {
     .await;
     assert_eq!(status, 403);
     with_message(status, &answer, "Origin");
+
+    // The token's one WebSocket is taken.
+    let mut headers = warp::http::HeaderMap::new();
+    headers.insert("authorization", bearer.parse().unwrap());
+    let caller = s.identity.identify(Access::Token, None, &headers).unwrap();
+    let held = s.quotas.open_websocket(&caller).unwrap();
+    let (status, answer) = call(&s, "GET", "/api/v2/piston/connect", &token).await;
+    assert_eq!(status, 429);
+    with_message(status, &answer, "WebSocket cap");
+    assert_eq!(answer["field"], "websockets");
+    drop(held);
 
     let (status, answer) = call(&s, "GET", "/api/v2/execute", &[]).await;
     assert_eq!(status, 405);
