@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod judge;
 pub mod launch;
+pub mod piston;
 pub mod run;
 pub mod status;
 pub mod warm;

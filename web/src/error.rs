@@ -1,5 +1,6 @@
 //! Errors as clients get them: JSON `{error, field?, limit?}` with a fitting status (and
-//! `Retry-After` where waiting helps), the same on REST, SSE and WebSocket.
+//! `Retry-After` where waiting helps), the same on REST, SSE and WebSocket. On Piston's routes
+//! (`/api/v2/`) they also carry Piston's `message` ([`for_path`]).
 use onpyrunner_supervisor::engine::SubmitError;
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -45,12 +46,14 @@ impl ApiError {
         self
     }
 
+    /// The answer. The error stays in the response's extensions, for [`for_path`].
     pub fn into_response(self) -> Response {
         let status = self.status;
         let retry_after = self.retry_after;
         let authenticate = self.authenticate;
         let mut response =
             warp::reply::with_status(warp::reply::json(&self), status).into_response();
+        response.extensions_mut().insert(Rendered(self));
         if let Some(secs) = retry_after {
             response
                 .headers_mut()
@@ -64,6 +67,40 @@ impl ApiError {
         }
         response
     }
+}
+
+/// The error an answer was made from (see [`ApiError::into_response`]).
+#[derive(Debug, Clone)]
+struct Rendered(ApiError);
+
+/// The prefix of Piston's routes (`piston.rs`, `piston_ws.rs`).
+pub const PISTON_PREFIX: &str = "/api/v2/";
+
+/// The answer to a request for `path`, as it leaves the service. A Piston client reads an
+/// error's `message` (Piston answers `{message}`), so on Piston's routes an error of ours,
+/// whichever layer refused (tokens, rate, body bounds, Host, Origin, the WebSocket cap, the
+/// queue), also carries `message`, equal to `error`, beside our own fields. Every such error
+/// is made by [`ApiError::into_response`], so this one place sees them all.
+pub fn for_path(path: &str, mut response: Response) -> Response {
+    let Some(Rendered(err)) = response.extensions_mut().remove::<Rendered>() else {
+        return response;
+    };
+    if !path.starts_with(PISTON_PREFIX) {
+        return response;
+    }
+    #[derive(Serialize)]
+    struct WithMessage<'a> {
+        message: &'a str,
+        #[serde(flatten)]
+        error: &'a ApiError,
+    }
+    let body = serde_json::to_vec(&WithMessage {
+        message: &err.error,
+        error: &err,
+    })
+    .expect("errors always serialize");
+    *response.body_mut() = warp::hyper::body::Bytes::from(body).into();
+    response
 }
 
 impl From<SubmitError> for ApiError {

@@ -11,6 +11,7 @@ use crate::request::caps_of;
 use crate::state::AppState;
 use bytes::Bytes;
 use onpyrunner_languages::Language;
+use onpyrunner_protocol::piston::signal_name;
 use onpyrunner_protocol::run::{OutputStream, Reason, Stage, Summary, Usage};
 use onpyrunner_protocol::{Event, SourceFile};
 use onpyrunner_supervisor::limits::{Caps, LimitRequest, Limits};
@@ -236,36 +237,34 @@ pub fn list(_: &AppState) -> Response {
     warp::reply::json(&runtimes()).into_response()
 }
 
-/// A request refused, as Piston answers it: `{message}` (400 for what Piston refuses too; our
-/// own refusals keep their status, 422 being Piston's 400).
+/// A request refused. What Piston refuses too (a field it checks, or one of ours that it would
+/// take for its own: 422) is Piston's 400 `{message}`; what only our layers refuse (stdin past
+/// its cap 413, queue or client full 429, 503) keeps its status and our `{error, field?,
+/// limit?}`, with Piston's `message` beside it (`error::for_path`).
 fn refuse(err: ApiError) -> Response {
-    let status = if err.status == StatusCode::UNPROCESSABLE_ENTITY {
-        StatusCode::BAD_REQUEST
-    } else {
-        err.status
-    };
-    let mut response = warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({"message": err.error})),
-        status,
-    )
-    .into_response();
-    if let Some(secs) = err.retry_after {
-        response
-            .headers_mut()
-            .insert("retry-after", secs.to_string().parse().expect("digits"));
+    if !matches!(
+        err.status,
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY
+    ) {
+        return err.into_response();
     }
-    response
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({"message": err.error})),
+        StatusCode::BAD_REQUEST,
+    )
+    .into_response()
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, message)
 }
 
-/// A posted execute request, checked.
-struct Execute {
-    runtime: Runtime,
-    spec: RunSpec,
-    stdin: Bytes,
+/// A posted execute request (or a WebSocket's `init`), checked.
+pub(crate) struct Execute {
+    pub runtime: Runtime,
+    pub spec: RunSpec,
+    /// As Piston gives it to the program: with a newline at its end.
+    pub stdin: Bytes,
 }
 
 /// JavaScript's falsy values, which Piston takes for "not given": missing, null, false, 0,
@@ -281,7 +280,7 @@ fn falsy(value: Option<&Value>) -> bool {
 }
 
 /// Piston's checks first, in its order and words (`api/src/api/v2.js`), then ours.
-fn parse(body: &Value, caps: &Caps) -> Result<Execute, ApiError> {
+pub(crate) fn parse(body: &Value, caps: &Caps) -> Result<Execute, ApiError> {
     let text = |field: &str| match body.get(field) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.as_str()),
         _ => Err(bad(format!("{field} is required as a string"))),
@@ -527,7 +526,7 @@ pub struct StageResult {
     pub stderr: String,
     pub output: String,
     pub code: Option<i32>,
-    pub signal: Option<&'static str>,
+    pub signal: Option<String>,
     pub message: Option<String>,
     /// RE, SG, TO, OL, EL, XX, or null when the stage ended well.
     pub status: Option<&'static str>,
@@ -577,11 +576,22 @@ fn answer(
     }
 }
 
+/// How the stage that ended the run ended, as Piston's WebSocket says it in `exit`: its exit
+/// code, or the signal that ended it (`SIGKILL` for a time, output or memory limit, and for a
+/// run stopped by a client's `signal`).
+pub(crate) fn exit_status(summary: &Summary) -> (Option<i32>, Option<String>) {
+    if summary.reason == Reason::Stopped {
+        return (None, Some("SIGKILL".into()));
+    }
+    let ended = stage(&summary.usage, Some(summary), &Streams::default());
+    (ended.code, ended.signal)
+}
+
 /// A stage's report; `ending` is the run's summary when this stage ended the run.
 fn stage(usage: &Usage, ending: Option<&Summary>, out: &Streams) -> StageResult {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let reason = ending.map_or(Reason::Exited, |s| s.reason);
-    let killed = |status, message: String| (status, Some("SIGKILL"), Some(message), None);
+    let killed = |status, message: String| (status, Some("SIGKILL".into()), Some(message), None);
     let (status, signal, message, code) = match reason {
         Reason::Exited | Reason::CompileError => match (usage.signal, usage.exit_code) {
             (Some(n), _) => (
@@ -623,46 +633,6 @@ fn stage(usage: &Usage, ending: Option<&Summary>, out: &Streams) -> StageResult 
         wall_time: usage.wall_ms,
         memory: usage.memory_kib * 1024,
     }
-}
-
-/// Linux's name of signal `n`, as Piston gives it.
-fn signal_name(n: i32) -> Option<&'static str> {
-    const NAMES: [&str; 31] = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    usize::try_from(n - 1)
-        .ok()
-        .and_then(|i| NAMES.get(i).copied())
 }
 
 #[cfg(test)]

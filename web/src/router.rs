@@ -11,14 +11,17 @@
 //! or job), 405 with `Allow` (a known route, another method), 411, 413 (body too large), 422 (a
 //! field is invalid or out of range), 429 with `Retry-After` (queue or job table full, or this
 //! client past its rate or its WebSockets), 503 (shutting down, daemon down, image missing).
+//! On Piston's routes (`/api/v2/`) they also carry Piston's `message` (`error::for_path`).
 use crate::body::Received;
-use crate::error::ApiError;
+use crate::error::{self, ApiError};
 use crate::identity::{Access, Caller};
 use crate::judge0::{info as judge0_info, submissions as judge0};
 use crate::listener::{Peer, Place};
 use crate::state::AppState;
-use crate::{api, assets, browser, metrics, openapi, piston, sse, ws};
+use crate::ws_socket::{self, Socket};
+use crate::{api, assets, browser, metrics, openapi, piston, piston_ws, sse, ws};
 use std::convert::Infallible;
+use std::future::Future;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::reply::Response;
@@ -190,16 +193,7 @@ pub static ROUTES: &[Route] = &[
         documented: true,
         // Each run started on the connection counts against the rate, not the upgrade.
         access: Access::Token,
-        filter: |at, s| {
-            let s = s.clone();
-            at.and(warp::header::headers_cloned())
-                .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
-                .and(warp::ext::optional::<Place>())
-                .map(move |_, caller, headers, upgrade, place| {
-                    ws::upgrade(headers, upgrade, s.clone(), caller, place)
-                })
-                .boxed()
-        },
+        filter: |at, s| websocket(at, s, "docs/protocol.md", ws::connection),
     },
     // Piston v2 (piston.rs), at its own paths and under the public host's prefix.
     Route {
@@ -217,6 +211,14 @@ pub static ROUTES: &[Route] = &[
         filter: piston_execute,
     },
     Route {
+        path: "/api/v2/connect",
+        methods: &["GET"],
+        documented: true,
+        // The connection's `init` counts against the rate, not the upgrade.
+        access: Access::Token,
+        filter: |at, s| websocket(at, s, "docs/compat.md", piston_ws::connection),
+    },
+    Route {
         path: "/api/v2/piston/runtimes",
         methods: &["GET"],
         documented: true,
@@ -229,6 +231,13 @@ pub static ROUTES: &[Route] = &[
         documented: true,
         access: Access::Run,
         filter: piston_execute,
+    },
+    Route {
+        path: "/api/v2/piston/connect",
+        methods: &["GET"],
+        documented: true,
+        access: Access::Token,
+        filter: |at, s| websocket(at, s, "docs/compat.md", piston_ws::connection),
     },
     // Judge0 CE 1.13.1 (judge0/), at its own paths.
     Route {
@@ -437,6 +446,26 @@ fn piston_execute(at: Matched, s: &AppState) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// A WebSocket route: the upgrade (`ws_socket`), then `serve`, the protocol named in `about`.
+fn websocket<Fut>(
+    at: Matched,
+    s: &AppState,
+    about: &'static str,
+    serve: fn(Socket, AppState, Caller) -> Fut,
+) -> BoxedFilter<(Response,)>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let s = s.clone();
+    at.and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<hyper::upgrade::OnUpgrade>())
+        .and(warp::ext::optional::<Place>())
+        .map(move |_, caller, headers: HeaderMap, on_upgrade, place| {
+            ws_socket::upgrade(&headers, on_upgrade, s.clone(), caller, place, about, serve)
+        })
+        .boxed()
+}
+
 impl Route {
     /// The path's parameters if `path` matches the pattern. Like warp's own path filters,
     /// segments compare raw (no percent-decoding) and one trailing slash is allowed.
@@ -543,10 +572,14 @@ pub fn routes(
             .unify()
             .boxed();
     }
-    browser::guard(state.hosts.clone(), state.ws.clone())
-        .and(tree)
-        .recover(recover)
-        .unify()
+    warp::path::full()
+        .and(
+            browser::guard(state.hosts.clone(), state.ws.clone())
+                .and(tree)
+                .recover(recover)
+                .unify(),
+        )
+        .map(|path: warp::path::FullPath, response| error::for_path(path.as_str(), response))
 }
 
 /// The methods a path answers (`GET, HEAD`), for `405` and its `Allow` header; `None` for a

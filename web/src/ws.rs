@@ -3,8 +3,10 @@
 //!
 //! A connection is three tasks:
 //! - the reader (this connection's own task) handles client messages and the heartbeat, and
-//!   never waits on the client or the program, so `stop` is always heard;
-//! - the writer sends what the other two queue, as fast as the client reads (backpressure);
+//!   never waits on the program, so `stop` is always heard;
+//! - the writer sends what the other two queue, as fast as the client reads (backpressure; the
+//!   handshake, the writer and the heartbeat are `ws_socket`'s, shared with Piston's
+//!   WebSocket);
 //! - a forwarder per run turns its session events into messages. It waits whenever the writer
 //!   does, so a slow client slows the program down instead of growing memory.
 //!
@@ -14,140 +16,20 @@
 //! connection may resume it by id and position (docs/protocol.md, "Resuming after a drop").
 use crate::error::ApiError;
 use crate::identity::Caller;
-use crate::listener::Place;
 use crate::request::{self, RunBody};
 use crate::state::AppState;
-use crate::tokens;
+use crate::ws_socket::Socket;
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use onpyrunner_protocol::ws::{ClientMessage, ErrorBody, ServerMessage};
 use onpyrunner_protocol::{Event, Reason};
 use onpyrunner_supervisor::engine::ResumeError;
 use onpyrunner_supervisor::session::{Detach, RunControl, Session};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
-use warp::http::HeaderMap;
 use warp::http::StatusCode;
-use warp::reply::Response;
-
-/// Largest message a client may send (the library's default is 64 MiB).
-pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
-/// Largest frame a client may send (the library's default is 16 MiB).
-pub const MAX_FRAME_BYTES: usize = 256 * 1024;
-/// Bytes the library may hold for a client that does not read, beyond what the writer waits on.
-pub const MAX_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
-/// Bytes read from a connection at a time. The library's default, 128 KiB, is allocated and
-/// zeroed for every connection: 1000 idle ones held 100 MB.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
-/// Messages queued for the writer before the queuing side waits.
-const OUT_BUFFER: usize = 16;
-/// Intervals without a sign of life (a frame received, or a send that waited for the client and
-/// then went through) after which a connection counts as gone.
-const DEAD_AFTER_INTERVALS: u32 = 3;
-
-/// The upgrade (its caller already admitted by the route): checks the origin and the caller's
-/// count of open WebSockets, then the request, answers 101, then serves the connection with our
-/// own limits. (warp's `ws()` filter cannot set the read buffer's size.) The count comes before
-/// the request's own checks so that a plain GET tells a browser, which cannot see why a
-/// handshake failed, whether it would have been refused (the IDE asks this way).
-pub fn upgrade(
-    headers: HeaderMap,
-    on_upgrade: Option<OnUpgrade>,
-    state: AppState,
-    caller: Caller,
-    place: Option<Place>,
-) -> Response {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let has_token = |name: &str, token: &str| {
-        header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    };
-    let origin = header("origin");
-    if !state.ws.origin_allowed(origin, header("host")) {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!(
-                "origin {:?} is not allowed to open a WebSocket here (see --allowed-origins)",
-                origin.unwrap_or_default()
-            ),
-        )
-        .into_response();
-    }
-    let slot = match state.quotas.open_websocket(&caller) {
-        Ok(slot) => slot,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let key = header("sec-websocket-key");
-    let Some(key) = key.filter(|_| {
-        has_token("connection", "upgrade")
-            && has_token("upgrade", "websocket")
-            && header("sec-websocket-version") == Some("13")
-    }) else {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "this is a WebSocket endpoint (version 13): send an upgrade request; see docs/protocol.md",
-        )
-        .into_response();
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    // A browser that sends its token as a subprotocol must get one of its offers back.
-    let speaks_ours = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == tokens::WS_PROTOCOL);
-    if let Some(on_upgrade) = on_upgrade {
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        Some(socket_config()),
-                    )
-                    .await;
-                    connection(socket, state, caller).await;
-                    // The connection counts against the client's and the server's caps until
-                    // here.
-                    drop(slot);
-                    drop(place);
-                }
-                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
-            }
-        });
-    }
-    let mut response = warp::http::Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header("connection", "upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-accept", accept);
-    if speaks_ours {
-        response = response.header("sec-websocket-protocol", tokens::WS_PROTOCOL);
-    }
-    response
-        .body(warp::hyper::body::Bytes::new().into())
-        .expect("a valid response")
-}
-
-fn socket_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        // Every message is flushed as it is sent; nothing is gathered first.
-        .write_buffer_size(0)
-        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
-        .max_message_size(Some(MAX_MESSAGE_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
-}
 
 /// The connection's current run (its own, or one it resumed), as the reader holds it.
 struct CurrentRun {
@@ -159,108 +41,20 @@ struct CurrentRun {
     forwarder: JoinHandle<()>,
 }
 
-/// Signs of life, as milliseconds since the connection opened.
-struct Liveness {
-    opened: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Liveness {
-    fn touch(&self) {
-        self.last_ms
-            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> Duration {
-        let now = self.opened.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-async fn connection<S>(socket: WebSocketStream<S>, state: AppState, caller: Caller)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sink, mut stream) = socket.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUT_BUFFER);
-    let live = Arc::new(Liveness {
-        opened: Instant::now(),
-        last_ms: AtomicU64::new(0),
-    });
-    let gone = CancellationToken::new();
-    // Pings and pongs skip the output queue: when it is full the client is slow, not gone, and
-    // a ping stuck behind its output would get no answer in time.
-    let ping_now = Arc::new(tokio::sync::Notify::new());
-    let pong_now = Arc::new(tokio::sync::Notify::new());
-    let writer = {
-        let live = live.clone();
-        let gone = gone.clone();
-        let ping_now = ping_now.clone();
-        let pong_now = pong_now.clone();
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    biased;
-                    _ = ping_now.notified() => Message::Ping(Bytes::new()),
-                    _ = pong_now.notified() => Message::text(ServerMessage::Pong.to_json()),
-                    message = out_rx.recv() => match message {
-                        Some(message) => message,
-                        None => break,
-                    },
-                };
-                // A send that had to wait finished because the client read: a sign of life.
-                // One that did not wait proves nothing (the kernel took it).
-                let mut sending = sink.send(message);
-                let sent = match (&mut sending).now_or_never() {
-                    Some(sent) => sent,
-                    None => {
-                        let sent = sending.await;
-                        live.touch();
-                        sent
-                    }
-                };
-                if sent.is_err() {
-                    break;
-                }
-            }
-            gone.cancel();
-            let _ = sink.close().await;
-        })
-    };
-    let mut ping = tokio::time::interval(state.ws.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let dead_after = state.ws.ping_interval * DEAD_AFTER_INTERVALS;
+/// Serve one connection, once upgraded (`ws_socket::upgrade`).
+pub async fn connection(mut socket: Socket, state: AppState, caller: Caller) {
+    let out_tx = socket.sender();
     let mut run: Option<CurrentRun> = None;
-    let mut said_goodbye = false;
-    loop {
-        let message = tokio::select! {
-            message = stream.next() => message,
-            _ = gone.cancelled() => break,
-            _ = ping.tick() => {
-                if live.quiet_for() > dead_after {
-                    tracing::info!(run = ?run.as_ref().map(|r| &r.id), "WebSocket client silent: dropping the connection");
-                    break;
-                }
-                ping_now.notify_one();
-                continue;
-            }
-        };
-        let Some(Ok(message)) = message else { break };
-        live.touch();
+    while let Some(message) = socket.next().await {
         let reply = match message {
-            Message::Close(_) => {
-                said_goodbye = true;
-                break;
-            }
             Message::Binary(data) => write_stdin(&mut run, data),
             Message::Text(text) => {
-                handle_text(text.as_str(), &state, &caller, &mut run, &out_tx, &pong_now)
+                handle_text(text.as_str(), &state, &caller, &mut run, &out_tx, &socket)
             }
-            // Ping and pong: the library answers pings itself.
             _ => Ok(()),
         };
         if let Err(err) = reply {
-            if out_tx.send(error_message(err)).await.is_err() {
+            if !socket.send(error_message(err)).await {
                 break;
             }
         }
@@ -268,13 +62,11 @@ where
     // A client that closed is done with its run; one that was lost may come back for it. An
     // old connection's late close frame does not kill a run another connection resumed.
     if let Some(run) = run.take() {
-        if said_goodbye && run.control.attached() <= 1 {
+        if socket.said_goodbye() && run.control.attached() <= 1 {
             run.control.stop(Reason::ClientGone);
         }
         run.forwarder.abort();
     }
-    drop(out_tx);
-    writer.abort();
 }
 
 fn handle_text(
@@ -283,7 +75,7 @@ fn handle_text(
     caller: &Caller,
     run: &mut Option<CurrentRun>,
     out: &mpsc::Sender<Message>,
-    pong_now: &tokio::sync::Notify,
+    socket: &Socket,
 ) -> Result<(), ApiError> {
     let message: ClientMessage = serde_json::from_str(text).map_err(|e| {
         let status = if e.is_data() {
@@ -306,7 +98,8 @@ fn handle_text(
             Ok(())
         }
         ClientMessage::Ping => {
-            pong_now.notify_one();
+            // It skips the output queue, as pings do.
+            socket.send_urgent(Message::text(ServerMessage::Pong.to_json()));
             Ok(())
         }
     }

@@ -544,7 +544,7 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
     let missing = call("GET", "/api/v1/jobs/nope/events", None, &[]).await;
     assert_eq!(missing.status, 404);
 
-    // The WebSocket route: a plain GET, an upgrade from a foreign origin, an upgrade.
+    // The WebSocket routes: a plain GET, an upgrade from a foreign origin, an upgrade.
     let upgrade = [
         ("connection", "upgrade"),
         ("upgrade", "websocket"),
@@ -553,9 +553,19 @@ async fn every_documented_operation_answers_as_documented_and_nothing_else_is_se
     ];
     let mut foreign = upgrade.to_vec();
     foreign.push(("origin", "http://elsewhere.example"));
-    assert_eq!(call("GET", "/api/v1/ws", None, &[]).await.status, 400);
-    assert_eq!(call("GET", "/api/v1/ws", None, &foreign).await.status, 403);
-    assert_eq!(call("GET", "/api/v1/ws", None, &upgrade).await.status, 101);
+    for path in ["/api/v1/ws", "/api/v2/connect", "/api/v2/piston/connect"] {
+        assert_eq!(call("GET", path, None, &[]).await.status, 400, "{path}");
+        assert_eq!(
+            call("GET", path, None, &foreign).await.status,
+            403,
+            "{path}"
+        );
+        assert_eq!(
+            call("GET", path, None, &upgrade).await.status,
+            101,
+            "{path}"
+        );
+    }
 
     // Probing: whatever is answered is documented.
     let mut probes: BTreeSet<String> = doc["paths"]

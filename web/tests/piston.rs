@@ -326,3 +326,163 @@ async fn failures_have_pistons_status_code_and_signal() {
     }
     s.engine.shutdown().await;
 }
+
+/// Our own layers refuse before the Piston code runs (tokens, rate, body bounds, Host, Origin,
+/// the WebSocket cap, a route or method that is not there): on Piston's routes the answer keeps
+/// our `{error, field?, limit?}` and carries Piston's `message` too, the same text. Elsewhere it
+/// does not. (A full queue is in tests/piston_ws.rs, over a real engine.)
+#[tokio::test]
+async fn our_refusals_on_pistons_routes_also_carry_pistons_message() {
+    use onpyrunner::body::Bodies;
+    use onpyrunner::identity::{Access, Identity};
+    use onpyrunner::listener::Peer;
+    use onpyrunner::quota::{QuotaConfig, Quotas, Rate};
+    use onpyrunner::tokens::Tokens;
+    let secret = "piston-secret-0123456789";
+    let tokens = Tokens::parse(&format!(
+        "[[token]]\nname = \"t\"\nsecret = \"{secret}\"\nmax_websockets = 1"
+    ))
+    .unwrap();
+    let quotas = QuotaConfig {
+        runs: Rate {
+            per_minute: 1,
+            burst: 1,
+        },
+        ..QuotaConfig::default()
+    };
+    let s = stand_in()
+        .with_identity(Identity::open().with_tokens(tokens))
+        .with_quotas(Quotas::new(quotas));
+    let bearer = format!("Bearer {secret}");
+    let body =
+        json!({"language": "py", "version": "*", "files": [{"content": "print(1)"}]}).to_string();
+    let call = async |s: &AppState, method: &str, path: &str, headers: &[(&str, &str)]| {
+        let mut request = warp::test::request()
+            .method(method)
+            .path(path)
+            .header("host", "127.0.0.1:2000")
+            .extension(Peer("198.51.100.7:1".parse().unwrap()))
+            .body(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::time::timeout(TIMEOUT, request.reply(&routes(s.clone())))
+            .await
+            .unwrap();
+        let json: Value = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+        (response.status().as_u16(), json)
+    };
+    let with_message = |status: u16, answer: &Value, what: &str| {
+        assert!(answer["error"].is_string(), "{what}: {status} {answer}");
+        assert_eq!(
+            answer["message"], answer["error"],
+            "{what}: {status} {answer}"
+        );
+    };
+    let token = [("authorization", bearer.as_str())];
+
+    let (status, answer) = call(&s, "POST", "/api/v2/execute", &[]).await;
+    assert_eq!(status, 401);
+    with_message(status, &answer, "no token");
+    let (status, answer) = call(&s, "GET", "/api/v2/connect", &[]).await;
+    assert_eq!(status, 401);
+    with_message(status, &answer, "no token on the WebSocket");
+
+    let (status, _) = call(&s, "POST", "/api/v2/execute", &token).await;
+    assert_eq!(status, 200);
+    let (status, answer) = call(&s, "POST", "/api/v2/piston/execute", &token).await;
+    assert_eq!(status, 429);
+    with_message(status, &answer, "past the rate");
+    assert_eq!(answer["field"], "runs_per_minute");
+
+    // Without tokens or rates, so that the body is what is refused.
+    let open = stand_in();
+    let too_large = [("content-length", "50000000")];
+    let (status, answer) = call(&open, "POST", "/api/v2/execute", &too_large).await;
+    assert_eq!(status, 413);
+    with_message(status, &answer, "body too large");
+    assert!(answer["limit"].is_string(), "{answer}");
+
+    let (status, answer) = call(&s, "POST", "/api/v2/execute", &[("host", "evil.example")]).await;
+    assert_eq!(status, 421);
+    with_message(status, &answer, "Host");
+    assert_eq!(answer["field"], "Host");
+    let (status, answer) = call(
+        &s,
+        "POST",
+        "/api/v2/execute",
+        &[("origin", "http://evil.example")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    with_message(status, &answer, "Origin");
+
+    // The token's one WebSocket is taken.
+    let mut headers = warp::http::HeaderMap::new();
+    headers.insert("authorization", bearer.parse().unwrap());
+    let caller = s.identity.identify(Access::Token, None, &headers).unwrap();
+    let held = s.quotas.open_websocket(&caller).unwrap();
+    let (status, answer) = call(&s, "GET", "/api/v2/piston/connect", &token).await;
+    assert_eq!(status, 429);
+    with_message(status, &answer, "WebSocket cap");
+    assert_eq!(answer["field"], "websockets");
+    drop(held);
+
+    let (status, answer) = call(&s, "GET", "/api/v2/execute", &[]).await;
+    assert_eq!(status, 405);
+    with_message(status, &answer, "method");
+    let (status, answer) = call(&s, "GET", "/api/v2/nothing", &[]).await;
+    assert_eq!(status, 404);
+    with_message(status, &answer, "route");
+
+    // No room for bodies: 503.
+    let mut busy = stand_in();
+    busy.bodies = Bodies::new(0, Duration::from_secs(30));
+    let (status, answer) = call(&busy, "POST", "/api/v2/execute", &[]).await;
+    assert_eq!(status, 503);
+    with_message(status, &answer, "body budget");
+
+    // Our own routes keep our shape alone.
+    let (status, answer) = call(&s, "POST", "/api/v1/runs", &[("host", "evil.example")]).await;
+    assert_eq!(status, 421);
+    assert!(answer.get("message").is_none(), "{answer}");
+}
+
+/// A body that does not arrive within the server's bound is 408, with Piston's `message` on
+/// its routes (over a real listener: the in-process client sends bodies whole).
+#[tokio::test]
+async fn a_body_too_slow_is_408_with_pistons_message() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = stand_in();
+    s.bodies = onpyrunner::body::Bodies::new(1 << 20, Duration::from_millis(200));
+    let listener = onpyrunner::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(routes(s)).incoming(listener).run());
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "POST /api/v2/execute HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 100\r\n\r\n{{\"langu"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, async {
+        let mut buf = [0; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["message"], body["error"], "{body}");
+}

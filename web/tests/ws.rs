@@ -1,77 +1,19 @@
 //! `/api/v1/ws` over a real listener, with a real WebSocket client, engine, daemon and images.
 use futures_util::{SinkExt, StreamExt};
-use onpyrunner::jobs::Jobs;
-use onpyrunner::router::routes;
-use onpyrunner::state::AppState;
-use onpyrunner::ws_config::WsConfig;
-use onpyrunner_e2e::{assert_instance_clean, engine_config, instance_containers};
-use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::engine::{Engine, EngineConfig};
+use onpyrunner_e2e::instance_containers;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Message;
 use tokio_tungstenite::tungstenite::Error as WsError;
-use tokio_tungstenite::WebSocketStream;
 
-const TIMEOUT: Duration = Duration::from_secs(120);
+mod support;
+use support::{serve, Client, TIMEOUT};
 
-struct Server {
-    addr: SocketAddr,
-    state: AppState,
-    instance: String,
-}
-
-async fn serve(test: &str, tweak: impl FnOnce(&mut EngineConfig, &mut WsConfig)) -> Server {
-    let mut config = engine_config(&format!("ws-{test}"), &[]);
-    let mut ws = WsConfig::default();
-    tweak(&mut config, &mut ws);
-    let instance = config.instance.clone();
-    let engine = Engine::start(Docker::from_host(None).unwrap(), config)
-        .await
-        .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
-    let state = AppState::new(engine, Jobs::new(10, Duration::from_secs(60))).with_ws(ws);
-    let listener = onpyrunner::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(warp::serve(routes(state.clone())).incoming(listener).run());
-    Server {
-        addr,
-        state,
-        instance,
-    }
-}
-
-type Client = WebSocketStream<TcpStream>;
-
-impl Server {
-    async fn connect_with(&self, origin: Option<&str>) -> Result<Client, WsError> {
-        let mut request = format!("ws://{}/api/v1/ws", self.addr)
-            .into_client_request()
-            .unwrap();
-        if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("origin", origin.parse().unwrap());
-        }
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        tokio_tungstenite::client_async(request, tcp)
-            .await
-            .map(|(ws, _)| ws)
-    }
-
+impl support::Server {
     async fn connect(&self) -> Client {
-        self.connect_with(None).await.expect("the upgrade succeeds")
-    }
-
-    fn docker(&self) -> Docker {
-        Docker::from_host(None).unwrap()
-    }
-
-    async fn finish(self) {
-        self.state.engine.shutdown().await;
-        assert_instance_clean(&self.docker(), &self.instance).await;
+        self.connect_to("/api/v1/ws", None)
+            .await
+            .expect("the upgrade succeeds")
     }
 }
 
@@ -111,17 +53,6 @@ async fn start_waiting_run(ws: &mut Client) -> Heard {
     let mut heard = Heard::default();
     hear_until(ws, &mut heard, |h| h.stdout_text().contains("waiting")).await;
     heard
-}
-
-/// Whether every container of the instance is gone within `secs` seconds.
-async fn no_containers_within(docker: &Docker, instance: &str, secs: u64) -> bool {
-    tokio::time::timeout(Duration::from_secs(secs), async {
-        while !instance_containers(docker, instance).await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .is_ok()
 }
 
 async fn send(ws: &mut Client, message: Value) {
@@ -186,7 +117,7 @@ async fn hear_run(ws: &mut Client) -> Heard {
 
 #[tokio::test]
 async fn an_interactive_program_then_another_run_on_the_same_connection() {
-    let server = serve("interactive", |_, _| {}).await;
+    let server = serve("ws-interactive", |_, _| {}).await;
     let mut ws = server.connect().await;
     send(
         &mut ws,
@@ -229,7 +160,7 @@ async fn an_interactive_program_then_another_run_on_the_same_connection() {
 async fn a_websocket_run_shows_what_python_printed_before_it_reads_without_a_flush() {
     // A WebSocket run is interactive: CPython runs with -u (the table's run_live), where a
     // REST run is buffered as judges run it and would show the greeting only at the end.
-    let server = serve("live", |_, _| {}).await;
+    let server = serve("ws-live", |_, _| {}).await;
     let mut ws = server.connect().await;
     send(
         &mut ws,
@@ -251,7 +182,7 @@ async fn a_websocket_run_shows_what_python_printed_before_it_reads_without_a_flu
 
 #[tokio::test]
 async fn output_is_binary_safe_and_streams_are_kept_apart() {
-    let server = serve("binary", |_, _| {}).await;
+    let server = serve("ws-binary", |_, _| {}).await;
     let mut ws = server.connect().await;
     send(
         &mut ws,
@@ -267,7 +198,7 @@ async fn output_is_binary_safe_and_streams_are_kept_apart() {
 
 #[tokio::test]
 async fn a_compiled_language_says_when_its_compile_ended_between_the_warnings_and_the_output() {
-    let server = serve("compiled", |_, _| {}).await;
+    let server = serve("ws-compiled", |_, _| {}).await;
     let mut ws = server.connect().await;
     send(
         &mut ws,
@@ -301,7 +232,7 @@ async fn a_compiled_language_says_when_its_compile_ended_between_the_warnings_an
 
 #[tokio::test]
 async fn stop_ends_a_program_that_ignores_sigterm_as_stopped() {
-    let server = serve("stop", |_, _| {}).await;
+    let server = serve("ws-stop", |_, _| {}).await;
     let mut ws = server.connect().await;
     send(
         &mut ws,
@@ -330,7 +261,7 @@ async fn stop_ends_a_program_that_ignores_sigterm_as_stopped() {
 
 #[tokio::test]
 async fn bad_messages_get_errors_naming_the_field_and_nothing_starts() {
-    let server = serve("errors", |_, _| {}).await;
+    let server = serve("ws-errors", |_, _| {}).await;
     let mut ws = server.connect().await;
     let mut heard = Heard::default();
     ws.send(Message::text("{not json")).await.unwrap();
@@ -384,13 +315,19 @@ async fn bad_messages_get_errors_naming_the_field_and_nothing_starts() {
 
 #[tokio::test]
 async fn origins_off_the_allow_list_are_refused_and_oversized_messages_close_the_connection() {
-    let server = serve("origin", |_, _| {}).await;
+    let server = serve("ws-origin", |_, _| {}).await;
     let own = format!("http://{}", server.addr);
-    match server.connect_with(Some("http://evil.example")).await {
+    match server
+        .connect_to("/api/v1/ws", Some("http://evil.example"))
+        .await
+    {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 403),
         other => panic!("expected 403, got {other:?}"),
     }
-    let mut ws = server.connect_with(Some(&own)).await.expect("own origin");
+    let mut ws = server
+        .connect_to("/api/v1/ws", Some(&own))
+        .await
+        .expect("own origin");
 
     let huge = json!({"type": "run", "language": "python", "code": "x".repeat(3 * 1024 * 1024)});
     // The frame cap (256 KiB) or the message cap (2 MiB) closes the connection.
@@ -415,7 +352,7 @@ async fn origins_off_the_allow_list_are_refused_and_oversized_messages_close_the
 
 #[tokio::test]
 async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_seconds() {
-    let server = serve("vanish", |_, ws| {
+    let server = serve("ws-vanish", |_, ws| {
         ws.ping_interval = Duration::from_millis(300);
         // Not resumed within it: killed (the grace period is tested on its own below).
         ws.resume_grace = Duration::from_millis(500);
@@ -430,7 +367,7 @@ async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_
     );
     // The client stops reading and answering pings but keeps its TCP connection open.
     let vanished = Instant::now();
-    let container_gone = no_containers_within(&docker, &server.instance, 10).await;
+    let container_gone = server.no_containers_within(10).await;
     assert!(
         container_gone,
         "the run's container is still there after 10 s"
@@ -454,7 +391,7 @@ async fn a_client_that_vanishes_has_its_run_killed_and_container_removed_within_
 
 #[tokio::test]
 async fn a_slow_client_slows_the_program_down_instead_of_growing_memory() {
-    let server = serve("slow", |config, _| {
+    let server = serve("ws-slow", |config, _| {
         config.caps.output_bytes = 256 * 1024 * 1024;
         config.caps.raise = true;
     })
@@ -499,7 +436,7 @@ fn chatty_expected() -> (String, String) {
 
 #[tokio::test]
 async fn a_dropped_connection_resumes_by_id_and_seq_with_nothing_lost_or_repeated() {
-    let server = serve("resume", |_, _| {}).await;
+    let server = serve("ws-resume", |_, _| {}).await;
     let mut ws = server.connect().await;
     send(
         &mut ws,
@@ -568,14 +505,13 @@ async fn a_dropped_connection_resumes_by_id_and_seq_with_nothing_lost_or_repeate
 #[tokio::test]
 async fn a_run_whose_client_never_comes_back_is_killed_and_removed_after_the_grace_period() {
     let grace = Duration::from_secs(2);
-    let server = serve("grace", |_, ws| ws.resume_grace = grace).await;
-    let docker = server.docker();
+    let server = serve("ws-grace", |_, ws| ws.resume_grace = grace).await;
     let mut ws = server.connect().await;
     let heard = start_waiting_run(&mut ws).await;
     let run = heard.run.clone().unwrap();
     drop(ws);
     let dropped = Instant::now();
-    let gone = no_containers_within(&docker, &server.instance, 15).await;
+    let gone = server.no_containers_within(15).await;
     assert!(
         gone,
         "the run's container outlived its grace period by 13 s"
