@@ -769,8 +769,13 @@ mod tests {
                 "run_timeout cannot exceed the configured limit of 10000",
             ),
             (
-                json!({"language": "py", "version": "*", "files": f, "compile_memory_limit": -5}),
-                "compile_memory_limit must be non-negative",
+                json!({"language": "py", "version": "*", "files": f, "compile_timeout": -5}),
+                "compile_timeout must be non-negative",
+            ),
+            (
+                // Piston's "no limit", as piston-client sends it: the language's default.
+                json!({"language": "py", "version": "*", "files": f, "compile_memory_limit": -1, "run_memory_limit": -5}),
+                "accepted",
             ),
             (
                 json!({"language": "py", "version": "*", "files": f, "run_timeout": 0, "stdin": null, "args": null}),
