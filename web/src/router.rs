@@ -389,18 +389,9 @@ pub static ROUTES: &[Route] = &[
         access: Access::Token,
         filter: |at, s| {
             let s = s.clone();
-            // `batch` is the batch routes' (which have no DELETE), never a token.
-            at.and_then(|p: Vec<String>, c: Caller| async move {
-                if p[0] == "batch" {
-                    Err(warp::reject::not_found())
-                } else {
-                    Ok((p, c))
-                }
-            })
-            .untuple_one()
-            .and(query())
-            .map(move |p: Vec<String>, _, q| judge0::destroy(&s, &p[0], &q))
-            .boxed()
+            at.and(query())
+                .map(move |p: Vec<String>, _, q| judge0::destroy(&s, &p[0], &q))
+                .boxed()
         },
     },
     // Judge0's checks of its two tokens: 200 with no body once the caller is admitted.
@@ -514,7 +505,12 @@ impl Route {
             .and_then(
                 move |path: warp::path::FullPath, method: Method| async move {
                     match self.matches(path.as_str()) {
-                        Some(params) if self.methods.contains(&method.as_str()) => Ok(params),
+                        Some(params)
+                            if self.methods.contains(&method.as_str())
+                                && !shadowed(params.len(), path.as_str()) =>
+                        {
+                            Ok(params)
+                        }
                         _ => Err(warp::reject::not_found()),
                     }
                 },
@@ -582,11 +578,24 @@ pub fn routes(
         .map(|path: warp::path::FullPath, response| error::for_path(path.as_str(), response))
 }
 
+/// Whether a row that matches `path` with `params` parameters gives way to a row that matches
+/// it with fewer: a literal segment wins over a parameter, as in most routers, so
+/// `/submissions/batch` is the batch routes' and never the token `batch` of
+/// `/submissions/{id}`, for every method (a DELETE there is 405, not a delete).
+fn shadowed(params: usize, path: &str) -> bool {
+    ROUTES
+        .iter()
+        .any(|r| r.matches(path).is_some_and(|p| p.len() < params))
+}
+
 /// The methods a path answers (`GET, HEAD`), for `405` and its `Allow` header; `None` for a
 /// path no route matches.
 pub fn allowed_methods(path: &str) -> Option<String> {
     let mut methods: Vec<&str> = Vec::new();
-    for route in ROUTES.iter().filter(|r| r.matches(path).is_some()) {
+    let matching = ROUTES
+        .iter()
+        .filter_map(|r| r.matches(path).map(|params| (r, params.len())));
+    for (route, _) in matching.filter(|(_, params)| !shadowed(*params, path)) {
         for method in route.methods {
             if !methods.contains(method) {
                 methods.push(method);

@@ -260,6 +260,10 @@ async fn a_known_route_asked_with_another_method_answers_405_with_allow() {
         ("PUT", "/api/v1/jobs/abc", "GET, DELETE"),
         ("POST", "/healthz", "GET"),
         ("DELETE", "/", "GET, HEAD"),
+        // A literal segment wins over a parameter: `batch` is not a token of
+        // `/submissions/{id}`, whatever the method.
+        ("DELETE", "/submissions/batch", "POST, GET"),
+        ("PUT", "/submissions/abc", "GET, DELETE"),
     ] {
         let response = warp::test::request()
             .method(method)

@@ -73,7 +73,8 @@ pub fn timestamp(unix_ms: u64) -> String {
 /// Ruby's `String#to_i`: leading whitespace, an optional sign, the digits that follow; 0
 /// when there are none.
 pub fn ruby_to_i(text: &str) -> i64 {
-    let t = text.trim_start();
+    // Ruby skips ASCII whitespace only (`ISSPACE`), not Unicode's.
+    let t = text.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
     let (sign, digits) = match t.as_bytes().first() {
         Some(b'-') => (-1, &t[1..]),
         Some(b'+') => (1, &t[1..]),
@@ -156,6 +157,8 @@ mod tests {
         assert_eq!(ruby_to_i("3x"), 3);
         assert_eq!(ruby_to_i("-2"), -2);
         assert_eq!(ruby_to_i("abc"), 0);
+        assert_eq!(ruby_to_i(" \t+7"), 7);
+        assert_eq!(ruby_to_i("\u{a0}7"), 0, "Ruby skips ASCII whitespace only");
         assert_eq!(
             query_pairs("fields=a%2Cb&wait=true&x+y=1%"),
             vec![
