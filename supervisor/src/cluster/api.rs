@@ -3,7 +3,7 @@
 //! as it does with the engine.
 use super::sweep::sweep_once;
 use super::wire::{self, Control, Job, CONTROL_FIELD};
-use super::{entry_field, ClusterConfig, ClusterError, Redis, BLOCK, SWEEP_EVERY};
+use super::{entry_field, every, read_stream, ClusterConfig, ClusterError, Redis, SWEEP_EVERY};
 use crate::engine::Engine;
 use crate::images;
 use crate::limits::Caps;
@@ -188,25 +188,17 @@ async fn follow_events(inner: &Inner, run: &RunShared, last: &Mutex<String>) {
         }
         let result = match conn.as_mut() {
             Some(c) => {
-                let from = [last.lock().expect("mirror lock").clone()];
-                let opts = redis::streams::StreamReadOptions::default()
-                    .count(512)
-                    .block(BLOCK.as_millis() as usize);
-                redis::AsyncCommands::xread_options::<_, _, Option<redis::streams::StreamReadReply>>(
-                    c,
-                    &[&key],
-                    &from,
-                    &opts,
-                )
-                .await
-                .map_err(|e| inner.redis.failed(e))
+                let from = last.lock().expect("mirror lock").clone();
+                read_stream(c, &key, &from, 512, None)
+                    .await
+                    .map_err(|e| inner.redis.failed(e))
             }
             None => Err(inner.redis.failed("cannot connect")),
         };
         match result {
             Ok(reply) => {
                 failing_since = None;
-                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                for entry in reply {
                     if let Some(event) =
                         entry_field(&entry).and_then(|(f, v)| wire::decode_event(f, &v))
                     {
@@ -281,13 +273,7 @@ async fn forward_control(
 
 /// Health every second, the sweep, and forgetting old mirrors, until shutdown.
 async fn maintain(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every(SWEEP_EVERY, &inner.shutdown, || async {
         inner.check().await;
         if inner.up.load(Ordering::Relaxed) {
             if let Err(e) = sweep_once(&inner.redis, &inner.name).await {
@@ -295,7 +281,8 @@ async fn maintain(inner: Arc<Inner>) {
             }
         }
         inner.forget_old();
-    }
+    })
+    .await
 }
 
 impl Runner for RedisRunner {

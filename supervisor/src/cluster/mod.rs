@@ -172,19 +172,7 @@ impl Redis {
         cmd: &redis::Cmd,
     ) -> Result<T, Failed> {
         let mut conn = self.shared().await?;
-        match tokio::time::timeout(CALL_TIMEOUT * 2, cmd.query_async(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
-                    self.shared.lock().await.take();
-                }
-                Err(self.failed(e))
-            }
-            Err(_) => {
-                self.shared.lock().await.take();
-                Err(self.failed("no answer"))
-            }
-        }
+        self.settle(cmd.query_async(&mut conn)).await
     }
 
     /// [`query`](Self::query) for a pipeline.
@@ -193,7 +181,15 @@ impl Redis {
         pipe: &redis::Pipeline,
     ) -> Result<T, Failed> {
         let mut conn = self.shared().await?;
-        match tokio::time::timeout(CALL_TIMEOUT * 2, pipe.query_async(&mut conn)).await {
+        self.settle(pipe.query_async(&mut conn)).await
+    }
+
+    /// A call on the shared connection, within [`CALL_TIMEOUT`]; a broken connection is dropped.
+    async fn settle<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Failed> {
+        match tokio::time::timeout(CALL_TIMEOUT * 2, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
@@ -297,6 +293,47 @@ impl Redis {
             .ignore();
         self.pipe(&pipe).await
     }
+}
+
+/// Call `f` every `period` until `shutdown`.
+pub(crate) async fn every<F: std::future::Future<Output = ()>>(
+    period: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut f: impl FnMut() -> F,
+) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        f().await;
+    }
+}
+
+/// Entries of `key` after `from`, waiting up to [`BLOCK`] for one; `group` reads as that
+/// (group, consumer).
+pub(crate) async fn read_stream(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    from: &str,
+    count: usize,
+    group: Option<(&str, &str)>,
+) -> redis::RedisResult<Vec<redis::streams::StreamId>> {
+    let mut opts = redis::streams::StreamReadOptions::default()
+        .count(count)
+        .block(BLOCK.as_millis() as usize);
+    if let Some((group, consumer)) = group {
+        opts = opts.group(group, consumer);
+    }
+    let reply: Option<redis::streams::StreamReadReply> =
+        redis::AsyncCommands::xread_options(conn, &[key], &[from], &opts).await?;
+    Ok(reply
+        .into_iter()
+        .flat_map(|r| r.keys)
+        .flat_map(|k| k.ids)
+        .collect())
 }
 
 /// The first field of a stream entry and its value (our entries have one field each).

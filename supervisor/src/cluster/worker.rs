@@ -5,8 +5,8 @@
 use super::sweep::{append_event, sweep_once};
 use super::wire::{self, Control, Job, GROUP, JOB_FIELD};
 use super::{
-    entry_field, ClusterConfig, ClusterError, Failed, Redis, BLOCK, HEARTBEAT_EVERY, HEARTBEAT_TTL,
-    MAX_EVENTS, SWEEP_EVERY,
+    entry_field, every, read_stream, ClusterConfig, ClusterError, Failed, Redis, HEARTBEAT_EVERY,
+    HEARTBEAT_TTL, MAX_EVENTS, SWEEP_EVERY,
 };
 use crate::engine::Engine;
 use crate::session::{Detach, RunControl};
@@ -142,31 +142,21 @@ pub(crate) async fn live_workers(redis: &Redis) -> Result<(BTreeSet<String>, usi
 }
 
 async fn heartbeat(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every(HEARTBEAT_EVERY, &inner.shutdown, || async {
         if let Err(e) = inner.heartbeat().await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
-    }
+    })
+    .await
 }
 
 async fn sweep(inner: Arc<Inner>) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    every(SWEEP_EVERY, &inner.shutdown, || async {
         if let Err(e) = sweep_once(&inner.redis, &inner.name).await {
             tracing::warn!(error = %e, "sweep for lost workers failed");
         }
-    }
+    })
+    .await
 }
 
 /// Take jobs while there is room, until shutdown.
@@ -187,26 +177,19 @@ async fn take(inner: Arc<Inner>) {
                 }
             }
         }
-        let opts = redis::streams::StreamReadOptions::default()
-            .group(GROUP, &inner.name)
-            .count(1)
-            .block(BLOCK.as_millis() as usize);
-        let (keys, from) = ([inner.redis.keys.jobs()], [">"]);
+        let jobs = inner.redis.keys.jobs();
         let read = tokio::select! {
             _ = inner.shutdown.cancelled() => return,
-            read = redis::AsyncCommands::xread_options::<_, _, Option<redis::streams::StreamReadReply>>(
+            read = read_stream(
                 conn.as_mut().expect("connected above"),
-                &keys,
-                &from,
-                &opts,
+                &jobs,
+                ">",
+                1,
+                Some((GROUP, &inner.name)),
             ) => read,
         };
         let entry = match read {
-            Ok(reply) => reply
-                .into_iter()
-                .flat_map(|r| r.keys)
-                .flat_map(|k| k.ids)
-                .next(),
+            Ok(entries) => entries.into_iter().next(),
             Err(e) => {
                 tracing::warn!(error = %e, "reading jobs failed");
                 conn = None;
@@ -348,21 +331,12 @@ async fn apply_control(
                 continue;
             }
         }
-        let opts = redis::streams::StreamReadOptions::default()
-            .count(64)
-            .block(BLOCK.as_millis() as usize);
-        let (keys, from) = ([&key], [&last]);
         let read = tokio::select! {
             _ = done.cancelled() => return,
-            read = redis::AsyncCommands::xread_options::<_, _, Option<redis::streams::StreamReadReply>>(
-                conn.as_mut().expect("connected above"),
-                &keys,
-                &from,
-                &opts,
-            ) => read,
+            read = read_stream(conn.as_mut().expect("connected above"), &key, &last, 64, None) => read,
         };
         let entries = match read {
-            Ok(reply) => reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids),
+            Ok(entries) => entries,
             Err(_) => {
                 conn = None;
                 continue;
