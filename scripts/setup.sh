@@ -32,6 +32,8 @@ command -v curl >/dev/null || missing+=(curl ca-certificates)
 if ! answers; then command -v dockerd >/dev/null || missing+=(docker.io); fi
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v xz >/dev/null || missing+=(xz-utils)
+# The cluster tests (tests/tests/cluster.rs) start Redis servers of their own; none runs here.
+command -v redis-server >/dev/null || missing+=(redis-server)
 # The IDE's end-to-end tests (scripts/e2e.sh): Debian's Chromium, driven by playwright-core.
 if [ -z "${SKIP_E2E:-}" ]; then
     [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -588,6 +588,7 @@ impl crate::runner::Runner for Engine {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         crate::runner::Status {
             docker_up: self.daemon_up(),
+            redis_up: None,
             shutting_down: self.is_shutting_down(),
             pools: self
                 .pools()

@@ -1,5 +1,6 @@
 //! The engine: a Docker Engine API client, the image builder, sandboxed runs, the prewarmed
 //! pools, the scheduler and run sessions.
+pub mod cluster;
 pub mod container;
 pub mod docker;
 pub mod engine;

@@ -1,11 +1,11 @@
 //! Resource limits of one run: the language's defaults, lowered by the request, never above the
 //! server's caps.
 use onpyrunner_languages::Language;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The limits a run gets. All are enforced by the kernel through Docker, except the wall clocks,
 /// the output budgets and `stdin_bytes`, which the supervisor enforces.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
     pub wall_ms: u64,
     /// The compile stage's wall clock, apart from the run's.

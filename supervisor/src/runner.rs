@@ -29,6 +29,9 @@ pub enum SubmitError {
     ShuttingDown,
     #[error("the Docker daemon is not answering; try again shortly")]
     DaemonDown,
+    /// The cluster's queue (Redis) did not answer in time: nothing was queued.
+    #[error("the run queue is not answering ({0}); try again shortly")]
+    QueueDown(String),
     #[error(
         "language {language:?} is not available on this server (its image {image} is missing)"
     )]
@@ -95,6 +98,8 @@ pub struct PoolStatus {
 #[derive(Debug, Clone, Default)]
 pub struct Status {
     pub docker_up: bool,
+    /// Whether the cluster's Redis answers; `None` without one.
+    pub redis_up: Option<bool>,
     pub shutting_down: bool,
     pub pools: Vec<PoolStatus>,
     /// MiB the pools' targets are charged together, and their budget.

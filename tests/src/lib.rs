@@ -1,5 +1,6 @@
 //! Harness for end-to-end tests: the real daemon, the real images, and a check after every run
 //! that no container of the test is left behind.
+pub mod cluster;
 pub mod hostile;
 pub mod stand_in;
 

@@ -13,7 +13,7 @@ use warp::Reply;
 /// `GET /healthz`.
 pub fn healthz(s: &AppState) -> Response {
     let status = s.engine.status();
-    let ok = status.docker_up && !status.shutting_down;
+    let ok = status.docker_up && status.redis_up != Some(false) && !status.shutting_down;
     let pools: serde_json::Map<String, serde_json::Value> = status
         .pools
         .iter()
@@ -24,7 +24,7 @@ pub fn healthz(s: &AppState) -> Response {
             )
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "docker": status.docker_up,
         "shutting_down": status.shutting_down,
@@ -32,6 +32,10 @@ pub fn healthz(s: &AppState) -> Response {
         "queued": status.queued,
         "pools": pools,
     });
+    // Only a node of a cluster has a Redis to report.
+    if let Some(up) = status.redis_up {
+        body["redis"] = json!(up);
+    }
     let status = if ok {
         StatusCode::OK
     } else {

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
 use onpyrunner_languages::{languages, Language};
 use onpyrunner_protocol::{Event, OutputStream, Reason, SourceFile, Summary};
+use onpyrunner_supervisor::cluster::ClusterConfig;
 use onpyrunner_supervisor::container;
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::EngineConfig;
@@ -50,6 +51,10 @@ pub enum Command {
     Languages,
     /// Serve the HTTP API (and the IDE) until SIGTERM or SIGINT.
     Serve(Box<ServeArgs>),
+    /// Execute runs queued in Redis (`--redis`, required) by `serve --redis` nodes, on this
+    /// machine's Docker daemon, until SIGTERM or SIGINT. Takes serve's engine flags (--instance,
+    /// --pool, --max-running, --run-uids...); the HTTP ones are unused.
+    Worker(Box<ServeArgs>),
     /// Measure latency, throughput and memory against the real daemon; print a Markdown report.
     ///
     /// Hello world per language through the pool, through a fresh container and through
@@ -329,6 +334,36 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_connections_per_address: usize,
+    /// Redis to share runs through, redis://:PASSWORD@HOST:PORT/ (see docs/deploy.md): runs are
+    /// queued there and executed by worker nodes (`onpyrunner worker`), this one included
+    /// unless --no-worker. Without it, runs execute in this process
+    #[arg(
+        long,
+        env = "ONPYRUNNER_REDIS",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub redis: Option<String>,
+    /// The prefix of every Redis key, so that clusters can share a server ([A-Za-z0-9._-])
+    #[arg(
+        long,
+        env = "ONPYRUNNER_REDIS_PREFIX",
+        default_value = "onpyrunner",
+        value_name = "PREFIX"
+    )]
+    pub redis_prefix: String,
+    /// Seconds a run's events stay in Redis after it ended (a client may resume from any
+    /// node until then)
+    #[arg(
+        long,
+        env = "ONPYRUNNER_REDIS_RUN_TTL",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
+    pub redis_run_ttl: u64,
+    /// With --redis: only queue runs, execute none here (no Docker needed)
+    #[arg(long, env = "ONPYRUNNER_NO_WORKER", requires = "redis")]
+    pub no_worker: bool,
 }
 
 impl ServeArgs {
@@ -464,8 +499,27 @@ impl ServeArgs {
         let judge0_callbacks =
             crate::judge0::callback::Callbacks::parse(&self.judge0_callback_hosts)
                 .map_err(|e| anyhow::anyhow!("--judge0-callback-hosts: {e}"))?;
+        let cluster = match &self.redis {
+            Some(url) => {
+                if !onpyrunner_supervisor::cluster::wire::valid_prefix(&self.redis_prefix) {
+                    bail!(
+                        "--redis-prefix {:?}: 1 to 64 characters of [A-Za-z0-9._-]",
+                        self.redis_prefix
+                    );
+                }
+                if self.redis_run_ttl == 0 {
+                    bail!("--redis-run-ttl must be at least 1");
+                }
+                let mut cluster = ClusterConfig::new(url.clone(), self.redis_prefix.clone());
+                cluster.run_ttl = std::time::Duration::from_secs(self.redis_run_ttl);
+                Some(cluster)
+            }
+            None => None,
+        };
         Ok(ServerConfig {
             judge0_callbacks,
+            cluster,
+            worker: !self.no_worker,
             listen: self.listen,
             docker_host,
             engine,
@@ -551,6 +605,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => {
             let config = args.config(cli.docker_host.clone())?;
             crate::server::run(config, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Worker(args) => {
+            let config = args.config(cli.docker_host.clone())?;
+            if config.cluster.is_none() {
+                bail!("worker: --redis URL is required (the Redis that serve --redis nodes use)");
+            }
+            crate::server::run_worker(config, shutdown_signal()).await?;
             Ok(0)
         }
         Command::Load(args) => {

@@ -399,6 +399,7 @@ mod tests {
             running: 2,
             swept: 5,
             docker_up: true,
+            redis_up: None,
             shutting_down: false,
             first_byte: h,
             completion: Histogram::default(),

@@ -11,8 +11,10 @@ use crate::state::AppState;
 use crate::tokens::Tokens;
 use crate::ws_config::WsConfig;
 use anyhow::Context;
+use onpyrunner_supervisor::cluster::{ClusterConfig, RedisRunner, Worker};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
+use onpyrunner_supervisor::runner::Runner;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,7 +43,14 @@ pub struct ServerConfig {
     pub quotas: QuotaConfig,
     /// The hosts a Judge0 `callback_url` may name.
     pub judge0_callbacks: Callbacks,
+    /// Runs go through this Redis (`--redis`) instead of straight to the engine.
+    pub cluster: Option<ClusterConfig>,
+    /// With `cluster`: this process is also a worker (not `--no-worker`).
+    pub worker: bool,
 }
+
+/// The line `worker` prints once it takes jobs, then its name; tests and scripts wait for it.
+pub const WORKING: &str = "onpyrunner: worker taking jobs as ";
 
 /// How often ended jobs past their TTL are dropped.
 const JOBS_EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
@@ -54,9 +63,32 @@ pub const LISTENING: &str = "onpyrunner: listening on http://";
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     raise_open_files_limit();
     let docker = Docker::from_host(config.docker_host.as_deref())?;
-    let engine = Engine::start(docker, config.engine.clone())
-        .await
-        .context("cannot start the engine")?;
+    let (runner, engine, worker): (Arc<dyn Runner>, Option<Engine>, Option<Worker>) =
+        match &config.cluster {
+            None => {
+                let engine = Engine::start(docker, config.engine.clone())
+                    .await
+                    .context("cannot start the engine")?;
+                (Arc::new(engine.clone()), Some(engine), None)
+            }
+            Some(cluster) => {
+                let worker = if config.worker {
+                    Some(start_worker(docker, &config, cluster).await?)
+                } else {
+                    None
+                };
+                let engine = worker.as_ref().map(|w| w.engine().clone());
+                let runner = RedisRunner::connect(
+                    cluster,
+                    config.engine.caps.clone(),
+                    config.engine.max_queued,
+                    engine.clone(),
+                )
+                .await
+                .context("cannot start the API node")?;
+                (Arc::new(runner), engine, worker)
+            }
+        };
     let listener =
         listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -69,7 +101,7 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
         }
         identity = identity.with_tokens(tokens.clone());
     }
-    let state = AppState::new(engine.clone(), jobs)
+    let state = AppState::new(runner.clone(), jobs)
         .with_ws(config.ws.clone())
         .with_hosts(Hosts::for_listen(addr, &config.allowed_hosts))
         .with_identity(identity)
@@ -90,11 +122,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     );
     let server = tokio::spawn(server);
     eprintln!("{LISTENING}{addr}");
-    tracing::info!(%addr, owner = engine.owner(), "serving");
+    tracing::info!(%addr, owner = engine.as_ref().map(|e| e.owner()), "serving");
 
     shutdown.await;
     tracing::info!("shutting down: stopping runs and removing the pools");
-    engine.shutdown().await;
+    runner.shutdown().await;
+    if let Some(worker) = worker {
+        worker.shutdown().await;
+    }
     let _ = stop_serving.send(());
     // Requests still open (a slow client) do not hold the process.
     if tokio::time::timeout(Duration::from_secs(2), server)
@@ -107,6 +142,42 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
     if let Some(reload) = reload {
         reload.abort();
     }
+    eprintln!("onpyrunner: stopped");
+    Ok(())
+}
+
+/// Start this machine's engine and a worker taking jobs for it from the cluster.
+async fn start_worker(
+    docker: Docker,
+    config: &ServerConfig,
+    cluster: &ClusterConfig,
+) -> anyhow::Result<Worker> {
+    let engine = Engine::start(docker, config.engine.clone())
+        .await
+        .context("cannot start the engine")?;
+    match Worker::start(engine.clone(), cluster).await {
+        Ok(worker) => Ok(worker),
+        Err(e) => {
+            engine.shutdown().await;
+            Err(e).context("cannot start the worker")
+        }
+    }
+}
+
+/// `onpyrunner worker`: take jobs from the cluster for this machine's engine until `shutdown`
+/// resolves, then end its runs (reason `shutdown`) and remove its containers.
+pub async fn run_worker(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    raise_open_files_limit();
+    let cluster = config.cluster.clone().context("a worker needs --redis")?;
+    let docker = Docker::from_host(config.docker_host.as_deref())?;
+    let worker = start_worker(docker, &config, &cluster).await?;
+    eprintln!("{WORKING}{}", worker.name());
+    shutdown.await;
+    tracing::info!("shutting down: stopping runs and removing the pools");
+    worker.shutdown().await;
     eprintln!("onpyrunner: stopped");
     Ok(())
 }

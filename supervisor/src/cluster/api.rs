@@ -1,0 +1,445 @@
+//! An API node's [`Runner`]: runs are checked here, queued in Redis for a worker, and followed
+//! from their events stream into a local log (a mirror), so the web layer sees a [`Session`]
+//! as it does with the engine.
+use super::sweep::sweep_once;
+use super::wire::{self, Control, Job, CONTROL_FIELD};
+use super::{entry_field, every, read_stream, ClusterConfig, ClusterError, Redis, SWEEP_EVERY};
+use crate::engine::Engine;
+use crate::images;
+use crate::limits::Caps;
+use crate::run::{self, RunSpec};
+use crate::runner::{ResumeError, Runner, Status, SubmitError};
+use crate::scheduler::Busy;
+use crate::session::{self, Detach, RunShared, RunWriter, Session};
+use bytes::Bytes;
+use onpyrunner_protocol::{Event, Reason, RunState, Stage, Summary};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A mirror that cannot reach Redis for this long ends its run as `internal_error`.
+pub const REDIS_LOST: Duration = Duration::from_secs(30);
+/// Control entries a run's control stream keeps at most.
+const MAX_CONTROL: usize = 10_000;
+
+/// Queue the job and the run's first event at once, unless the cluster's queue is full.
+/// KEYS: jobs, events. ARGV: cap, job, the READY event's field and value. Returns
+/// `{accepted (0/1), jobs queued or running before}`.
+const SUBMIT: &str = r"
+local queued = redis.call('XLEN', KEYS[1])
+if queued >= tonumber(ARGV[1]) then return {0, queued} end
+redis.call('XADD', KEYS[2], '*', ARGV[3], ARGV[4])
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
+return {1, queued}
+";
+
+/// Runs queued through Redis and executed by whichever worker takes them.
+#[derive(Clone)]
+pub struct RedisRunner {
+    inner: Arc<Inner>,
+}
+
+/// A run this node mirrors, and when it ended.
+type Mirrored = (Arc<RunShared>, Option<Instant>);
+
+struct Inner {
+    redis: Redis,
+    caps: Caps,
+    /// Jobs queued or running in the whole cluster beyond which submits are refused as busy.
+    max_queued: usize,
+    /// The consumer name this node claims lost workers' jobs under.
+    name: String,
+    /// Whether Redis answered the last health check.
+    up: AtomicBool,
+    /// The languages the live workers can run, and how many live.
+    workers: Mutex<(BTreeSet<String>, usize)>,
+    queued: AtomicUsize,
+    accepted: AtomicU64,
+    refused_busy: AtomicU64,
+    /// The runs this node mirrors (submitted here or resumed here), and when each ended.
+    runs: Mutex<HashMap<String, Mirrored>>,
+    /// An engine in this process (`serve --redis` with its worker): its health and pools are
+    /// this node's too.
+    local: Option<Engine>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl RedisRunner {
+    /// Connect (a wrong password or an unreachable server is an error here, said plainly),
+    /// make the workers' group, and start the health checks and the sweep.
+    pub async fn connect(
+        config: &ClusterConfig,
+        caps: Caps,
+        max_queued: usize,
+        local: Option<Engine>,
+    ) -> Result<RedisRunner, ClusterError> {
+        let redis = Redis::open(config)?;
+        redis.ping().await?;
+        redis.ensure_group().await?;
+        let inner = Arc::new(Inner {
+            redis,
+            caps,
+            max_queued,
+            name: format!("api-{}", run::random_hex(6)),
+            up: AtomicBool::new(true),
+            workers: Mutex::new((BTreeSet::new(), 0)),
+            queued: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+            refused_busy: AtomicU64::new(0),
+            runs: Mutex::new(HashMap::new()),
+            local,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        inner.check().await;
+        inner.tasks.spawn(maintain(inner.clone()));
+        Ok(RedisRunner { inner })
+    }
+
+    /// Whether Redis answered the last health check.
+    pub fn redis_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    /// Health: PING, the live workers' languages, the queue's length.
+    async fn check(&self) {
+        let up = self.redis.ping().await.is_ok();
+        let was = self.up.swap(up, Ordering::Relaxed);
+        if was && !up {
+            tracing::error!(server = %self.redis.server, "Redis stopped answering");
+        } else if up && !was {
+            tracing::warn!(server = %self.redis.server, "Redis answers again");
+        }
+        if !up {
+            return;
+        }
+        if let Ok(seen) = super::worker::live_workers(&self.redis).await {
+            *self.workers.lock().expect("runner lock") = seen;
+        }
+        if let Ok(n) = self
+            .redis
+            .query::<usize>(redis::cmd("XLEN").arg(self.redis.keys.jobs()))
+            .await
+        {
+            self.queued.store(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Forget mirrors of runs that ended longer ago than the streams are kept.
+    fn forget_old(&self) {
+        let ttl = self.redis.run_ttl;
+        self.runs
+            .lock()
+            .expect("runner lock")
+            .retain(|_, (_, ended)| ended.is_none_or(|at| at.elapsed() < ttl));
+    }
+
+    /// Start mirroring a run: its events from after stream entry `from` into its log, its
+    /// stdin, EOF and Stop out to its control stream.
+    fn mirror(
+        self: &Arc<Self>,
+        run: Arc<RunShared>,
+        stdin: mpsc::Receiver<Bytes>,
+        from: String,
+        stop_when_abandoned: bool,
+    ) {
+        self.runs
+            .lock()
+            .expect("runner lock")
+            .insert(run.id.clone(), (run.clone(), None));
+        let inner = self.clone();
+        self.tasks.spawn(async move {
+            let last = Mutex::new(from);
+            let events = follow_events(&inner, &run, &last);
+            let control = forward_control(&inner, &run, stdin, stop_when_abandoned);
+            tokio::select! {
+                () = events => {}
+                () = control => {
+                    // The Stop is sent: its summary still comes through the events.
+                    follow_events(&inner, &run, &last).await;
+                }
+            }
+            run.ended();
+            if let Some(entry) = inner.runs.lock().expect("runner lock").get_mut(&run.id) {
+                entry.1 = Some(Instant::now());
+            }
+        });
+    }
+}
+
+/// Push the run's events into its log until its summary. `last` is the last stream entry
+/// already in the log ("0": none), kept up to date.
+async fn follow_events(inner: &Inner, run: &RunShared, last: &Mutex<String>) {
+    let key = inner.redis.keys.events(&run.id);
+    let mut conn = None;
+    let mut failing_since: Option<Instant> = None;
+    while !run.log.is_closed() {
+        if conn.is_none() {
+            conn = inner.redis.blocking().await.ok();
+        }
+        let result = match conn.as_mut() {
+            Some(c) => {
+                let from = last.lock().expect("mirror lock").clone();
+                read_stream(c, &key, &from, 512, None)
+                    .await
+                    .map_err(|e| inner.redis.failed(e))
+            }
+            None => Err(inner.redis.failed("cannot connect")),
+        };
+        match result {
+            Ok(reply) => {
+                failing_since = None;
+                for entry in reply {
+                    if let Some(event) =
+                        entry_field(&entry).and_then(|(f, v)| wire::decode_event(f, &v))
+                    {
+                        let _ = run.log.push(event);
+                    }
+                    *last.lock().expect("mirror lock") = entry.id;
+                }
+            }
+            Err(e) => {
+                conn = None;
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > REDIS_LOST {
+                    tracing::error!(run = %run.id, error = %e, "lost Redis: ending the mirrored run");
+                    let summary =
+                        Summary::internal(Stage::Run, format!("lost the run's events: {e}"));
+                    for event in wire::final_events(summary) {
+                        let _ = run.log.push(event);
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+}
+
+/// Send the run's stdin, EOF and Stop to its control stream; returns once a Stop was sent.
+async fn forward_control(
+    inner: &Inner,
+    run: &RunShared,
+    mut stdin: mpsc::Receiver<Bytes>,
+    stop_when_abandoned: bool,
+) {
+    let mut open = true;
+    let abandoned = async {
+        if stop_when_abandoned {
+            run.abandoned().await
+        } else {
+            std::future::pending().await
+        }
+    };
+    tokio::pin!(abandoned);
+    loop {
+        let control = tokio::select! {
+            chunk = stdin.recv(), if open => match chunk {
+                Some(data) => Control::Stdin { data: data.to_vec() },
+                None => {
+                    open = false;
+                    Control::Eof
+                }
+            },
+            reason = run.stop.stopped() => Control::Stop { reason },
+            () = &mut abandoned => Control::Stop { reason: Reason::ClientGone },
+        };
+        let stop = matches!(control, Control::Stop { .. });
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(inner.redis.keys.control(&run.id))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(MAX_CONTROL)
+            .arg("*")
+            .arg(CONTROL_FIELD)
+            .arg(control.encode());
+        if let Err(e) = inner.redis.query::<String>(&cmd).await {
+            tracing::warn!(run = %run.id, error = %e, "could not send stdin or Stop to the run");
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Health every second, the sweep, and forgetting old mirrors, until shutdown.
+async fn maintain(inner: Arc<Inner>) {
+    every(SWEEP_EVERY, &inner.shutdown, || async {
+        inner.check().await;
+        if inner.up.load(Ordering::Relaxed) {
+            if let Err(e) = sweep_once(&inner.redis, &inner.name).await {
+                tracing::warn!(error = %e, "sweep for lost workers failed");
+            }
+        }
+        inner.forget_old();
+    })
+    .await
+}
+
+impl Runner for RedisRunner {
+    fn submit_with(&self, spec: RunSpec, detach: Detach) -> Result<Session, SubmitError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(SubmitError::ShuttingDown);
+        }
+        run::check(&spec).map_err(SubmitError::Invalid)?;
+        if !self.available(&spec.language.id) {
+            return Err(SubmitError::LanguageUnavailable {
+                language: spec.language.id.clone(),
+                image: images::image_ref(spec.language),
+            });
+        }
+        if !self.redis_up() {
+            return Err(SubmitError::QueueDown(format!(
+                "Redis at {} is not answering",
+                inner.redis.server
+            )));
+        }
+        let id = run::random_hex(16);
+        let job = Job::of(&id, &spec).encode();
+        let ready = wire::encode_event(&Event::State {
+            state: RunState::Ready,
+            at_unix_ms: session::unix_ms(),
+        });
+        let keys = &inner.redis.keys;
+        let (jobs, events) = (keys.jobs(), keys.events(&id));
+        let (accepted, queued): (u8, usize) = inner
+            .redis
+            .blocking_call(|conn| {
+                redis::Script::new(SUBMIT)
+                    .key(&jobs)
+                    .key(&events)
+                    .arg(inner.max_queued)
+                    .arg(&job)
+                    .arg(ready.0)
+                    .arg(ready.1.as_ref())
+                    .invoke(conn)
+            })
+            .map_err(|e| {
+                inner.up.store(false, Ordering::Relaxed);
+                SubmitError::QueueDown(e.to_string())
+            })?;
+        if accepted == 0 {
+            inner.refused_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::Busy(Busy {
+                queued,
+                max_queued: inner.max_queued,
+                retry_after: Duration::from_secs(1),
+            }));
+        }
+        inner.accepted.fetch_add(1, Ordering::Relaxed);
+        let (writer, session) = session::open(id, detach);
+        let RunWriter { run, stdin } = writer;
+        inner.mirror(run, stdin, "0".into(), true);
+        Ok(session)
+    }
+
+    fn resume(&self, id: &str, seq: u64) -> Result<Session, ResumeError> {
+        let inner = &self.inner;
+        let local = inner
+            .runs
+            .lock()
+            .expect("runner lock")
+            .get(id)
+            .map(|(run, _)| run.clone());
+        if let Some(run) = local {
+            let end = run.log.end();
+            return Session::attach(run, seq).ok_or(ResumeError::PastTheEnd { seq, end });
+        }
+        // A run of another node: its log so far, from Redis, into a mirror of our own.
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ResumeError::NoSuchRun);
+        }
+        let key = inner.redis.keys.events(id);
+        let entries: redis::streams::StreamRangeReply = inner
+            .redis
+            .blocking_call(|conn| redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query(conn))
+            .map_err(|_| ResumeError::NoSuchRun)?;
+        let Some(last) = entries.ids.last().map(|e| e.id.clone()) else {
+            return Err(ResumeError::NoSuchRun);
+        };
+        let (writer, first) = session::open(id.to_string(), Detach::Kill);
+        let RunWriter { run, stdin } = writer;
+        for entry in &entries.ids {
+            if let Some(event) = entry_field(entry).and_then(|(f, v)| wire::decode_event(f, &v)) {
+                let _ = run.log.push(event);
+            }
+        }
+        let end = run.log.end();
+        let session =
+            Session::attach(run.clone(), seq).ok_or(ResumeError::PastTheEnd { seq, end })?;
+        drop(first);
+        // Whether to kill it when nobody is attached is the rule of the node that took it.
+        inner.mirror(run, stdin, last, false);
+        Ok(session)
+    }
+
+    fn caps(&self) -> &Caps {
+        &self.inner.caps
+    }
+
+    /// A language is available when a live worker has its image; with no live worker, every
+    /// language of the table (a run waits for a worker to start).
+    fn available(&self, language: &str) -> bool {
+        let (languages, live) = &*self.inner.workers.lock().expect("runner lock");
+        if *live == 0 {
+            onpyrunner_languages::find(language).is_some()
+        } else {
+            languages.contains(language)
+        }
+    }
+
+    fn status(&self) -> Status {
+        let inner = &self.inner;
+        let mut status = match &inner.local {
+            Some(engine) => engine.status(),
+            None => Status {
+                docker_up: true,
+                ..Status::default()
+            },
+        };
+        status.redis_up = Some(self.redis_up());
+        status.shutting_down |= inner.shutdown.is_cancelled();
+        status.queued = inner.queued.load(Ordering::Relaxed);
+        status.accepted = inner.accepted.load(Ordering::Relaxed);
+        status.refused_busy = inner.refused_busy.load(Ordering::Relaxed);
+        status
+    }
+
+    /// Stop admitting, stop every run this node mirrors (reason `shutdown`) and wait a little
+    /// for their summaries.
+    fn shutdown(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let runs: Vec<Arc<RunShared>> = inner
+                .runs
+                .lock()
+                .expect("runner lock")
+                .values()
+                .filter(|(_, ended)| ended.is_none())
+                .map(|(run, _)| run.clone())
+                .collect();
+            for run in runs {
+                run.stop.stop(Reason::Shutdown);
+            }
+            // The maintenance task ends with the token; the mirrors with their summaries.
+            inner.shutdown.cancel();
+            inner.tasks.close();
+            if tokio::time::timeout(Duration::from_secs(3), inner.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("mirrored runs did not end within the shutdown grace");
+            }
+        })
+    }
+}

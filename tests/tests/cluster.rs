@@ -1,0 +1,262 @@
+//! API nodes and worker processes sharing a Redis server: the real binary, the real daemon,
+//! the real images, a Redis of each test's own.
+use onpyrunner_e2e::cluster::{worker_args, RedisServer, WorkerProcess};
+use onpyrunner_e2e::{assert_instance_clean, hear_all, hear_until, spec, Heard, TEST_TIMEOUT};
+use onpyrunner_protocol::{Reason, RunState};
+use onpyrunner_supervisor::cluster::{ClusterConfig, RedisRunner, LOST_BOUND};
+use onpyrunner_supervisor::docker::Docker;
+use onpyrunner_supervisor::limits::Caps;
+use onpyrunner_supervisor::run::random_hex;
+use onpyrunner_supervisor::runner::Runner;
+use std::time::{Duration, Instant};
+
+/// A test's cluster: its Redis, its key prefix, its worker instance name.
+struct Cluster {
+    redis: RedisServer,
+    prefix: String,
+    instance: String,
+}
+
+impl Cluster {
+    async fn new(test: &str) -> Cluster {
+        Cluster {
+            redis: RedisServer::start().await,
+            prefix: format!("t-{test}-{}", random_hex(3)),
+            instance: format!("t-{test}-{}", random_hex(3)),
+        }
+    }
+
+    fn config(&self) -> ClusterConfig {
+        ClusterConfig::new(self.redis.url(), self.prefix.clone())
+    }
+
+    async fn api(&self) -> RedisRunner {
+        tokio::time::timeout(
+            TEST_TIMEOUT,
+            RedisRunner::connect(&self.config(), Caps::default(), 64, None),
+        )
+        .await
+        .expect("connects within the timeout")
+        .expect("the API node starts")
+    }
+
+    async fn worker(&self, instance: &str) -> WorkerProcess {
+        WorkerProcess::start(&self.redis.url(), &self.prefix, &worker_args(instance, &[])).await
+    }
+}
+
+fn docker() -> Docker {
+    Docker::from_host(None).expect("DOCKER_HOST is a unix socket")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_queued_through_redis_completes_on_a_worker_process() {
+    let cluster = Cluster::new("done").await;
+    let worker = cluster.worker(&cluster.instance).await;
+    let api = cluster.api().await;
+    let mut session = api
+        .submit(spec("python", "print('hello from a worker')"))
+        .expect("accepted");
+    let heard = hear_all(&mut session.events).await;
+    assert_eq!(heard.stdout_text(), "hello from a worker\n", "{heard:?}");
+    let summary = heard.summary();
+    assert_eq!(summary.reason, Reason::Exited, "{summary:?}");
+    assert_eq!(summary.usage.exit_code, Some(0));
+    assert_eq!(
+        heard.states,
+        [RunState::Ready, RunState::Running, RunState::Finished]
+    );
+    assert_eq!(api.status().redis_up, Some(true));
+    worker.stop().await;
+    api.shutdown().await;
+    assert_instance_clean(&docker(), &cluster.instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_reaches_a_running_program_and_stop_ends_a_busy_loop() {
+    let cluster = Cluster::new("stdin").await;
+    let worker = cluster.worker(&cluster.instance).await;
+    let api = cluster.api().await;
+    let code = "print('name?', flush=True)\nname = input()\nprint('hello', name)";
+    let mut session = api.submit(spec("python", code)).expect("accepted");
+    let mut heard = Heard::default();
+    hear_until(&mut session.events, &mut heard, "name?").await;
+    let stdin = session.stdin().expect("stdin is open");
+    stdin
+        .send(bytes::Bytes::from_static(b"redis\n"))
+        .await
+        .expect("stdin sent");
+    let rest = hear_all(&mut session.events).await;
+    assert_eq!(rest.stdout_text(), "hello redis\n", "{rest:?}");
+    assert_eq!(rest.summary().reason, Reason::Exited);
+
+    let mut busy = api
+        .submit(spec(
+            "python",
+            "print('spinning', flush=True)\nwhile True: pass",
+        ))
+        .expect("accepted");
+    let mut heard = Heard::default();
+    hear_until(&mut busy.events, &mut heard, "spinning").await;
+    busy.stop();
+    let rest = hear_all(&mut busy.events).await;
+    assert_eq!(rest.summary().state, RunState::Stopped, "{rest:?}");
+    assert_eq!(rest.summary().reason, Reason::Stopped);
+    worker.stop().await;
+    api.shutdown().await;
+    assert_instance_clean(&docker(), &cluster.instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_nodes_and_two_workers_share_runs_and_resume_across_nodes() {
+    let cluster = Cluster::new("two").await;
+    let second = format!("{}-b", cluster.instance);
+    let (a, b) = tokio::join!(cluster.worker(&cluster.instance), cluster.worker(&second));
+    let (api1, api2) = tokio::join!(cluster.api(), cluster.api());
+    let mut sessions = Vec::new();
+    for i in 0..4 {
+        let api = if i % 2 == 0 { &api1 } else { &api2 };
+        let code = format!("print('run {i}')\nprint('second line of {i}')");
+        sessions.push((i, api.submit(spec("python", &code)).expect("accepted")));
+    }
+    for (i, session) in &mut sessions {
+        let heard = hear_all(&mut session.events).await;
+        assert_eq!(
+            heard.stdout_text(),
+            format!("run {i}\nsecond line of {i}\n"),
+            "{heard:?}"
+        );
+    }
+    // Resume run 0 (of node 1) on node 2, from after its first event (READY).
+    let (_, first) = &sessions[0];
+    let mut again = api2
+        .resume(&first.id, 1)
+        .expect("node 2 finds node 1's run");
+    let heard = hear_all(&mut again.events).await;
+    assert_eq!(heard.stdout_text(), "run 0\nsecond line of 0\n");
+    assert_eq!(heard.states, [RunState::Running, RunState::Finished]);
+    // And from the start: the same events as node 1 heard, in the same positions.
+    let mut from_start = api2.resume(&first.id, 0).expect("again, from 0");
+    let mut whole = api1.resume(&first.id, 0).expect("node 1 has it too");
+    let (x, y) = (
+        hear_all(&mut from_start.events).await,
+        hear_all(&mut whole.events).await,
+    );
+    assert_eq!(format!("{:?}", x.states), format!("{:?}", y.states));
+    assert_eq!(x.stdout, y.stdout);
+    assert_eq!(x.summary(), y.summary());
+    assert!(
+        api2.resume("00ff", 0).is_err(),
+        "an unknown run is not found"
+    );
+    tokio::join!(a.stop(), b.stop());
+    tokio::join!(api1.shutdown(), api2.shutdown());
+    assert_instance_clean(&docker(), &cluster.instance).await;
+    assert_instance_clean(&docker(), &second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_run_ends_as_lost_within_the_bound_and_its_containers_are_swept() {
+    let cluster = Cluster::new("kill").await;
+    let worker = cluster.worker(&cluster.instance).await;
+    let api = cluster.api().await;
+    let mut session = api
+        .submit(spec(
+            "python",
+            "print('sleeping', flush=True)\nimport time; time.sleep(60)",
+        ))
+        .expect("accepted");
+    let mut heard = Heard::default();
+    hear_until(&mut session.events, &mut heard, "sleeping").await;
+    worker.kill().await;
+    let killed = Instant::now();
+    let rest = hear_all(&mut session.events).await;
+    let took = killed.elapsed();
+    let summary = rest.summary();
+    assert_eq!(summary.reason, Reason::InternalError, "{summary:?}");
+    assert!(
+        summary.error.as_deref().unwrap_or("").contains("was lost"),
+        "{summary:?}"
+    );
+    assert!(
+        took < LOST_BOUND + Duration::from_secs(2),
+        "the lost run ended after {took:?}, beyond {LOST_BOUND:?}"
+    );
+    // A worker of the same instance name sweeps what the killed one left at its start.
+    let again = cluster.worker(&cluster.instance).await;
+    assert_instance_clean(&docker(), &cluster.instance).await;
+    again.stop().await;
+    api.shutdown().await;
+    assert_instance_clean(&docker(), &cluster.instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_while_no_worker_runs_completes_once_one_starts() {
+    let cluster = Cluster::new("later").await;
+    let api = cluster.api().await;
+    let mut session = api
+        .submit(spec("python", "print('waited')"))
+        .expect("accepted with no worker");
+    // The queue's length is read once a second.
+    let started = Instant::now();
+    while api.status().queued != 1 {
+        assert!(started.elapsed() < TEST_TIMEOUT, "the job shows as queued");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!session.ended());
+    let worker = cluster.worker(&cluster.instance).await;
+    let heard = hear_all(&mut session.events).await;
+    assert_eq!(heard.stdout_text(), "waited\n", "{heard:?}");
+    worker.stop().await;
+    api.shutdown().await;
+    assert_instance_clean(&docker(), &cluster.instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_redis_password_is_refused_at_start() {
+    let cluster = Cluster::new("auth").await;
+    let wrong = ClusterConfig::new(
+        format!("redis://:wrong@127.0.0.1:{}/", cluster.redis.port),
+        cluster.prefix.clone(),
+    );
+    let err = tokio::time::timeout(
+        TEST_TIMEOUT,
+        RedisRunner::connect(&wrong, Caps::default(), 64, None),
+    )
+    .await
+    .expect("an answer within the timeout")
+    .err()
+    .expect("refused");
+    let message = err.to_string();
+    assert!(message.contains("127.0.0.1"), "{message}");
+    assert!(
+        !message.contains("wrong@"),
+        "the password is not shown: {message}"
+    );
+    assert!(
+        message.to_lowercase().contains("pass") || message.contains("auth"),
+        "{message}"
+    );
+    // The worker refuses to start as well, saying why.
+    let out = tokio::time::timeout(
+        TEST_TIMEOUT,
+        tokio::process::Command::new(onpyrunner_e2e::cluster::onpyrunner_binary())
+            .args([
+                "worker",
+                "--redis",
+                &wrong.url,
+                "--redis-prefix",
+                &cluster.prefix,
+            ])
+            .args(worker_args(&cluster.instance, &[]))
+            .output(),
+    )
+    .await
+    .expect("the worker exits within the timeout")
+    .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Redis at 127.0.0.1"), "{stderr}");
+    assert!(!stderr.contains(":wrong@"), "{stderr}");
+    assert_instance_clean(&docker(), &cluster.instance).await;
+}
