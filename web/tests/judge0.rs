@@ -1,33 +1,15 @@
 //! Judge0 CE 1.13.1's routes in process (warp's test client): the information routes and the
 //! refusals over a stand-in runner; submissions over a real engine, daemon and images. Each
 //! test asserts what a Judge0 client sees.
-use onpyrunner::jobs::Jobs;
+mod support;
 use onpyrunner::judge0::callback::Callbacks;
 use onpyrunner::router::routes;
 use onpyrunner::state::AppState;
-use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::engine::Engine;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-async fn engine(test: &str) -> AppState {
-    let docker = Docker::from_host(None).unwrap();
-    let config = onpyrunner_e2e::engine_config(&format!("judge0-{test}"), &[]);
-    let engine = Engine::start(docker, config)
-        .await
-        .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
-    AppState::new(engine, Jobs::new(100, Duration::from_secs(60)))
-}
-
-fn stand_in() -> AppState {
-    AppState::new(
-        onpyrunner_e2e::stand_in::StandIn::new(),
-        Jobs::new(10, Duration::from_secs(60)),
-    )
-}
 
 /// The answer's status, content type and body (JSON, or the text as a JSON string).
 async fn send(s: &AppState, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -93,7 +75,7 @@ fn status_id(view: &Value) -> u64 {
 
 #[tokio::test]
 async fn information_routes_answer_in_judge0s_shapes() {
-    let s = stand_in();
+    let s = support::stand_in_state();
     let about = get(&s, "/about").await;
     assert_eq!(about["version"], "1.13.1");
     assert_eq!(about["homepage"], "/");
@@ -155,7 +137,7 @@ async fn information_routes_answer_in_judge0s_shapes() {
 
 #[tokio::test]
 async fn refusals_are_judge0s_words_and_statuses() {
-    let s = stand_in();
+    let s = support::stand_in_state();
     let post = |body: Value| {
         let s = s.clone();
         async move { send(&s, "POST", "/submissions", Some(body)).await }
@@ -229,7 +211,7 @@ async fn refusals_are_judge0s_words_and_statuses() {
 
 #[tokio::test]
 async fn submissions_run_in_each_language_and_are_read_back() {
-    let s = engine("languages").await;
+    let s = support::engine_state("judge0-languages").await;
     let programs = [
         (71, "print('hello', input())"),
         (
@@ -273,7 +255,7 @@ async fn submissions_run_in_each_language_and_are_read_back() {
 
 #[tokio::test]
 async fn wait_base64_fields_and_expected_output_render_as_judge0_does() {
-    let s = engine("render").await;
+    let s = support::engine_state("judge0-render").await;
     // Base64 in (leniently, no padding) and out (Ruby's encode64: 60 columns, a last newline).
     let code = "print('x' * 100)";
     let b64 = data_encoding::BASE64_NOPAD.encode(code.as_bytes());
@@ -341,7 +323,7 @@ async fn wait_base64_fields_and_expected_output_render_as_judge0_does() {
 
 #[tokio::test]
 async fn failures_get_judge0s_statuses() {
-    let s = engine("failures").await;
+    let s = support::engine_state("judge0-failures").await;
     let compile = run(
         &s,
         "fields=status,compile_output,stdout,time,memory",
@@ -407,7 +389,7 @@ async fn failures_get_judge0s_statuses() {
 
 #[tokio::test]
 async fn batches_mix_valid_and_invalid_and_delete_forgets() {
-    let s = engine("batch").await;
+    let s = support::engine_state("judge0-batch").await;
     let (status, answer) = send(
         &s,
         "POST",
@@ -495,7 +477,7 @@ async fn hear_one(listener: tokio::net::TcpListener) -> (String, String) {
 async fn a_callback_is_put_to_an_allowed_host_only() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let s = engine("callback")
+    let s = support::engine_state("judge0-callback")
         .await
         .with_judge0_callbacks(Callbacks::parse(&[format!("127.0.0.1:{port}")]).unwrap());
     // Another port of the same host is not allowed.

@@ -1,30 +1,12 @@
 //! Piston v2's REST routes in process (warp's test client): the runs over a real engine, daemon
 //! and images; the listing and the refusals, which start nothing, over a stand-in runner.
-use onpyrunner::jobs::Jobs;
+mod support;
 use onpyrunner::router::routes;
 use onpyrunner::state::AppState;
-use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::engine::Engine;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-async fn engine(test: &str) -> AppState {
-    let docker = Docker::from_host(None).unwrap();
-    let config = onpyrunner_e2e::engine_config(&format!("piston-{test}"), &[]);
-    let engine = Engine::start(docker, config)
-        .await
-        .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
-    AppState::new(engine, Jobs::new(100, Duration::from_secs(60)))
-}
-
-fn stand_in() -> AppState {
-    AppState::new(
-        onpyrunner_e2e::stand_in::StandIn::new(),
-        Jobs::new(10, Duration::from_secs(60)),
-    )
-}
 
 /// The answer's status and JSON body; `headers` are sent as they are (no content type is
 /// added).
@@ -64,7 +46,7 @@ async fn execute(s: &AppState, body: Value) -> Value {
 
 #[tokio::test]
 async fn runtimes_list_every_language_with_pistons_names_aliases_and_semver() {
-    let s = stand_in();
+    let s = support::stand_in_state();
     for path in [
         "/api/v2/runtimes",
         "/api/v2/runtimes/",
@@ -126,7 +108,7 @@ async fn runtimes_list_every_language_with_pistons_names_aliases_and_semver() {
 
 #[tokio::test]
 async fn refusals_are_400_with_pistons_message_and_nothing_runs() {
-    let s = stand_in();
+    let s = support::stand_in_state();
     let files = json!([{"content": "print(1)"}]);
     for (body, message) in [
         (
@@ -190,7 +172,7 @@ async fn refusals_are_400_with_pistons_message_and_nothing_runs() {
 
 #[tokio::test]
 async fn a_cross_site_page_cannot_post_even_as_text_plain() {
-    let s = stand_in();
+    let s = support::stand_in_state();
     let body = json!({"language": "py", "version": "*", "files": [{"content": "print(1)"}]});
     for origin in ["http://evil.example", "null"] {
         let (status, _) = send(
@@ -207,7 +189,7 @@ async fn a_cross_site_page_cannot_post_even_as_text_plain() {
 
 #[tokio::test]
 async fn hello_in_python_and_c_with_stdin_args_and_the_compile_stage_only_for_c() {
-    let s = engine("hello").await;
+    let s = support::engine_state("piston-hello").await;
     let python = execute(
         &s,
         json!({"language": "py", "version": "3.x", "files": [{"name": "hello.py",
@@ -270,7 +252,7 @@ async fn hello_in_python_and_c_with_stdin_args_and_the_compile_stage_only_for_c(
 
 #[tokio::test]
 async fn failures_have_pistons_status_code_and_signal() {
-    let s = engine("failures").await;
+    let s = support::engine_state("piston-failures").await;
     // A failed compile skips the run, and `run` is the compile.
     let broken = execute(
         &s,
@@ -350,7 +332,7 @@ async fn our_refusals_on_pistons_routes_also_carry_pistons_message() {
         },
         ..QuotaConfig::default()
     };
-    let s = stand_in()
+    let s = support::stand_in_state()
         .with_identity(Identity::open().with_tokens(tokens))
         .with_quotas(Quotas::new(quotas));
     let bearer = format!("Bearer {secret}");
@@ -396,7 +378,7 @@ async fn our_refusals_on_pistons_routes_also_carry_pistons_message() {
     assert_eq!(answer["field"], "runs_per_minute");
 
     // Without tokens or rates, so that the body is what is refused.
-    let open = stand_in();
+    let open = support::stand_in_state();
     let too_large = [("content-length", "50000000")];
     let (status, answer) = call(&open, "POST", "/api/v2/execute", &too_large).await;
     assert_eq!(status, 413);
@@ -436,7 +418,7 @@ async fn our_refusals_on_pistons_routes_also_carry_pistons_message() {
     with_message(status, &answer, "route");
 
     // No room for bodies: 503.
-    let mut busy = stand_in();
+    let mut busy = support::stand_in_state();
     busy.bodies = Bodies::new(0, Duration::from_secs(30));
     let (status, answer) = call(&busy, "POST", "/api/v2/execute", &[]).await;
     assert_eq!(status, 503);
@@ -453,7 +435,7 @@ async fn our_refusals_on_pistons_routes_also_carry_pistons_message() {
 #[tokio::test]
 async fn a_body_too_slow_is_408_with_pistons_message() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = stand_in();
+    let mut s = support::stand_in_state();
     s.bodies = onpyrunner::body::Bodies::new(1 << 20, Duration::from_millis(200));
     let listener = onpyrunner::server::listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();

@@ -1,5 +1,9 @@
-//! A server over a real listener, engine, daemon and images, for the WebSocket tests
-//! (`ws.rs`, `piston_ws.rs`): its client connects with a real WebSocket client.
+//! What the web crate's tests share: a server over a real listener, engine, daemon and images,
+//! for the WebSocket tests (`ws.rs`, `piston_ws.rs`), whose client connects with a real
+//! WebSocket client; and in-process state over a real engine or over the stand-in runner, for
+//! the tests that ask through warp's test client (`piston.rs`, `judge0.rs`). Each test binary
+//! uses only part of it.
+#![allow(dead_code)]
 use onpyrunner::jobs::Jobs;
 use onpyrunner::router::routes;
 use onpyrunner::state::AppState;
@@ -13,6 +17,22 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::WebSocketStream;
+
+/// In-process state over a real engine, daemon and images; its containers' instance is `name`.
+pub async fn engine_state(name: &str) -> AppState {
+    let engine = Engine::start(Docker::from_host(None).unwrap(), engine_config(name, &[]))
+        .await
+        .expect("engine starts (is the daemon running? `bash scripts/setup.sh`)");
+    AppState::new(engine, Jobs::new(100, Duration::from_secs(60)))
+}
+
+/// In-process state over the stand-in runner: routing and refusals, which start nothing.
+pub fn stand_in_state() -> AppState {
+    AppState::new(
+        onpyrunner_e2e::stand_in::StandIn::new(),
+        Jobs::new(10, Duration::from_secs(60)),
+    )
+}
 
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
