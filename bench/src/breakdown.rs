@@ -146,6 +146,7 @@ async fn timed_run(
         stdin,
         output: output_tx,
         stop: StopSignal::default(),
+        signals: Default::default(),
     };
     let running = async {
         let ran = run::run_in_keep(docker, sandbox, spec, controls).await;

@@ -21,6 +21,32 @@ pub const WORK_DIR: &str = "/work";
 
 const MIB: i64 = 1024 * 1024;
 
+/// The command that sends a signal (`$1`, a number) to the program: every process in the
+/// container but Docker's init (pid 1), the launcher and itself. It runs in the container
+/// (an exec, as the container's user), since the daemon's own kill reaches only the init,
+/// which would pass it to the launcher alone. The launcher is the init's only child that was
+/// started first: the lowest pid whose parent is 1 (a program's orphans are re-parented to the
+/// init too, but later). Only the shell's builtins run, so it forks nothing; what the program
+/// forks while it runs may miss the signal.
+pub const SIGNAL_SCRIPT: &str = r#"s=$1; l=0
+for d in /proc/[0-9]*; do
+  p=${d#/proc/}; pp=
+  while read -r k v; do if [ "$k" = PPid: ]; then pp=$v; break; fi; done < "$d/status"
+  if [ "$pp" = 1 ] && { [ "$l" = 0 ] || [ "$p" -lt "$l" ]; }; then l=$p; fi
+done 2>/dev/null
+set --
+for d in /proc/[0-9]*; do
+  p=${d#/proc/}
+  [ "$p" = 1 ] || [ "$p" = "$l" ] || [ "$p" = $$ ] || set -- "$@" "$p"
+done
+[ $# = 0 ] || kill -s "$s" "$@" 2>/dev/null
+exit 0"#;
+
+/// The exec's argument vector for [`SIGNAL_SCRIPT`] with `signal`.
+pub fn signal_command(signal: &str) -> [&str; 5] {
+    ["/bin/sh", "-c", SIGNAL_SCRIPT, "sh", signal]
+}
+
 /// Host tasks of a gVisor sandbox before the program forks: the Sentry's threads and the gofer
 /// (about 40 measured here, with CPython or Node.js blocked on stdin), with room.
 const GVISOR_PIDS_BASE: i64 = 64;

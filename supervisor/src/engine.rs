@@ -947,6 +947,7 @@ impl SessionTask {
             stdin: self.stdin.take().expect("a session runs once"),
             output: out_tx,
             stop: stop.clone(),
+            signals: self.run.signals.clone(),
         };
         let docker = self.inner.docker.clone();
         let spec = self.spec.clone();

@@ -7,7 +7,7 @@ use crate::judging::{JudgeSpec, Judging, TEST_GRACE_MS};
 use crate::limits::Limits;
 use crate::sandbox::{with_room, Resume};
 pub use crate::sandbox::{Leftover, Maker, Placement, Sandbox};
-use crate::session::StopSignal;
+use crate::session::{Signals, StopSignal};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use onpyrunner_languages::{Language, FILES_PLACEHOLDER};
@@ -214,6 +214,8 @@ pub struct Controls {
     /// Output, and a judged run's test verdicts, in order.
     pub output: mpsc::Sender<Event>,
     pub stop: StopSignal,
+    /// Signals for the program while it runs (not a way to end the run: `stop` is).
+    pub signals: Signals,
 }
 
 /// Run a program on a fresh container. Output is sent as it arrives; closing `stdin`'s sender
@@ -233,6 +235,7 @@ pub async fn run_fresh(
         stdin,
         output,
         stop: StopSignal::default(),
+        signals: Signals::default(),
     };
     run_in(docker, sandbox, spec, controls).await
 }
@@ -327,6 +330,7 @@ async fn drive(
         mut stdin,
         output,
         stop,
+        signals,
     } = controls;
     let (read_half, mut write_half) = tokio::io::split(io);
     if !started {
@@ -575,6 +579,17 @@ async fn drive(
                 // The compiled record moved the deadline: sleep until the new one.
                 _ = clock_changed.changed() => {}
                 reason = stop.stopped() => break Ending::Killed(reason),
+                signal = signals.next() => {
+                    // Delivered apart, so that a slow daemon never holds up the run's clock.
+                    let (docker, id) = (docker.clone(), id.to_string());
+                    tokio::spawn(async move {
+                        let signal_text = signal.to_string();
+                        let cmd = crate::container::signal_command(&signal_text);
+                        if let Err(e) = docker.exec_detached(&id, &cmd).await {
+                            tracing::debug!(container_id = %id, signal, "signal not delivered: {e}");
+                        }
+                    });
+                }
             }
         }
     };

@@ -1,5 +1,5 @@
-//! A run as its callers hold it: its id, its log, its stdin and its Stop. The run's states,
-//! events and summary are the wire model in `onpyrunner_protocol::run`.
+//! A run as its callers hold it: its id, its log, its stdin, its Stop and its signals. The
+//! run's states, events and summary are the wire model in `onpyrunner_protocol::run`.
 //!
 //! A run outlives any one caller: each [`Session`] is an attachment to it, and the run is
 //! killed (reason `client_gone`) only when nobody has been attached for its detach grace
@@ -8,9 +8,10 @@
 use crate::run_log::{Follower, RunLog};
 use bytes::Bytes;
 use onpyrunner_protocol::{Event, Reason};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 /// Stdin chunks buffered per run before the writer waits.
@@ -52,6 +53,42 @@ impl StopSignal {
     }
 }
 
+/// Signals for the running program (a Piston client's `signal`), in the order they were sent.
+/// At most [`SIGNALS_HELD`] wait to be delivered; one sent past that is dropped (a client
+/// sending signals faster than they can be delivered gains nothing by more of them).
+#[derive(Debug, Clone, Default)]
+pub struct Signals {
+    inner: Arc<(Mutex<VecDeque<i32>>, Notify)>,
+}
+
+/// Signals waiting to be delivered, at most.
+pub const SIGNALS_HELD: usize = 8;
+
+impl Signals {
+    /// Queue `signal`; false when [`SIGNALS_HELD`] are already waiting.
+    pub fn send(&self, signal: i32) -> bool {
+        let (queue, notify) = &*self.inner;
+        let mut queue = queue.lock().expect("signals lock");
+        if queue.len() >= SIGNALS_HELD {
+            return false;
+        }
+        queue.push_back(signal);
+        notify.notify_one();
+        true
+    }
+
+    /// The next signal sent, waiting for one.
+    pub async fn next(&self) -> i32 {
+        let (queue, notify) = &*self.inner;
+        loop {
+            if let Some(signal) = queue.lock().expect("signals lock").pop_front() {
+                return signal;
+            }
+            notify.notified().await;
+        }
+    }
+}
+
 /// When a run nobody is attached to is killed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detach {
@@ -68,6 +105,7 @@ pub(crate) struct RunShared {
     /// The program's stdin; `None` once EOF was sent.
     stdin: Mutex<Option<mpsc::Sender<Bytes>>>,
     pub(crate) stop: StopSignal,
+    pub(crate) signals: Signals,
     /// How many sessions are attached.
     attached: watch::Sender<usize>,
     pub(crate) detach: Detach,
@@ -80,6 +118,7 @@ impl RunShared {
             log: RunLog::default(),
             stdin: Mutex::new(Some(stdin)),
             stop: StopSignal::default(),
+            signals: Signals::default(),
             attached: watch::channel(0).0,
             detach,
         }
@@ -146,6 +185,11 @@ impl RunWriter {
         &self.run.stop
     }
 
+    /// The signals its callers send the program.
+    pub fn signals(&self) -> &Signals {
+        &self.run.signals
+    }
+
     /// Resolves once nobody has been attached for the detach grace period.
     pub async fn abandoned(&self) {
         self.run.abandoned().await
@@ -178,6 +222,13 @@ impl RunControl {
     /// End the run for `reason`.
     pub fn stop(&self, reason: Reason) {
         self.run.stop.stop(reason);
+    }
+
+    /// Send the program a signal (all its processes, not the sandbox's init or launcher);
+    /// false when too many are waiting to be delivered. What the program does with it is its
+    /// own business: this does not end the run by itself.
+    pub fn signal(&self, signal: i32) -> bool {
+        self.run.signals.send(signal)
     }
 
     /// Whether the run has ended (its summary is in the log).

@@ -73,7 +73,7 @@ async fn a_run_queued_through_redis_completes_on_a_worker_process() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stdin_reaches_a_running_program_and_stop_ends_a_busy_loop() {
+async fn stdin_a_signal_and_stop_reach_a_running_program() {
     let cluster = Cluster::new("stdin").await;
     let worker = cluster.worker(&cluster.instance).await;
     let api = cluster.api().await;
@@ -102,6 +102,20 @@ async fn stdin_reaches_a_running_program_and_stop_ends_a_busy_loop() {
     let rest = hear_all(&mut busy.events).await;
     assert_eq!(rest.summary().state, RunState::Stopped, "{rest:?}");
     assert_eq!(rest.summary().reason, Reason::Stopped);
+
+    // A signal crosses Redis too, and reaches the program's own handler.
+    let code = "import signal, sys\n\
+                def bye(*_):\n    print('caught', flush=True)\n    sys.exit(3)\n\
+                signal.signal(signal.SIGTERM, bye)\nprint('waiting', flush=True)\n\
+                while True: signal.pause()";
+    let mut caught = api.submit(spec("python", code)).expect("accepted");
+    let mut heard = Heard::default();
+    hear_until(&mut caught.events, &mut heard, "waiting").await;
+    assert!(caught.control().signal(15));
+    let rest = hear_all(&mut caught.events).await;
+    assert_eq!(rest.stdout_text(), "caught\n", "{rest:?}");
+    assert_eq!(rest.summary().reason, Reason::Exited, "{rest:?}");
+    assert_eq!(rest.summary().usage.exit_code, Some(3));
     worker.stop().await;
     api.shutdown().await;
     assert_instance_clean(&docker(), &cluster.instance).await;

@@ -65,6 +65,7 @@ async fn run_pooled(pool: &Pool, h: &Harness, spec: &RunSpec, stdin: &[u8]) -> P
         stdin: stdin_rx,
         output: out_tx,
         stop: StopSignal::default(),
+        signals: Default::default(),
     };
     let (outcome, chunks) = tokio::time::timeout(TEST_TIMEOUT, async {
         tokio::join!(
@@ -167,6 +168,7 @@ async fn pooled_java_answers_a_line_typed_after_its_prompt() {
         stdin: stdin_rx,
         output: out_tx,
         stop: StopSignal::default(),
+        signals: Default::default(),
     };
     let dialogue = async move {
         let mut seen = Vec::new();

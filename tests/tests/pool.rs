@@ -59,6 +59,7 @@ fn controls() -> (
             stdin,
             output,
             stop,
+            signals: Default::default(),
         },
     )
 }

@@ -6,8 +6,9 @@
 //! ([`Close`]). The connection is `ws_socket`'s (origin, per-client cap, size caps,
 //! heartbeat, backpressure), as `/api/v1/ws`'s is.
 //!
-//! Where Piston is broken we are not (docs/compat.md, "WebSocket"): a `signal` ends the run,
-//! and a connection that ends, however it ends, kills its run at once (no resume here).
+//! Where Piston is broken we are not (docs/compat.md, "WebSocket"): a `signal` reaches the
+//! program, and a connection that ends, however it ends, kills its run at once (no resume
+//! here).
 //!
 //! Two tasks besides the writer: the reader (this connection's own task) reads the client and
 //! writes stdin; a forwarder turns the run's events into messages, waiting whenever the client
@@ -186,22 +187,27 @@ fn handle(
                 _ => None,
             };
             let signal = signal.ok_or(Refusal::Close(Close::InvalidSignal))?;
-            if ends_the_run(signal) {
-                job.control.stop(Reason::Stopped);
-            }
+            deliver(&job.control, signal);
         }
         _ => {}
     }
     Ok(())
 }
 
-/// Whether a signal ends the run. A run can only be killed (SIGKILL), not signalled: a
-/// signal whose default action ends a process kills the program; one whose default is to be
-/// ignored (SIGCHLD, SIGCONT, SIGURG, SIGWINCH) or to stop it (SIGSTOP, SIGTSTP, SIGTTIN,
-/// SIGTTOU: a run cannot be paused) does nothing.
-fn ends_the_run(signal: i32) -> bool {
-    !matches!(signal, 17..=23 | 28)
+/// Send the program the signal, as Piston means to and does not: its processes get it and do
+/// what they do with it (a handler runs, the default ends or stops them). SIGKILL is the run's
+/// own Stop, which is at once and says so (`stopped`). Past
+/// [`SIGNALS_HELD`](onpyrunner_supervisor::session::SIGNALS_HELD) waiting to be delivered, a
+/// signal is dropped.
+fn deliver(control: &RunControl, signal: i32) {
+    if signal == SIGKILL {
+        control.stop(Reason::Stopped);
+    } else {
+        control.signal(signal);
+    }
 }
+
+const SIGKILL: i32 = 9;
 
 /// Queue stdin for the program, in order; what its channel has no room for is held (see
 /// [`STDIN_HELD_BYTES`]). After the program's stdin closed (its run ended, or its stdin cap
@@ -374,19 +380,21 @@ fn stage_of(stage: onpyrunner_protocol::Stage) -> PistonStage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use onpyrunner_supervisor::session::Detach;
 
     #[test]
-    fn only_signals_that_end_a_process_end_the_run() {
-        for name in [
-            "SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1",
-        ] {
-            assert!(ends_the_run(signal_number(name).unwrap()), "{name}");
-        }
-        for name in [
-            "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGWINCH",
-        ] {
-            assert!(!ends_the_run(signal_number(name).unwrap()), "{name}");
-        }
-        assert!(ends_the_run(signal_number("SIGRTMIN").unwrap()));
+    fn sigkill_is_the_runs_stop_and_any_other_signal_is_the_programs() {
+        let (writer, session) = onpyrunner_supervisor::session::open("r".into(), Detach::Kill);
+        let control = session.control();
+        deliver(&control, signal_number("SIGTERM").unwrap());
+        deliver(&control, 28);
+        assert!(!writer.stop_signal().is_stopped());
+        deliver(&control, signal_number("SIGKILL").unwrap());
+        assert!(writer.stop_signal().is_stopped());
+        assert_eq!(writer.stop_signal().reason(), Reason::Stopped);
+        let delivered = futures_util::FutureExt::now_or_never(async {
+            (writer.signals().next().await, writer.signals().next().await)
+        });
+        assert_eq!(delivered, Some((15, 28)));
     }
 }

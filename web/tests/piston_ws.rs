@@ -336,18 +336,21 @@ async fn each_close_code_is_pistons() {
     server.finish().await;
 }
 
+/// A program that ticks until SIGTERM, which it catches: it says so and exits with 3.
+const CATCHES_SIGTERM: &str = "import signal, sys, time
+def bye(*_):
+    print('caught SIGTERM', flush=True)
+    sys.exit(3)
+signal.signal(signal.SIGTERM, bye)
+while True:
+    print('tick', flush=True)
+    time.sleep(0.1)";
+
 #[tokio::test]
-async fn a_signal_ends_a_busy_program_with_an_exit_saying_sigkill() {
+async fn a_signal_reaches_the_program_which_handles_it_or_dies_of_it() {
     let server = serve("signal", |_| {}).await;
     let mut ws = server.connect().await;
-    send(
-        &mut ws,
-        init(
-            "python",
-            "import time\nwhile True:\n    print('tick', flush=True)\n    time.sleep(0.1)",
-        ),
-    )
-    .await;
+    send(&mut ws, init("python", CATCHES_SIGTERM)).await;
     let mut heard = Heard::default();
     hear_until(&mut ws, &mut heard, |h| h.stdout().contains("tick")).await;
     // A signal a process ignores by default does nothing: the ticks go on.
@@ -358,36 +361,39 @@ async fn a_signal_ends_a_busy_program_with_an_exit_saying_sigkill() {
     })
     .await;
     assert!(heard.close.is_none(), "{heard:?}");
-    let sent = Instant::now();
+    // The program's own handler runs: its output, then its own exit code.
     send(&mut ws, json!({"type": "signal", "signal": "SIGTERM"})).await;
     hear_until(&mut ws, &mut heard, |_| false).await;
-    assert!(
-        sent.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        sent.elapsed()
-    );
+    assert!(heard.stdout().ends_with("caught SIGTERM\n"), "{heard:?}");
     assert_eq!(
         heard.steps().last(),
-        Some(&exit(PistonStage::Run, None, Some("SIGKILL")))
+        Some(&exit(PistonStage::Run, Some(3), None))
     );
     assert_eq!(heard.closed_with(), Some(Close::JobCompleted));
 
-    // A busy loop, and the signal as a number.
-    let mut ws = server.connect().await;
-    send(
-        &mut ws,
-        init("python", "print('looping', flush=True)\nwhile True: pass"),
-    )
-    .await;
-    let mut heard = Heard::default();
-    hear_until(&mut ws, &mut heard, |h| h.stdout().contains("looping")).await;
-    send(&mut ws, json!({"type": "signal", "signal": 9})).await;
-    hear_until(&mut ws, &mut heard, |_| false).await;
-    assert_eq!(
-        heard.steps().last(),
-        Some(&exit(PistonStage::Run, None, Some("SIGKILL")))
-    );
-    assert_eq!(heard.closed_with(), Some(Close::JobCompleted));
+    // A busy loop with no handler dies of the signal, sent as a number (SIGUSR1), and says so.
+    let busy = "print('looping', flush=True)\nwhile True: pass";
+    for (signal, name) in [(json!(10), "SIGUSR1"), (json!("SIGKILL"), "SIGKILL")] {
+        let mut ws = server.connect().await;
+        send(&mut ws, init("python", busy)).await;
+        let mut heard = Heard::default();
+        hear_until(&mut ws, &mut heard, |h| h.stdout().contains("looping")).await;
+        let sent = Instant::now();
+        send(&mut ws, json!({"type": "signal", "signal": signal})).await;
+        hear_until(&mut ws, &mut heard, |_| false).await;
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "{name}: {:?}",
+            sent.elapsed()
+        );
+        assert_eq!(
+            heard.steps().last(),
+            Some(&exit(PistonStage::Run, None, Some(name))),
+            "{heard:?}"
+        );
+        assert_eq!(heard.closed_with(), Some(Close::JobCompleted));
+    }
+    assert!(server.no_containers_within(10).await);
     server.finish().await;
 }
 

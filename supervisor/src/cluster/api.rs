@@ -144,7 +144,7 @@ impl Inner {
     }
 
     /// Start mirroring a run: its events from after stream entry `from` into its log, its
-    /// stdin, EOF and Stop out to its control stream.
+    /// stdin, EOF, Stop and signals out to its control stream.
     fn mirror(
         self: &Arc<Self>,
         run: Arc<RunShared>,
@@ -225,7 +225,8 @@ async fn follow_events(inner: &Inner, run: &RunShared, last: &Mutex<String>) {
     }
 }
 
-/// Send the run's stdin, EOF and Stop to its control stream; returns once a Stop was sent.
+/// Send the run's stdin, EOF, Stop and signals to its control stream; returns once a Stop
+/// was sent.
 async fn forward_control(
     inner: &Inner,
     run: &RunShared,
@@ -251,6 +252,7 @@ async fn forward_control(
                 }
             },
             reason = run.stop.stopped() => Control::Stop { reason },
+            signal = run.signals.next() => Control::Signal { signal },
             () = &mut abandoned => Control::Stop { reason: Reason::ClientGone },
         };
         let stop = matches!(control, Control::Stop { .. });
@@ -263,7 +265,7 @@ async fn forward_control(
             .arg(CONTROL_FIELD)
             .arg(control.encode());
         if let Err(e) = inner.redis.query::<String>(&cmd).await {
-            tracing::warn!(run = %run.id, error = %e, "could not send stdin or Stop to the run");
+            tracing::warn!(run = %run.id, error = %e, "could not send stdin, Stop or a signal to the run");
         }
         if stop {
             return;

@@ -8,7 +8,7 @@
 //! - `<p>:run:<id>:events`: the run's log, one entry per [`Event`] in order (field `ev`, JSON,
 //!   or `out`, an output frame: the stream's tag, then the bytes), so a position in the stream
 //!   is the run's log position.
-//! - `<p>:run:<id>:control`: stdin chunks, EOF and Stop (field `c`, JSON).
+//! - `<p>:run:<id>:control`: stdin chunks, EOF, Stop and signals (field `c`, JSON).
 //! - `<p>:run:<id>:owner`: the worker that started the run.
 //! - `<p>:worker:<name>`: a worker's heartbeat, with a short TTL; its value the languages the
 //!   worker can run.
@@ -291,6 +291,10 @@ pub enum Control {
     Stop {
         reason: Reason,
     },
+    /// A signal for the program (a Piston client's `signal`).
+    Signal {
+        signal: i32,
+    },
 }
 
 impl Control {
@@ -406,6 +410,7 @@ mod tests {
             Control::Stop {
                 reason: Reason::ClientGone,
             },
+            Control::Signal { signal: 15 },
         ] {
             assert_eq!(Control::decode(c.encode().as_bytes()), Some(c));
         }

@@ -308,7 +308,7 @@ async fn write(inner: &Inner, run: &str, event: &Event) -> Result<(), Failed> {
     }
 }
 
-/// Apply the run's control entries (stdin, EOF, Stop) in order until `done`.
+/// Apply the run's control entries (stdin, EOF, Stop, signals) in order until `done`.
 async fn apply_control(
     inner: Arc<Inner>,
     run: String,
@@ -362,6 +362,9 @@ async fn apply_control(
                     control.close_stdin();
                 }
                 Control::Stop { reason } => control.stop(reason),
+                Control::Signal { signal } => {
+                    control.signal(signal);
+                }
             }
         }
     }

@@ -364,6 +364,12 @@ impl Docker {
         self.no_content(request::kill_container(id, signal)).await
     }
 
+    /// Start `cmd` in a running container as its user, with no stdio, and not wait for it.
+    pub async fn exec_detached(&self, id: &str, cmd: &[&str]) -> Result<(), DockerError> {
+        let created: CreateResponse = self.json(request::create_exec(id, cmd)).await?;
+        self.no_content(request::start_exec(&created.id)).await
+    }
+
     pub async fn pause_container(&self, id: &str) -> Result<(), DockerError> {
         self.no_content(request::pause_container(id)).await
     }

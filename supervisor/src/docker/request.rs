@@ -183,6 +183,32 @@ pub fn kill_container(id: &str, signal: &str) -> ApiRequest {
     container_op("kill container", Method::POST, id, &action)
 }
 
+/// A process to run in a running container, as the container's own user, with no stdio
+/// attached. The command is an argument vector (no shell parses it unless it is a shell).
+pub fn create_exec(id: &str, cmd: &[&str]) -> ApiRequest {
+    let mut req = container_op("create exec", Method::POST, id, "/exec");
+    let body = serde_json::json!({
+        "Cmd": cmd,
+        "AttachStdin": false,
+        "AttachStdout": false,
+        "AttachStderr": false,
+        "Tty": false,
+    });
+    req.payload = Payload::Json(body.to_string().into_bytes());
+    req
+}
+
+/// Start an exec made by [`create_exec`], detached: the daemon answers once it started.
+pub fn start_exec(exec_id: &str) -> ApiRequest {
+    let mut req = ApiRequest::new(
+        "start exec",
+        Method::POST,
+        format!("/exec/{}/start", path_segment(exec_id)),
+    );
+    req.payload = Payload::Json(br#"{"Detach":true,"Tty":false}"#.to_vec());
+    req
+}
+
 pub fn pause_container(id: &str) -> ApiRequest {
     container_op("pause container", Method::POST, id, "/pause")
 }
@@ -273,6 +299,26 @@ mod tests {
         assert_eq!(req.method, Method::GET);
         assert_eq!(req.path, "/v1.41/containers/c1/export");
         assert_eq!(req.payload, Payload::Empty);
+    }
+
+    #[test]
+    fn an_exec_runs_its_argument_vector_detached_and_its_id_stays_in_its_segment() {
+        let create = create_exec("c", &["/bin/sh", "-c", "kill -s \"$1\" -- -1", "sh", "15"]);
+        assert_eq!(create.method, Method::POST);
+        assert_eq!(create.path, "/v1.41/containers/c/exec");
+        let Payload::Json(body) = create.payload else {
+            panic!("a JSON body")
+        };
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["Cmd"][3], "sh");
+        assert_eq!(body["Cmd"][4], "15");
+        assert_eq!(body["AttachStdout"], false);
+        let start = start_exec("../x?y");
+        assert_eq!(start.path, "/v1.41/exec/..%2Fx%3Fy/start");
+        assert_eq!(
+            start.payload,
+            Payload::Json(br#"{"Detach":true,"Tty":false}"#.to_vec())
+        );
     }
 
     #[test]
