@@ -412,17 +412,13 @@ async fn drive(
     let mut boundaries = Boundaries::default();
 
     let reading = async {
-        // Forward within the stage's output budget; an ending when the budget ran out or the
-        // receiver left.
-        async fn forward(
-            output: &mpsc::Sender<Event>,
+        // Count output against the stage's budget (cut at it) and give it to the judging as
+        // it comes, in its own stream's order, whether it is sent now or held back.
+        fn account(
             (budgets, truncated, judging): (&mut Budgets, &mut bool, &mut Option<Judging<'_>>),
             (stream, stage): (OutputStream, Stage),
             mut data: Bytes,
-        ) -> Result<(), Ending> {
-            if data.is_empty() {
-                return Ok(());
-            }
+        ) -> Bytes {
             let budget = match stage {
                 Stage::Compile => &mut budgets.compile,
                 Stage::Run => &mut budgets.run,
@@ -435,6 +431,36 @@ async fn drive(
             if let (Some(judging), Stage::Run) = (judging.as_mut(), stage) {
                 judging.output(stream, &data);
             }
+            data
+        }
+        // Forward within the stage's output budget; an ending when the budget ran out or the
+        // receiver left.
+        async fn forward(
+            output: &mpsc::Sender<Event>,
+            state: (&mut Budgets, &mut bool, &mut Option<Judging<'_>>),
+            (stream, stage): (OutputStream, Stage),
+            data: Bytes,
+        ) -> Result<(), Ending> {
+            if data.is_empty() {
+                return Ok(());
+            }
+            let data = account(
+                (&mut *state.0, &mut *state.1, &mut *state.2),
+                (stream, stage),
+                data,
+            );
+            send(output, stream, data).await?;
+            if *state.1 {
+                return Err(Ending::Killed(Reason::OutputLimit));
+            }
+            Ok(())
+        }
+        // Send output already accounted for.
+        async fn send(
+            output: &mpsc::Sender<Event>,
+            stream: OutputStream,
+            data: Bytes,
+        ) -> Result<(), Ending> {
             if !data.is_empty()
                 && output
                     .send(Event::Output(OutputChunk { stream, data }))
@@ -443,18 +469,15 @@ async fn drive(
             {
                 return Err(Ending::Killed(Reason::ClientGone));
             }
-            if *truncated {
-                return Err(Ending::Killed(Reason::OutputLimit));
-            }
             Ok(())
         }
-        // Give clients what is due: boundaries' events and the output held back after them.
+        // Give clients what is due: boundaries' events and the output held back after them
+        // (accounted for when it came); then the output cap's ending if it was reached.
         async fn release(
             output: &mpsc::Sender<Event>,
-            state: (&mut Budgets, &mut bool, &mut Option<Judging<'_>>),
+            truncated: bool,
             due: Vec<Due>,
         ) -> Result<(), Ending> {
-            let (budgets, truncated, judging) = state;
             for item in due {
                 match item {
                     Due::Event(event) => {
@@ -462,11 +485,11 @@ async fn drive(
                             return Err(Ending::Killed(Reason::ClientGone));
                         }
                     }
-                    Due::Output(stream, data) => {
-                        let state = (&mut *budgets, &mut *truncated, &mut *judging);
-                        forward(output, state, (stream, Stage::Run), data).await?;
-                    }
+                    Due::Output(stream, data) => send(output, stream, data).await?,
                 }
+            }
+            if truncated {
+                return Err(Ending::Killed(Reason::OutputLimit));
             }
             Ok(())
         }
@@ -474,8 +497,7 @@ async fn drive(
             let chunk = match frames.next().await {
                 Some(Ok(chunk)) => chunk,
                 end => {
-                    let state = (&mut budgets, &mut truncated, &mut judging);
-                    release(&output, state, boundaries.due(true)).await?;
+                    release(&output, truncated, boundaries.due(true)).await?;
                     for (stream, scanner, at) in scanners.iter_mut() {
                         let rest = scanner.finish();
                         let state = (&mut budgets, &mut truncated, &mut judging);
@@ -503,21 +525,19 @@ async fn drive(
                     Piece::Output(data) => {
                         let state = (&mut budgets, &mut truncated, &mut judging);
                         if boundaries.holding(*stream) {
-                            if boundaries.hold(*stream, data) {
-                                release(&output, state, boundaries.due(true)).await?
+                            // Judged now, in its stream's order; sent once it is due.
+                            let data = account(state, (*stream, *at), data);
+                            if boundaries.hold(*stream, data) || truncated {
+                                release(&output, truncated, boundaries.due(true)).await?
                             }
                         } else {
                             forward(&output, state, (*stream, *at), data).await?
                         }
                     }
                     Piece::Record(Ok(Record::Test(ended))) => {
-                        // The stdout record ends the test: stdout is what is compared, so
-                        // stdout held back since an earlier boundary (stderr lagging by more
-                        // than a test) is this test's and must be had first.
-                        if *stream == OutputStream::Stdout && boundaries.holding(*stream) {
-                            let state = (&mut budgets, &mut truncated, &mut judging);
-                            release(&output, state, boundaries.due(true)).await?;
-                        }
+                        // The stdout record ends the test. Stdout held back since an earlier
+                        // boundary (stderr lagging by more than a test) was judged as it came,
+                        // so it stays held until stderr catches up.
                         let mut event = None;
                         if let (OutputStream::Stdout, Some(judging)) = (*stream, judging.as_mut()) {
                             event = Some(Event::Test(judging.ended(ended)));
@@ -527,8 +547,7 @@ async fn drive(
                             clock.send_modify(|clock| clock.deadline = now + run_wall);
                         }
                         boundaries.pass(*stream, event);
-                        let state = (&mut budgets, &mut truncated, &mut judging);
-                        release(&output, state, boundaries.due(false)).await?;
+                        release(&output, truncated, boundaries.due(false)).await?;
                     }
                     Piece::Record(Ok(Record::Compiled(usage))) => {
                         let first = *at == Stage::Compile;
@@ -545,8 +564,7 @@ async fn drive(
                         }
                         if first {
                             boundaries.pass(*stream, Some(Event::Compiled(usage)));
-                            let state = (&mut budgets, &mut truncated, &mut judging);
-                            release(&output, state, boundaries.due(false)).await?;
+                            release(&output, truncated, boundaries.due(false)).await?;
                         }
                     }
                     Piece::Record(Ok(Record::Status(found))) => {
