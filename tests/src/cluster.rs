@@ -1,5 +1,6 @@
 //! For the cluster tests: a Redis server of the test's own (a free loopback port, a password,
-//! no persistence, a temporary directory, killed at the end) and `onpyrunner worker` processes.
+//! a temporary directory, no persistence unless asked, killed at the end) and `onpyrunner
+//! worker` processes.
 use crate::TEST_TIMEOUT;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -12,13 +13,24 @@ use tokio::process::{Child, Command};
 pub struct RedisServer {
     child: std::process::Child,
     dir: PathBuf,
+    durable: bool,
     pub port: u16,
     pub password: String,
 }
 
 impl RedisServer {
-    /// Start one and wait until it accepts connections.
+    /// Start one with no persistence and wait until it accepts connections.
     pub async fn start() -> RedisServer {
+        Self::start_with(false).await
+    }
+
+    /// Start one that keeps an append-only file synced on every write (as docs/deploy.md
+    /// asks of production), so that it can be restarted without losing anything.
+    pub async fn start_durable() -> RedisServer {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(durable: bool) -> RedisServer {
         let found = std::process::Command::new("redis-server")
             .arg("--version")
             .output();
@@ -35,22 +47,20 @@ impl RedisServer {
             onpyrunner_supervisor::run::random_hex(6)
         ));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let child = std::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--requirepass", &password])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
+        let child = spawn(port, &password, &dir, durable);
         let server = RedisServer {
             child,
             dir,
+            durable,
             port,
             password,
         };
+        server.listening().await;
+        server
+    }
+
+    async fn listening(&self) {
+        let port = self.port;
         tokio::time::timeout(TEST_TIMEOUT, async {
             while tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
@@ -61,13 +71,50 @@ impl RedisServer {
         })
         .await
         .expect("redis-server listens within the test timeout");
-        server
+    }
+
+    /// `kill -9` it (no chance to write anything more).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again, on the same port with the same files, and wait until it listens.
+    pub async fn start_again(&mut self) {
+        self.child = spawn(self.port, &self.password, &self.dir, self.durable);
+        self.listening().await;
     }
 
     /// The URL with the password, as `--redis` takes it.
     pub fn url(&self) -> String {
         format!("redis://:{}@127.0.0.1:{}/", self.password, self.port)
     }
+}
+
+fn spawn(port: u16, password: &str, dir: &std::path::Path, durable: bool) -> std::process::Child {
+    let persistence: &[&str] = if durable {
+        &[
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+    } else {
+        &["--save", "", "--appendonly", "no"]
+    };
+    std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--requirepass", password])
+        .args(persistence)
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server starts")
 }
 
 impl Drop for RedisServer {
@@ -145,48 +192,17 @@ impl WorkerProcess {
     /// Start `onpyrunner worker --redis URL --redis-prefix PREFIX ARGS` and wait until it takes
     /// jobs.
     pub async fn start(url: &str, prefix: &str, args: &[String]) -> WorkerProcess {
-        let mut child = Command::new(onpyrunner_binary())
-            .args(["worker", "--redis", url, "--redis-prefix", prefix])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("onpyrunner worker starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
-        let name = tokio::time::timeout(TEST_TIMEOUT, async {
-            while let Some(line) = lines.next_line().await.expect("worker stderr") {
-                if let Some(name) = line.strip_prefix(WORKING) {
-                    return name.to_string();
-                }
-                eprintln!("worker: {line}");
-            }
-            panic!("the worker exited before taking jobs");
-        })
-        .await
-        .expect("the worker takes jobs within the test timeout");
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                eprintln!("worker: {line}");
-            }
-        });
+        let mut all = ["worker", "--redis", url, "--redis-prefix", prefix]
+            .map(String::from)
+            .to_vec();
+        all.extend_from_slice(args);
+        let (child, name) = spawn_until(&all, WORKING, "worker").await;
         WorkerProcess { child, name }
     }
 
     /// SIGTERM, and wait for it to exit (its runs end, its containers go).
-    pub async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) with the pid of our own child, which we have not waited for.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGTERM);
-            }
-        }
-        let status = tokio::time::timeout(TEST_TIMEOUT, self.child.wait())
-            .await
-            .expect("the worker exits within the test timeout")
-            .expect("wait");
-        assert!(status.success(), "the worker exited with {status}");
+    pub async fn stop(self) {
+        terminate(self.child, "worker").await;
     }
 
     /// `kill -9`: no chance to clean anything up.
@@ -196,5 +212,87 @@ impl WorkerProcess {
     }
 }
 
+/// An `onpyrunner serve --redis ... --no-worker` process: an API node of its own (killed if
+/// dropped).
+pub struct ApiProcess {
+    pub child: Child,
+    /// Where it listens: `127.0.0.1:PORT`.
+    pub addr: String,
+}
+
+impl ApiProcess {
+    /// Start an API-only node on a free loopback port and wait until it listens.
+    pub async fn start(url: &str, prefix: &str, instance: &str) -> ApiProcess {
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--instance",
+            instance,
+            "--redis",
+            url,
+            "--redis-prefix",
+            prefix,
+            "--no-worker",
+        ]
+        .map(String::from);
+        let (child, addr) = spawn_until(&args, LISTENING, "api").await;
+        ApiProcess { child, addr }
+    }
+
+    /// SIGTERM, and wait for it to exit.
+    pub async fn stop(self) {
+        terminate(self.child, "API node").await;
+    }
+}
+
+/// Start the binary with `args` and wait for a line on its stderr that starts with `prefix`;
+/// returns the rest of that line. Its other lines go to the test's stderr, marked `who`.
+async fn spawn_until(args: &[String], prefix: &str, who: &'static str) -> (Child, String) {
+    let mut child = Command::new(onpyrunner_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("onpyrunner starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let rest = tokio::time::timeout(TEST_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.expect("its stderr") {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_string();
+            }
+            eprintln!("{who}: {line}");
+        }
+        panic!("the {who} exited before saying {prefix:?}");
+    })
+    .await
+    .expect("it starts within the test timeout");
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{who}: {line}");
+        }
+    });
+    (child, rest)
+}
+
+/// SIGTERM, and wait for a clean exit.
+async fn terminate(mut child: Child, who: &str) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with the pid of our own child, which we have not waited for.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+    }
+    let status = tokio::time::timeout(TEST_TIMEOUT, child.wait())
+        .await
+        .expect("it exits within the test timeout")
+        .expect("wait");
+    assert!(status.success(), "the {who} exited with {status}");
+}
+
 /// What `onpyrunner worker` prints once it takes jobs (web/src/server.rs's `WORKING`).
 pub const WORKING: &str = "onpyrunner: worker taking jobs as ";
+/// What `onpyrunner serve` prints once it listens (web/src/server.rs's `LISTENING`).
+pub const LISTENING: &str = "onpyrunner: listening on http://";

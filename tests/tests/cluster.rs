@@ -3,11 +3,11 @@
 use onpyrunner_e2e::cluster::{worker_args, RedisServer, WorkerProcess};
 use onpyrunner_e2e::{assert_instance_clean, hear_all, hear_until, spec, Heard, TEST_TIMEOUT};
 use onpyrunner_protocol::{Reason, RunState};
-use onpyrunner_supervisor::cluster::{ClusterConfig, RedisRunner, LOST_BOUND};
+use onpyrunner_supervisor::cluster::{ClusterConfig, RedisRunner, HEARTBEAT_TTL, LOST_BOUND};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::limits::Caps;
 use onpyrunner_supervisor::run::random_hex;
-use onpyrunner_supervisor::runner::Runner;
+use onpyrunner_supervisor::runner::{Runner, SubmitError};
 use std::time::{Duration, Instant};
 
 /// A test's cluster: its Redis, its key prefix, its worker instance name.
@@ -19,8 +19,17 @@ struct Cluster {
 
 impl Cluster {
     async fn new(test: &str) -> Cluster {
+        Self::with(test, RedisServer::start().await)
+    }
+
+    /// With a Redis that keeps an append-only file, so it can restart without losing data.
+    async fn durable(test: &str) -> Cluster {
+        Self::with(test, RedisServer::start_durable().await)
+    }
+
+    fn with(test: &str, redis: RedisServer) -> Cluster {
         Cluster {
-            redis: RedisServer::start().await,
+            redis,
             prefix: format!("t-{test}-{}", random_hex(3)),
             instance: format!("t-{test}-{}", random_hex(3)),
         }
@@ -200,6 +209,69 @@ async fn a_killed_workers_run_ends_as_lost_within_the_bound_and_its_containers_a
     let again = cluster.worker(&cluster.instance).await;
     assert_instance_clean(&docker(), &cluster.instance).await;
     again.stop().await;
+    api.shutdown().await;
+    assert_instance_clean(&docker(), &cluster.instance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_load_loses_no_accepted_run() {
+    let mut cluster = Cluster::durable("restart").await;
+    let worker = cluster.worker(&cluster.instance).await;
+    let api = cluster.api().await;
+    // Eight runs for the worker's two running slots: some are running and the rest queued
+    // when Redis goes.
+    let mut sessions = Vec::new();
+    for i in 0..8 {
+        let code =
+            format!("import time\nprint('start {i}', flush=True)\ntime.sleep(1)\nprint('end {i}')");
+        sessions.push(api.submit(spec("python", &code)).expect("accepted"));
+    }
+    let mut first = Heard::default();
+    hear_until(&mut sessions[0].events, &mut first, "start 0").await;
+    cluster.redis.kill();
+    // While it is down, a run is refused at once, not left hanging.
+    let asked = Instant::now();
+    let refused = api.submit(spec("python", "print('not now')"));
+    assert!(
+        matches!(refused, Err(SubmitError::QueueDown(_))),
+        "{:?}",
+        refused.err()
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        asked.elapsed()
+    );
+    // Down for longer than a heartbeat lives: the workers' heartbeats are gone when it is back,
+    // and nobody may take that for lost workers.
+    tokio::time::sleep(HEARTBEAT_TTL + Duration::from_millis(1500)).await;
+    cluster.redis.start_again().await;
+    for (i, session) in sessions.iter_mut().enumerate() {
+        let heard = hear_all(&mut session.events).await;
+        let stdout = if i == 0 {
+            first.stdout_text() + &heard.stdout_text()
+        } else {
+            heard.stdout_text()
+        };
+        assert_eq!(
+            stdout,
+            format!("start {i}\nend {i}\n"),
+            "run {i}: {heard:?}"
+        );
+        assert_eq!(heard.summary().reason, Reason::Exited, "run {i}: {heard:?}");
+    }
+    // Every job was settled (the jobs stream is read once a second), and the nodes take new
+    // runs again by themselves.
+    let started = Instant::now();
+    while api.status().queued != 0 || api.status().redis_up != Some(true) {
+        assert!(started.elapsed() < TEST_TIMEOUT, "{:?}", api.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut after = api
+        .submit(spec("python", "print('after')"))
+        .expect("accepted again");
+    assert_eq!(hear_all(&mut after.events).await.stdout_text(), "after\n");
+    worker.stop().await;
     api.shutdown().await;
     assert_instance_clean(&docker(), &cluster.instance).await;
 }

@@ -51,6 +51,10 @@ impl Job {
     }
 }
 
+/// Where a job this table does not hold may be found: on a node of a cluster, a job another
+/// node took, from Redis (the run from its start, and its language).
+pub type Elsewhere = Arc<dyn Fn(&str) -> Option<(Session, String)> + Send + Sync>;
+
 /// The table of jobs.
 #[derive(Clone)]
 pub struct Jobs {
@@ -58,11 +62,17 @@ pub struct Jobs {
     max: usize,
     ttl: Duration,
     max_bytes: usize,
+    elsewhere: Option<Elsewhere>,
 }
 
 /// Output kept by ended jobs at most, by default: without it, 1000 jobs of 16 MiB each would
 /// hold 16 GB.
 pub const DEFAULT_MAX_BYTES: usize = 256 * 1024 * 1024;
+
+/// The table was full of jobs that have not ended: the job that did not fit.
+struct Full {
+    job: Arc<Job>,
+}
 
 /// The table is full of jobs that have not ended.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +88,15 @@ impl Jobs {
             max,
             ttl,
             max_bytes: DEFAULT_MAX_BYTES,
+            elsewhere: None,
         }
+    }
+
+    /// Look for jobs the table does not hold with `elsewhere`, and keep what it finds (a job
+    /// of another node: polling, its events and DELETE then work here too).
+    pub fn with_elsewhere(mut self, elsewhere: Elsewhere) -> Self {
+        self.elsewhere = Some(elsewhere);
+        self
     }
 
     /// Keep at most `max_bytes` of output in ended jobs; the oldest go first.
@@ -139,6 +157,31 @@ impl Jobs {
         let mut session = session.unpaced();
         let stdin_tx = session.stdin();
         session.close_stdin();
+        if let Err(full) = self.hold(&id, origin, session, language, room) {
+            full.job.stop.stop(Reason::Stopped);
+            return Err(JobsFull { max: self.max });
+        }
+        if let Some(stdin_tx) = stdin_tx {
+            tokio::spawn(async move {
+                if !stdin.is_empty() {
+                    let _ = stdin_tx.send(stdin).await;
+                }
+                // Dropping the sender is EOF.
+            });
+        }
+        Ok(id)
+    }
+
+    /// Put the job in the table (unless it is full of jobs that have not ended) and hold its
+    /// session until its end; a job the table holds already under `id` is kept instead.
+    fn hold(
+        &self,
+        id: &str,
+        origin: Option<Origin>,
+        session: Session,
+        language: &str,
+        room: Room,
+    ) -> Result<Arc<Job>, Full> {
         let job = Arc::new(Job {
             language: language.to_string(),
             origin,
@@ -149,26 +192,18 @@ impl Jobs {
         {
             let mut table = self.inner.lock().expect("jobs lock");
             self.expire(&mut table);
+            if let Some(held) = table.get(id) {
+                return Ok(held.clone());
+            }
             if table.len() >= self.max {
                 match oldest_ended(&table) {
                     Some(oldest) => {
                         table.remove(&oldest);
                     }
-                    None => {
-                        job.stop.stop(Reason::Stopped);
-                        return Err(JobsFull { max: self.max });
-                    }
+                    None => return Err(Full { job }),
                 }
             }
-            table.insert(id.clone(), job.clone());
-        }
-        if let Some(stdin_tx) = stdin_tx {
-            tokio::spawn(async move {
-                if !stdin.is_empty() {
-                    let _ = stdin_tx.send(stdin).await;
-                }
-                // Dropping the sender is EOF.
-            });
+            table.insert(id.to_string(), job.clone());
         }
         let ended_at = job.ended_at.clone();
         let jobs = self.clone();
@@ -181,7 +216,7 @@ impl Jobs {
             // The byte budget holds as soon as a job ends, not only when the next one comes.
             jobs.expire_now();
         });
-        Ok(id)
+        Ok(job)
     }
 
     pub fn view(&self, id: &str) -> Option<JobView> {
@@ -252,7 +287,14 @@ impl Jobs {
     }
 
     fn get(&self, id: &str) -> Option<Arc<Job>> {
-        self.inner.lock().expect("jobs lock").get(id).cloned()
+        if let Some(job) = self.inner.lock().expect("jobs lock").get(id).cloned() {
+            return Some(job);
+        }
+        // Another node's job: followed from here from now on. Nothing is stopped if the table
+        // is full (the job is not ours to stop): it is just not found here.
+        let (session, language) = (self.elsewhere.as_ref()?)(id)?;
+        self.hold(id, None, session.unpaced(), &language, Room::default())
+            .ok()
     }
 
     /// Drop what is past its TTL or over the byte budget, now.
@@ -277,6 +319,7 @@ impl Jobs {
                     max,
                     ttl,
                     max_bytes,
+                    elsewhere: None,
                 }
                 .expire_now();
             }

@@ -63,6 +63,7 @@ pub const LISTENING: &str = "onpyrunner: listening on http://";
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     raise_open_files_limit();
     let docker = Docker::from_host(config.docker_host.as_deref())?;
+    let mut elsewhere: Option<crate::jobs::Elsewhere> = None;
     let (runner, engine, worker): (Arc<dyn Runner>, Option<Engine>, Option<Worker>) =
         match &config.cluster {
             None => {
@@ -86,13 +87,19 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
                 )
                 .await
                 .context("cannot start the API node")?;
+                let finder = runner.clone();
+                elsewhere = Some(Arc::new(move |id: &str| finder.elsewhere(id)));
                 (Arc::new(runner), engine, worker)
             }
         };
     let listener =
         listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let jobs = Jobs::new(config.jobs_max, config.jobs_ttl).with_max_bytes(config.jobs_max_bytes);
+    let mut jobs =
+        Jobs::new(config.jobs_max, config.jobs_ttl).with_max_bytes(config.jobs_max_bytes);
+    if let Some(elsewhere) = elsewhere {
+        jobs = jobs.with_elsewhere(elsewhere);
+    }
     let expiry = jobs.expire_every(JOBS_EXPIRY_INTERVAL);
     let mut identity = Identity::open().with_proxies(config.trusted_proxies.clone());
     if let Some((_, tokens)) = &config.tokens {

@@ -2,7 +2,7 @@
 //! from their events stream into a local log (a mirror), so the web layer sees a [`Session`]
 //! as it does with the engine.
 use super::sweep::sweep_once;
-use super::wire::{self, Control, Job, CONTROL_FIELD};
+use super::wire::{self, Control, Job, CONTROL_FIELD, SENDER_FIELD};
 use super::{entry_field, every, read_stream, ClusterConfig, ClusterError, Redis, SWEEP_EVERY};
 use crate::engine::Engine;
 use crate::images;
@@ -28,16 +28,21 @@ pub const REDIS_LOST: Duration = Duration::from_secs(30);
 /// Control entries a run's control stream keeps at most.
 const MAX_CONTROL: usize = 10_000;
 
-/// Queue the job and the run's first event at once, unless the cluster's queue is full.
-/// KEYS: jobs, events. ARGV: cap, job, the READY event's field and value. Returns
-/// `{accepted (0/1), jobs queued or running before}`.
+/// Queue the job, the run's first event (entry `1-0`: the worker numbers the run's events
+/// after it, see [`wire`]) and its language at once, unless the cluster's queue
+/// is full. KEYS: jobs, events, language. ARGV: cap, job, the READY event's field and value,
+/// the language, the language key's lifetime until the run ends (when it gets the streams').
+/// Returns `{accepted (0/1), jobs queued or running before}`.
 const SUBMIT: &str = r"
 local queued = redis.call('XLEN', KEYS[1])
 if queued >= tonumber(ARGV[1]) then return {0, queued} end
-redis.call('XADD', KEYS[2], '*', ARGV[3], ARGV[4])
+redis.call('XADD', KEYS[2], '1-0', ARGV[3], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
 redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
 return {1, queued}
 ";
+/// How long a run's language key lives before its run ends: a backstop, should nothing end it.
+const LANGUAGE_BACKSTOP: Duration = Duration::from_secs(24 * 3600);
 
 /// Runs queued through Redis and executed by whichever worker takes them.
 #[derive(Clone)]
@@ -107,6 +112,29 @@ impl RedisRunner {
     pub fn redis_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
     }
+
+    /// A run any node of the cluster accepted, from its start, with its language: for a job
+    /// polled on a node other than the one it was posted to. `None` when Redis has no such
+    /// run (or does not answer).
+    pub fn elsewhere(&self, id: &str) -> Option<(Session, String)> {
+        if !valid_run_id(id) {
+            return None;
+        }
+        let key = self.inner.redis.keys.language(id);
+        let language: Option<String> = self
+            .inner
+            .redis
+            .blocking_call(|conn| redis::cmd("GET").arg(&key).query(conn))
+            .ok()?;
+        let language = language?;
+        let session = self.resume(id, 0).ok()?;
+        Some((session, language))
+    }
+}
+
+/// Whether `id` can be a run's id (ours are 32 hex digits): anything else is not looked up.
+fn valid_run_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 impl Inner {
@@ -191,7 +219,7 @@ async fn follow_events(inner: &Inner, run: &RunShared, last: &Mutex<String>) {
                 let from = last.lock().expect("mirror lock").clone();
                 read_stream(c, &key, &from, 512, None)
                     .await
-                    .map_err(|e| inner.redis.failed(e))
+                    .map_err(|e| inner.redis.broken(e))
             }
             None => Err(inner.redis.failed("cannot connect")),
         };
@@ -242,6 +270,7 @@ async fn forward_control(
         }
     };
     tokio::pin!(abandoned);
+    let mut sent = 0u64;
     loop {
         let control = tokio::select! {
             chunk = stdin.recv(), if open => match chunk {
@@ -256,6 +285,7 @@ async fn forward_control(
             () = &mut abandoned => Control::Stop { reason: Reason::ClientGone },
         };
         let stop = matches!(control, Control::Stop { .. });
+        sent += 1;
         let mut cmd = redis::cmd("XADD");
         cmd.arg(inner.redis.keys.control(&run.id))
             .arg("MAXLEN")
@@ -263,8 +293,16 @@ async fn forward_control(
             .arg(MAX_CONTROL)
             .arg("*")
             .arg(CONTROL_FIELD)
-            .arg(control.encode());
-        if let Err(e) = inner.redis.query::<String>(&cmd).await {
+            .arg(control.encode())
+            .arg(SENDER_FIELD)
+            .arg(wire::sender(&inner.name, sent));
+        // In order: the next chunk waits until this one is in (or given up on). A retry of an
+        // entry that did go in is told apart by its sender field.
+        let sent = inner
+            .redis
+            .retrying(|| inner.redis.query::<String>(&cmd))
+            .await;
+        if let Err(e) = sent {
             tracing::warn!(run = %run.id, error = %e, "could not send stdin, Stop or a signal to the run");
         }
         if stop {
@@ -313,17 +351,20 @@ impl Runner for RedisRunner {
             at_unix_ms: session::unix_ms(),
         });
         let keys = &inner.redis.keys;
-        let (jobs, events) = (keys.jobs(), keys.events(&id));
+        let (jobs, events, language) = (keys.jobs(), keys.events(&id), keys.language(&id));
         let (accepted, queued): (u8, usize) = inner
             .redis
             .blocking_call(|conn| {
                 redis::Script::new(SUBMIT)
                     .key(&jobs)
                     .key(&events)
+                    .key(&language)
                     .arg(inner.max_queued)
                     .arg(&job)
                     .arg(ready.0)
                     .arg(ready.1.as_ref())
+                    .arg(&spec.language.id)
+                    .arg(LANGUAGE_BACKSTOP.as_secs())
                     .invoke(conn)
             })
             .map_err(|e| {
@@ -358,7 +399,7 @@ impl Runner for RedisRunner {
             return Session::attach(run, seq).ok_or(ResumeError::PastTheEnd { seq, end });
         }
         // A run of another node: its log so far, from Redis, into a mirror of our own.
-        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !valid_run_id(id) {
             return Err(ResumeError::NoSuchRun);
         }
         let key = inner.redis.keys.events(id);

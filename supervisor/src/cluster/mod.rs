@@ -13,6 +13,14 @@
 //! A run of a worker killed outright so reaches its final state within [`LOST_BOUND`]
 //! (`HEARTBEAT_TTL + SWEEP_EVERY`, plus a few Redis round trips). Every Redis call has a
 //! timeout ([`CALL_TIMEOUT`]).
+//!
+//! Redis restarting: the queue, the pending entries and the streams are Redis's (run it with
+//! an append-only file, docs/deploy.md); every node makes its connections again by itself.
+//! Writes that matter (a run's events, its end, its stdin and Stop) are retried for
+//! [`WRITE_RETRY`]. A node that has just seen Redis fail does not judge heartbeats until
+//! [`STEADY`] has passed without a failure (live workers refresh theirs meanwhile), and a
+//! worker whose connection was broken looks at its own pending entries again (a job whose
+//! delivery reached Redis's log but not the worker is settled as a lost worker's would be).
 pub mod api;
 mod sweep;
 pub mod wire;
@@ -24,7 +32,7 @@ pub use worker::Worker;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wire::Keys;
 
 /// How long a worker's heartbeat key lives without being refreshed.
@@ -37,6 +45,11 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub const LOST_BOUND: Duration = Duration::from_secs(4);
 /// The longest any one Redis call may take (connecting included) before it counts as failed.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long writes that matter are retried while Redis fails (a restart takes well under it).
+pub const WRITE_RETRY: Duration = Duration::from_secs(10);
+/// How long a node must have seen no Redis failure before it ends anyone's runs for a missing
+/// heartbeat: a heartbeat's TTL and a refresh.
+pub const STEADY: Duration = Duration::from_secs(4);
 /// How long a blocking read (XREAD, XREADGROUP) waits for an entry before it asks again.
 pub const BLOCK: Duration = Duration::from_millis(1000);
 /// How long a run's events and control streams are kept after it ended, by default (a client
@@ -49,6 +62,10 @@ pub const MAX_EVENTS: usize = crate::run_log::MAX_ENTRIES;
 const _: () = assert!(
     HEARTBEAT_TTL.as_millis() + SWEEP_EVERY.as_millis() <= LOST_BOUND.as_millis(),
     "the stated bound covers the heartbeat's TTL and a sweep"
+);
+const _: () = assert!(
+    HEARTBEAT_TTL.as_millis() + HEARTBEAT_EVERY.as_millis() <= STEADY.as_millis(),
+    "after a failure, live workers have refreshed their heartbeats before anyone judges them"
 );
 
 /// What both kinds of node are configured with.
@@ -97,6 +114,8 @@ pub(crate) struct Redis {
     shared: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// For the few calls a synchronous caller makes (submit, resume on another node).
     sync: Mutex<Option<redis::Connection>>,
+    /// When a call last failed.
+    failed_at: Mutex<Option<Instant>>,
 }
 
 /// A Redis call that failed or timed out, with the server named.
@@ -118,6 +137,7 @@ impl Redis {
             server,
             shared: tokio::sync::Mutex::new(None),
             sync: Mutex::new(None),
+            failed_at: Mutex::new(None),
         })
     }
 
@@ -134,6 +154,36 @@ impl Redis {
             .set_response_timeout(Some(response))
     }
 
+    /// A connection could not be made or broke: remember when, for [`steady`](Self::steady),
+    /// and name the server.
+    pub(crate) fn broken(&self, e: impl std::fmt::Display) -> ClusterError {
+        *self.failed_at.lock().expect("redis lock") = Some(Instant::now());
+        self.failed(e)
+    }
+
+    /// Whether no connection has failed for [`STEADY`].
+    pub(crate) fn steady(&self) -> bool {
+        self.failed_at
+            .lock()
+            .expect("redis lock")
+            .is_none_or(|at| at.elapsed() >= STEADY)
+    }
+
+    /// Call `f` until it succeeds, waiting a little between tries, for up to [`WRITE_RETRY`].
+    pub(crate) async fn retrying<T, F: std::future::Future<Output = Result<T, Failed>>>(
+        &self,
+        mut f: impl FnMut() -> F,
+    ) -> Result<T, Failed> {
+        let started = Instant::now();
+        loop {
+            match f().await {
+                Ok(value) => return Ok(value),
+                Err(e) if started.elapsed() > WRITE_RETRY => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     /// A connection of its own, for blocking reads of up to [`BLOCK`].
     pub(crate) async fn blocking(&self) -> Result<MultiplexedConnection, Failed> {
         let config = Self::config(BLOCK + CALL_TIMEOUT);
@@ -142,8 +192,8 @@ impl Redis {
             .get_multiplexed_async_connection_with_config(&config);
         match tokio::time::timeout(CALL_TIMEOUT * 2, connect).await {
             Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(e)) => Err(self.failed(e)),
-            Err(_) => Err(self.failed("no answer to connecting")),
+            Ok(Err(e)) => Err(self.broken(e)),
+            Err(_) => Err(self.broken("no answer to connecting")),
         }
     }
 
@@ -159,8 +209,8 @@ impl Redis {
             .get_multiplexed_async_connection_with_config(&config);
         let conn = match tokio::time::timeout(CALL_TIMEOUT * 2, connect).await {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(self.failed(e)),
-            Err(_) => return Err(self.failed("no answer to connecting")),
+            Ok(Err(e)) => return Err(self.broken(e)),
+            Err(_) => return Err(self.broken("no answer to connecting")),
         };
         *shared = Some(conn.clone());
         Ok(conn)
@@ -194,12 +244,13 @@ impl Redis {
             Ok(Err(e)) => {
                 if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
                     self.shared.lock().await.take();
+                    return Err(self.broken(e));
                 }
                 Err(self.failed(e))
             }
             Err(_) => {
                 self.shared.lock().await.take();
-                Err(self.failed("no answer"))
+                Err(self.broken("no answer"))
             }
         }
     }
@@ -219,19 +270,21 @@ impl Redis {
                 let conn = self
                     .client
                     .get_connection_with_timeout(CALL_TIMEOUT)
-                    .map_err(|e| self.failed(e))?;
+                    .map_err(|e| self.broken(e))?;
                 conn.set_read_timeout(Some(CALL_TIMEOUT))
                     .and_then(|_| conn.set_write_timeout(Some(CALL_TIMEOUT)))
-                    .map_err(|e| self.failed(e))?;
+                    .map_err(|e| self.broken(e))?;
                 *sync = Some(conn);
             }
             let result = f(sync.as_mut().expect("made above"));
-            if let Err(e) = &result {
-                if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            match result {
+                Ok(value) => Ok(value),
+                Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
                     sync.take();
+                    Err(self.broken(e))
                 }
+                Err(e) => Err(self.failed(e)),
             }
-            result.map_err(|e| self.failed(e))
         };
         if multi_thread {
             tokio::task::block_in_place(call)
@@ -277,6 +330,10 @@ impl Redis {
             .ignore()
             .cmd("EXPIRE")
             .arg(self.keys.control(run))
+            .arg(ttl)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(self.keys.language(run))
             .arg(ttl)
             .ignore()
             .cmd("DEL")
@@ -334,6 +391,11 @@ pub(crate) async fn read_stream(
         .flat_map(|r| r.keys)
         .flat_map(|k| k.ids)
         .collect())
+}
+
+/// The value of field `name` of a stream entry.
+pub(crate) fn field(entry: &redis::streams::StreamId, name: &str) -> Option<Vec<u8>> {
+    redis::from_redis_value_ref(entry.map.get(name)?).ok()
 }
 
 /// The first field of a stream entry and its value (our entries have one field each).

@@ -13,6 +13,10 @@ const SWEEP_COUNT: usize = 100;
 /// Settle the jobs of lost workers; `me` is the consumer name claims are made under. Returns
 /// how many were settled.
 pub(crate) async fn sweep_once(redis: &Redis, me: &str) -> Result<usize, Failed> {
+    if !redis.steady() {
+        // Redis failed a moment ago: heartbeats may have lapsed while it did.
+        return Ok(0);
+    }
     let keys = &redis.keys;
     let mut cmd = redis::cmd("XPENDING");
     cmd.arg(keys.jobs())
@@ -42,56 +46,70 @@ pub(crate) async fn sweep_once(redis: &Redis, me: &str) -> Result<usize, Failed>
         let Some(claimed) = claimed.ids.into_iter().next() else {
             continue; // another node was first
         };
-        let job = entry_field(&claimed)
-            .filter(|(field, _)| *field == JOB_FIELD)
-            .and_then(|(_, value)| Job::decode(&value).ok());
-        let Some(job) = job else {
-            // Nothing anyone can run: drop it.
-            redis
-                .query::<()>(redis::cmd("XACK").arg(keys.jobs()).arg(GROUP).arg(&entry))
-                .await?;
-            redis
-                .query::<()>(redis::cmd("XDEL").arg(keys.jobs()).arg(&entry))
-                .await?;
-            continue;
-        };
-        let started: bool = redis
-            .query(redis::cmd("EXISTS").arg(keys.owner(&job.id)))
-            .await?;
-        if started {
-            tracing::warn!(run = %job.id, worker = %consumer, "worker lost mid-run: ending its run");
-            if !ended(redis, &job.id).await? {
-                let summary =
-                    Summary::internal(Stage::Run, format!("worker {consumer} was lost mid-run"));
-                for event in wire::final_events(summary) {
-                    append_event(redis, &job.id, &event).await?;
-                }
-            }
-            redis.finish(&job.id, &entry).await?;
-        } else {
-            tracing::warn!(run = %job.id, worker = %consumer, "worker lost before starting a job: queueing it again");
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .cmd("XADD")
-                .arg(keys.jobs())
-                .arg("*")
-                .arg(JOB_FIELD)
-                .arg(job.encode())
-                .ignore()
-                .cmd("XACK")
-                .arg(keys.jobs())
-                .arg(GROUP)
-                .arg(&entry)
-                .ignore()
-                .cmd("XDEL")
-                .arg(keys.jobs())
-                .arg(&entry)
-                .ignore();
-            redis.pipe::<()>(&pipe).await?;
-        }
+        settle(redis, &claimed, &consumer).await?;
         settled += 1;
     }
     Ok(settled)
+}
+
+/// Settle a job `consumer` had taken and will not finish (the entry is ours now: claimed, or
+/// pending with us): a run it had started ends as `internal_error`, unless its summary is
+/// already in its events stream; a job it had not started is queued again.
+pub(crate) async fn settle(
+    redis: &Redis,
+    claimed: &redis::streams::StreamId,
+    consumer: &str,
+) -> Result<(), Failed> {
+    let keys = &redis.keys;
+    let entry = &claimed.id;
+    let job = entry_field(claimed)
+        .filter(|(field, _)| *field == JOB_FIELD)
+        .and_then(|(_, value)| Job::decode(&value).ok());
+    let Some(job) = job else {
+        // Nothing anyone can run: drop it.
+        redis
+            .query::<()>(redis::cmd("XACK").arg(keys.jobs()).arg(GROUP).arg(entry))
+            .await?;
+        redis
+            .query::<()>(redis::cmd("XDEL").arg(keys.jobs()).arg(entry))
+            .await?;
+        return Ok(());
+    };
+    let started: bool = redis
+        .query(redis::cmd("EXISTS").arg(keys.owner(&job.id)))
+        .await?;
+    if started {
+        tracing::warn!(run = %job.id, worker = %consumer, "worker lost mid-run: ending its run");
+        if !ended(redis, &job.id).await? {
+            let summary =
+                Summary::internal(Stage::Run, format!("worker {consumer} was lost mid-run"));
+            for event in wire::final_events(summary) {
+                append_event(redis, &job.id, "*", &event).await?;
+            }
+        }
+        redis.finish(&job.id, entry).await?;
+    } else {
+        tracing::warn!(run = %job.id, worker = %consumer, "worker lost before starting a job: queueing it again");
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XADD")
+            .arg(keys.jobs())
+            .arg("*")
+            .arg(JOB_FIELD)
+            .arg(job.encode())
+            .ignore()
+            .cmd("XACK")
+            .arg(keys.jobs())
+            .arg(GROUP)
+            .arg(entry)
+            .ignore()
+            .cmd("XDEL")
+            .arg(keys.jobs())
+            .arg(entry)
+            .ignore();
+        redis.pipe::<()>(&pipe).await?;
+    }
+    Ok(())
 }
 
 /// Whether a run's events stream already ends in its summary (its worker wrote it, then died
@@ -111,15 +129,20 @@ async fn ended(redis: &Redis, run: &str) -> Result<bool, Failed> {
         .is_some_and(|(f, v)| matches!(wire::decode_event(f, &v), Some(Event::Summary(_)))))
 }
 
-/// Append one event to a run's events stream.
-pub(crate) async fn append_event(redis: &Redis, run: &str, event: &Event) -> Result<(), Failed> {
+/// Append one event to a run's events stream as entry `id` (`*`: the next from the clock).
+pub(crate) async fn append_event(
+    redis: &Redis,
+    run: &str,
+    id: &str,
+    event: &Event,
+) -> Result<(), Failed> {
     let (field, value) = wire::encode_event(event);
     let mut cmd = redis::cmd("XADD");
     cmd.arg(redis.keys.events(run))
         .arg("MAXLEN")
         .arg("~")
         .arg(super::MAX_EVENTS * 2)
-        .arg("*")
+        .arg(id)
         .arg(field)
         .arg(value.as_ref());
     redis.query::<String>(&cmd).await.map(|_| ())

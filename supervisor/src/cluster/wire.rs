@@ -7,8 +7,14 @@
 //!   the runs queued or running in the whole cluster.
 //! - `<p>:run:<id>:events`: the run's log, one entry per [`Event`] in order (field `ev`, JSON,
 //!   or `out`, an output frame: the stream's tag, then the bytes), so a position in the stream
-//!   is the run's log position.
-//! - `<p>:run:<id>:control`: stdin chunks, EOF, Stop and signals (field `c`, JSON).
+//!   is the run's log position. READY is entry `1-0` (written by the API node with the job),
+//!   the worker's events are `1-1`, `1-2`... ([`event_id`]): a write retried after Redis took it
+//!   but the answer was lost is refused as not newer, instead of landing twice. The sweep's
+//!   own final events take ids from the clock, after all of those.
+//! - `<p>:run:<id>:control`: stdin chunks, EOF, Stop and signals (field `c`, JSON), each with
+//!   its sender and number (field `by`, [`sender`]), so that a retried chunk is applied once
+//!   ([`Senders`]).
+//! - `<p>:run:<id>:language`: the run's language, for a node asked about a job another took.
 //! - `<p>:run:<id>:owner`: the worker that started the run.
 //! - `<p>:worker:<name>`: a worker's heartbeat, with a short TTL; its value the languages the
 //!   worker can run.
@@ -28,6 +34,49 @@ pub const JOB_FIELD: &str = "job";
 pub const EVENT_FIELD: &str = "ev";
 pub const OUTPUT_FIELD: &str = "out";
 pub const CONTROL_FIELD: &str = "c";
+pub const SENDER_FIELD: &str = "by";
+
+/// The id of a run's `n`th event written by its worker (READY, written with the job, is 0).
+pub fn event_id(n: u64) -> String {
+    format!("1-{n}")
+}
+
+/// Whether Redis refused an XADD because the stream already holds that id or a later one.
+pub fn not_newer(message: &str) -> bool {
+    message.contains("equal or smaller")
+}
+
+/// The sender field of the `n`th control entry `node` sends to a run.
+pub fn sender(node: &str, n: u64) -> String {
+    format!("{node}/{n}")
+}
+
+/// What a worker has applied of each sender's control entries to one run.
+#[derive(Debug, Default)]
+pub struct Senders {
+    last: std::collections::HashMap<String, u64>,
+}
+
+impl Senders {
+    /// Whether an entry with this sender field is new (and note it): false for a repeat of one
+    /// already applied. An entry without a readable sender field is taken as new.
+    pub fn fresh(&mut self, by: Option<&[u8]>) -> bool {
+        let Some((node, n)) = by
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|b| b.rsplit_once('/'))
+            .and_then(|(node, n)| Some((node, n.parse::<u64>().ok()?)))
+        else {
+            return true;
+        };
+        if self.last.get(node).is_some_and(|&last| n <= last) {
+            return false;
+        }
+        if self.last.len() < 64 || self.last.contains_key(node) {
+            self.last.insert(node.to_string(), n);
+        }
+        true
+    }
+}
 
 /// The keys of one cluster (one prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +105,11 @@ impl Keys {
 
     pub fn control(&self, run: &str) -> String {
         format!("{}:run:{run}:control", self.prefix)
+    }
+
+    /// The run's language, for a node asked about a job another node took.
+    pub fn language(&self, run: &str) -> String {
+        format!("{}:run:{run}:language", self.prefix)
     }
 
     pub fn owner(&self, run: &str) -> String {
@@ -322,6 +376,25 @@ pub fn final_events(summary: Summary) -> [Event; 2] {
 mod tests {
     use super::*;
     use onpyrunner_protocol::{OutputStream, Stage};
+
+    #[test]
+    fn a_repeated_control_entry_is_not_fresh_and_senders_count_apart() {
+        let mut senders = Senders::default();
+        assert!(senders.fresh(Some(sender("api-a", 1).as_bytes())));
+        assert!(senders.fresh(Some(sender("api-b", 1).as_bytes())));
+        assert!(
+            !senders.fresh(Some(sender("api-a", 1).as_bytes())),
+            "a retry"
+        );
+        assert!(senders.fresh(Some(sender("api-a", 2).as_bytes())));
+        assert!(!senders.fresh(Some(sender("api-b", 1).as_bytes())));
+        assert!(senders.fresh(None), "no sender field: applied");
+        assert!(senders.fresh(Some(b"no number")));
+        assert_eq!(event_id(3), "1-3");
+        assert!(not_newer(
+            "ERR The ID specified in XADD is equal or smaller than the target stream top item"
+        ));
+    }
 
     #[test]
     fn keys_of_a_run_are_under_the_prefix() {

@@ -2,26 +2,23 @@
 //! on the engine, writes the run's events to its events stream and applies what comes on its
 //! control stream. Its heartbeat key says it lives; its owner record per run says which runs
 //! it started (see the module's faults, [`super`]).
-use super::sweep::{append_event, sweep_once};
-use super::wire::{self, Control, Job, GROUP, JOB_FIELD};
+use super::sweep::{append_event, settle, sweep_once};
+use super::wire::{self, Control, Job, Senders, CONTROL_FIELD, GROUP, JOB_FIELD, SENDER_FIELD};
 use super::{
-    entry_field, every, read_stream, ClusterConfig, ClusterError, Failed, Redis, HEARTBEAT_EVERY,
-    HEARTBEAT_TTL, MAX_EVENTS, SWEEP_EVERY,
+    entry_field, every, field, read_stream, ClusterConfig, ClusterError, Failed, Redis,
+    HEARTBEAT_EVERY, HEARTBEAT_TTL, MAX_EVENTS, SWEEP_EVERY, WRITE_RETRY,
 };
 use crate::engine::Engine;
 use crate::session::{Detach, RunControl};
 use bytes::Bytes;
 use onpyrunner_protocol::{Event, Reason, RunState, Stage, Summary};
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// How long a worker keeps trying to write a run's event when Redis fails, before it stops the
-/// run (its summary then also fails to arrive, and the sweep ends it once the heartbeat goes).
-const WRITE_RETRY: Duration = Duration::from_secs(10);
 
 /// A running worker; [`shutdown`](Worker::shutdown) ends it.
 pub struct Worker {
@@ -36,6 +33,12 @@ struct Inner {
     name: String,
     /// One per run the engine may execute at once: a job is taken only with one in hand.
     slots: Arc<Semaphore>,
+    /// The job entries being run here.
+    in_flight: Mutex<HashSet<String>>,
+    /// Look at our own pending entries before taking new ones: at start, after the jobs
+    /// connection broke (a delivery may have reached Redis's log and not us), and after a job
+    /// was left pending.
+    recover: AtomicBool,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -49,6 +52,8 @@ impl Worker {
         let inner = Arc::new(Inner {
             name: engine.owner().to_string(),
             slots: Arc::new(Semaphore::new(engine.config().max_running)),
+            in_flight: Mutex::new(HashSet::new()),
+            recover: AtomicBool::new(true),
             redis,
             engine,
             shutdown: CancellationToken::new(),
@@ -169,12 +174,25 @@ async fn take(inner: Arc<Inner>) {
         };
         if conn.is_none() {
             match inner.redis.blocking().await {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    conn = Some(c);
+                    inner.recover.store(true, Ordering::Relaxed);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot reach Redis to take jobs");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
+            }
+        }
+        if inner.recover.swap(false, Ordering::Relaxed) {
+            let c = conn.as_mut().expect("connected above");
+            if let Err(e) = recover(&inner, c).await {
+                tracing::warn!(error = %e, "looking at our own pending jobs failed");
+                inner.recover.store(true, Ordering::Relaxed);
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
             }
         }
         let jobs = inner.redis.keys.jobs();
@@ -202,37 +220,69 @@ async fn take(inner: Arc<Inner>) {
             .filter(|(field, _)| *field == JOB_FIELD)
             .map(|(_, value)| Job::decode(&value));
         let inner2 = inner.clone();
+        inner
+            .in_flight
+            .lock()
+            .expect("worker lock")
+            .insert(entry.id.clone());
         inner.tasks.spawn(async move {
             let _permit = permit;
-            match job {
+            let settled = match job {
                 Some(Ok(job)) => run_job(&inner2, &entry.id, job).await,
                 other => {
                     tracing::warn!(entry = %entry.id, job = ?other, "a job that cannot be read: dropped");
-                    let _ = inner2
-                        .redis
-                        .query::<()>(redis::cmd("XACK").arg(inner2.redis.keys.jobs()).arg(GROUP).arg(&entry.id))
-                        .await;
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("XACK").arg(&jobs).arg(GROUP).arg(&entry.id).ignore();
+                    pipe.cmd("XDEL").arg(&jobs).arg(&entry.id).ignore();
+                    inner2.redis.pipe::<()>(&pipe).await.is_ok()
                 }
+            };
+            inner2.in_flight.lock().expect("worker lock").remove(&entry.id);
+            if !settled {
+                // Still pending with us: the take loop settles it once Redis answers.
+                inner2.recover.store(true, Ordering::Relaxed);
             }
         });
     }
 }
 
-/// Run one job to its end on the engine, its events out to Redis and its control in.
-async fn run_job(inner: &Arc<Inner>, entry: &str, job: Job) {
+/// Settle the entries pending with us that we are not running, as the sweep settles a lost
+/// worker's: the run ends as `internal_error` if it had started, else it is queued again.
+async fn recover(
+    inner: &Inner,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> Result<(), Failed> {
+    let jobs = inner.redis.keys.jobs();
+    let pending = read_stream(conn, &jobs, "0", 100, Some((GROUP, &inner.name)))
+        .await
+        .map_err(|e| inner.redis.broken(e))?;
+    for entry in pending {
+        if inner
+            .in_flight
+            .lock()
+            .expect("worker lock")
+            .contains(&entry.id)
+        {
+            continue;
+        }
+        tracing::warn!(entry = %entry.id, "a job pending with us that we are not running: settling it");
+        settle(&inner.redis, &entry, &inner.name).await?;
+    }
+    Ok(())
+}
+
+/// Run one job to its end on the engine, its events out to Redis and its control in. Returns
+/// whether its entry is settled (false: it is still pending with us).
+async fn run_job(inner: &Arc<Inner>, entry: &str, job: Job) -> bool {
     let redis = &inner.redis;
     let id = job.id.clone();
-    let owner = redis
-        .query::<()>(
-            redis::cmd("SET")
-                .arg(redis.keys.owner(&id))
-                .arg(&inner.name),
-        )
-        .await;
+    let mut set_owner = redis::cmd("SET");
+    set_owner.arg(redis.keys.owner(&id)).arg(&inner.name);
+    let owner = redis.retrying(|| redis.query::<()>(&set_owner)).await;
     if let Err(e) = owner {
-        // Not ours yet: the sweep queues it again once our heartbeat goes, or we retry now.
+        // Not started: queued again once Redis answers.
         tracing::warn!(run = %id, error = %e, "cannot record the run's owner; leaving the job pending");
-        return;
+        return false;
     }
     let session = job.spec().map_err(|e| e.to_string()).and_then(|spec| {
         inner
@@ -244,11 +294,11 @@ async fn run_job(inner: &Arc<Inner>, entry: &str, job: Job) {
         Ok(session) => session,
         Err(message) => {
             tracing::warn!(run = %id, error = %message, "the worker's engine refused the job");
-            for event in wire::final_events(Summary::internal(Stage::Run, message)) {
-                let _ = write(inner, &id, &event).await;
+            for (n, event) in (1..).zip(wire::final_events(Summary::internal(Stage::Run, message)))
+            {
+                let _ = write(inner, &id, n, &event).await;
             }
-            let _ = redis.finish(&id, entry).await;
-            return;
+            return redis.retrying(|| redis.finish(&id, entry)).await.is_ok();
         }
     };
     let done = CancellationToken::new();
@@ -278,34 +328,48 @@ async fn run_job(inner: &Arc<Inner>, entry: &str, job: Job) {
         if written == MAX_EVENTS {
             stopper.stop(Reason::OutputLimit);
         }
-        if let Err(e) = write(inner, &id, &event).await {
+        if let Err(e) = write(inner, &id, written as u64, &event).await {
             tracing::error!(run = %id, error = %e, "cannot write the run's events: stopping it");
             stopper.stop(Reason::Shutdown);
         }
     }
     done.cancel();
     let _ = control.await;
-    for _ in 0..3 {
-        match redis.finish(&id, entry).await {
-            Ok(()) => break,
-            Err(e) => {
-                tracing::warn!(run = %id, error = %e, "cannot settle the run's job");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+    match redis.retrying(|| redis.finish(&id, entry)).await {
+        Ok(()) => true,
+        Err(e) => {
+            // Its summary is in: acknowledged once Redis answers.
+            tracing::warn!(run = %id, error = %e, "cannot settle the run's job");
+            false
         }
     }
 }
 
-/// Write one event, retrying for [`WRITE_RETRY`] while Redis fails.
-async fn write(inner: &Inner, run: &str, event: &Event) -> Result<(), Failed> {
+/// Write the run's `n`th event, retrying for [`WRITE_RETRY`] while Redis fails. A retry that
+/// Redis refuses as not newer had gone in (the answer was lost): written once, as it should.
+/// Refused so on the first try, the stream has moved on without us (the sweep ended the run).
+async fn write(inner: &Inner, run: &str, n: u64, event: &Event) -> Result<(), Failed> {
+    let id = wire::event_id(n);
     let started = std::time::Instant::now();
+    let mut retry = false;
     loop {
-        match append_event(&inner.redis, run, event).await {
+        let e = match append_event(&inner.redis, run, &id, event).await {
             Ok(()) => return Ok(()),
-            Err(e) if started.elapsed() > WRITE_RETRY => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => e,
+        };
+        if not_newer(&e) {
+            return if retry { Ok(()) } else { Err(e) };
         }
+        if started.elapsed() > WRITE_RETRY {
+            return Err(e);
+        }
+        retry = true;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn not_newer(e: &ClusterError) -> bool {
+    matches!(e, ClusterError::Redis { message, .. } if wire::not_newer(message))
 }
 
 /// Apply the run's control entries (stdin, EOF, Stop, signals) in order until `done`.
@@ -320,6 +384,7 @@ async fn apply_control(
     let mut last = "0".to_string();
     let mut conn = None;
     let mut stdin = control.stdin();
+    let mut senders = Senders::default();
     loop {
         if conn.is_none() {
             conn = tokio::select! {
@@ -344,7 +409,10 @@ async fn apply_control(
         };
         for entry in entries {
             last = entry.id.clone();
-            let Some(c) = entry_field(&entry).and_then(|(_, v)| Control::decode(&v)) else {
+            if !senders.fresh(field(&entry, SENDER_FIELD).as_deref()) {
+                continue; // a retry of an entry already applied
+            }
+            let Some(c) = field(&entry, CONTROL_FIELD).and_then(|v| Control::decode(&v)) else {
                 continue;
             };
             match c {
