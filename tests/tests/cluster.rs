@@ -1,6 +1,6 @@
 //! API nodes and worker processes sharing a Redis server: the real binary, the real daemon,
 //! the real images, a Redis of each test's own.
-use onpyrunner_e2e::cluster::{worker_args, RedisServer, WorkerProcess};
+use onpyrunner_e2e::cluster::{worker_args, ApiProcess, RedisServer, WorkerProcess};
 use onpyrunner_e2e::{assert_instance_clean, hear_all, hear_until, spec, Heard, TEST_TIMEOUT};
 use onpyrunner_protocol::{Reason, RunState};
 use onpyrunner_supervisor::cluster::{ClusterConfig, RedisRunner, HEARTBEAT_TTL, LOST_BOUND};
@@ -51,6 +51,74 @@ impl Cluster {
 
     async fn worker(&self, instance: &str) -> WorkerProcess {
         WorkerProcess::start(&self.redis.url(), &self.prefix, &worker_args(instance, &[])).await
+    }
+}
+
+/// One HTTP/1.1 request on a connection of its own: the status and the body as JSON.
+async fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(request.as_bytes()).await.expect("sent");
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.expect("read");
+        answer
+    };
+    let answer = tokio::time::timeout(TEST_TIMEOUT, exchange)
+        .await
+        .expect("an answer within the timeout");
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {text}"));
+    let (head, mut body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let mut json = String::new();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // Size lines in hex, each chunk after its line, a 0 last.
+        while let Some((size, rest)) = body.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            if size == 0 {
+                break;
+            }
+            json.push_str(&rest[..size]);
+            body = rest[size..].trim_start_matches("\r\n");
+        }
+    } else {
+        json.push_str(body);
+    }
+    (
+        status,
+        serde_json::from_str(&json).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Poll job `id` at `addr` until `done` holds for its view.
+async fn poll_job(
+    addr: &str,
+    id: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let (status, view) = http(addr, "GET", &format!("/api/v1/jobs/{id}"), "").await;
+        assert_eq!(status, 200, "{view}");
+        if done(&view) {
+            return view;
+        }
+        assert!(started.elapsed() < TEST_TIMEOUT, "{view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -176,6 +244,59 @@ async fn two_api_nodes_and_two_workers_share_runs_and_resume_across_nodes() {
     tokio::join!(api1.shutdown(), api2.shutdown());
     assert_instance_clean(&docker(), &cluster.instance).await;
     assert_instance_clean(&docker(), &second).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_processes_serve_runs_and_each_others_jobs() {
+    let cluster = Cluster::new("procs").await;
+    let worker = cluster.worker(&cluster.instance).await;
+    let url = cluster.redis.url();
+    let (name_a, name_b) = (
+        format!("{}-a", cluster.instance),
+        format!("{}-b", cluster.instance),
+    );
+    let (a, b) = tokio::join!(
+        ApiProcess::start(&url, &cluster.prefix, &name_a),
+        ApiProcess::start(&url, &cluster.prefix, &name_b),
+    );
+    // A run through either node, over REST, answered when it ends.
+    for (node, addr) in [("a", &a.addr), ("b", &b.addr)] {
+        let body = format!(r#"{{"language":"python","code":"print('via {node}')"}}"#);
+        let (status, run) = http(addr, "POST", "/api/v1/runs", &body).await;
+        assert_eq!(status, 200, "{run}");
+        assert_eq!(run["stdout"], format!("via {node}\n"), "{run}");
+        assert_eq!(run["state"], "FINISHED", "{run}");
+    }
+    // A job posted to node A, polled on node B.
+    let body = r#"{"language":"python","code":"print(input()[::-1])","stdin":"olleh\n"}"#;
+    let (status, job) = http(&a.addr, "POST", "/api/v1/jobs", body).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("an id").to_string();
+    let view = poll_job(&b.addr, &id, |v| v["state"] == "FINISHED").await;
+    assert_eq!(view["stdout"], "hello\n", "{view}");
+    assert_eq!(view["language"], "python", "{view}");
+    // A job that spins, posted to B, stopped through A.
+    let body = r#"{"language":"python","code":"print('spinning', flush=True)\nwhile True: pass"}"#;
+    let (status, job) = http(&b.addr, "POST", "/api/v1/jobs", body).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("an id").to_string();
+    poll_job(&a.addr, &id, |v| v["stdout"] == "spinning\n").await;
+    let (status, stopping) = http(&a.addr, "DELETE", &format!("/api/v1/jobs/{id}"), "").await;
+    assert_eq!(status, 202, "{stopping}");
+    let view = poll_job(&b.addr, &id, |v| v["summary"].is_object()).await;
+    assert_eq!(view["state"], "STOPPED", "{view}");
+    // No such job anywhere: 404 on either node.
+    let (status, _) = http(
+        &b.addr,
+        "GET",
+        &format!("/api/v1/jobs/{}", "0".repeat(32)),
+        "",
+    )
+    .await;
+    assert_eq!(status, 404);
+    tokio::join!(a.stop(), b.stop());
+    worker.stop().await;
+    assert_instance_clean(&docker(), &cluster.instance).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
