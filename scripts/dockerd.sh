@@ -31,7 +31,10 @@ case "${1:-ensure}" in
         answers || start
         ;;
     restart)
-        pid=$(pgrep -x dockerd || true)
+        # This daemon's pid (its default pid file), not every dockerd: a second one
+        # (scripts/second-dockerd.sh) keeps running.
+        pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then pid=; fi
         if [ -n "$pid" ]; then
             say "stopping dockerd ($pid)"
             kill -TERM $pid

@@ -1,4 +1,5 @@
-//! `onpyrunner bench`, `onpyrunner load` and `onpyrunner attack` as a library: the engine
+//! `onpyrunner bench`, `onpyrunner cluster-bench`, `onpyrunner load` and `onpyrunner attack` as a
+//! library: the engine
 //! measured against the real daemon and images, next to the baselines that give its figures a
 //! meaning, the service measured under many WebSocket clients, and a well-behaved client's
 //! latency among hostile ones. The `onpyrunner` binary parses the flags ([`bench::BenchArgs`],
@@ -16,6 +17,8 @@
 //! - [`throughput`]: runs per second through the engine next to the daemon's raw cycle rate.
 //! - [`burst`]: five runs a second apart per language, through pools pinned and following demand.
 //! - [`report`]: what one bench run measured and the targets; [`render`]: its Markdown.
+//! - [`cluster`]: `onpyrunner cluster-bench`, the Redis hop and one worker against two, through a
+//!   Redis of its own ([`redis_server`], which the cluster tests start too).
 //! - [`load`]: the load test (and the server under test as a child process, which
 //!   [`attack`] shares); [`attack`]: floods and slow connections; [`section`]: a report's own section of a Markdown file.
 //! - [`stats`], [`machine`], [`engines`], [`plan`], [`hello`]: the pieces those share.
@@ -23,6 +26,7 @@ pub mod attack;
 pub mod bench;
 pub mod breakdown;
 pub mod burst;
+pub mod cluster;
 pub mod compile;
 pub mod engines;
 pub mod hello;
@@ -33,6 +37,7 @@ pub mod machine;
 pub mod output;
 pub mod paths;
 pub mod plan;
+pub mod redis_server;
 pub mod render;
 pub mod report;
 pub mod rootfs;

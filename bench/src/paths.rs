@@ -9,9 +9,10 @@ use onpyrunner_protocol::{Event, OutputStream, Reason};
 use onpyrunner_supervisor::container::{self, Labels};
 use onpyrunner_supervisor::docker::types::ContainerConfig;
 use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::engine::Engine;
 use onpyrunner_supervisor::limits::Limits;
 use onpyrunner_supervisor::run::{self, RunSpec};
+use onpyrunner_supervisor::runner::Runner;
+use onpyrunner_supervisor::session::Detach;
 use onpyrunner_supervisor::uids::UidRange;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,12 +25,15 @@ pub struct Sample {
     pub completion: Duration,
 }
 
-/// One hello world through an engine: time to the first output and to the summary.
+/// One hello world through an engine, or any [`Runner`] (an API node of a cluster): time to the
+/// first output and to the summary.
 ///
-/// The only code of this crate that reads an engine session's events.
-pub async fn engine_run(engine: &Engine, spec: RunSpec) -> Result<Sample, String> {
+/// The only code of this crate that reads a session's events.
+pub async fn engine_run<R: Runner + ?Sized>(runner: &R, spec: RunSpec) -> Result<Sample, String> {
     let begin = Instant::now();
-    let mut session = engine.submit(spec).map_err(|e| e.to_string())?;
+    let mut session = runner
+        .submit_with(spec, Detach::Kill)
+        .map_err(|e| e.to_string())?;
     session.close_stdin();
     let mut first_byte = None;
     let mut stdout = Vec::new();

@@ -92,7 +92,7 @@ pub async fn measure(
 
 /// `callers` loops of `one` for `window`; returns (succeeded, failed, seconds until the last
 /// caller finished its last run).
-async fn concurrently<F, Fut>(callers: usize, window: Duration, one: F) -> (u64, u64, f64)
+pub async fn concurrently<F, Fut>(callers: usize, window: Duration, one: F) -> (u64, u64, f64)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,

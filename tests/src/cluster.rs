@@ -1,127 +1,43 @@
-//! For the cluster tests: a Redis server of the test's own (a free loopback port, a password,
-//! a temporary directory, no persistence unless asked, killed at the end) and `onpyrunner
-//! worker` processes.
+//! For the cluster tests: a Redis server of the test's own (the bench's [`RedisServer`], killed
+//! at the end) and `onpyrunner worker` and API processes.
 use crate::TEST_TIMEOUT;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// A `redis-server` of one test; killed and its directory removed when dropped.
-pub struct RedisServer {
-    child: std::process::Child,
-    dir: PathBuf,
-    durable: bool,
-    pub port: u16,
-    pub password: String,
-}
+/// A `redis-server` of one test (the bench's: a free loopback port, a password, a temporary
+/// directory), started or the test fails saying why.
+pub struct RedisServer(pub onpyrunner_bench::redis_server::RedisServer);
 
 impl RedisServer {
     /// Start one with no persistence and wait until it accepts connections.
     pub async fn start() -> RedisServer {
-        Self::start_with(false).await
+        let started = onpyrunner_bench::redis_server::RedisServer::start().await;
+        RedisServer(started.expect("the cluster tests start a redis-server"))
     }
 
-    /// Start one that keeps an append-only file synced on every write (as docs/deploy.md
-    /// asks of production), so that it can be restarted without losing anything.
+    /// Start one that keeps an append-only file synced on every write, so that it can be
+    /// restarted without losing anything.
     pub async fn start_durable() -> RedisServer {
-        Self::start_with(true).await
+        let started = onpyrunner_bench::redis_server::RedisServer::start_durable().await;
+        RedisServer(started.expect("the cluster tests start a redis-server"))
     }
 
-    async fn start_with(durable: bool) -> RedisServer {
-        let found = std::process::Command::new("redis-server")
-            .arg("--version")
-            .output();
-        if !found.is_ok_and(|o| o.status.success()) {
-            panic!("the cluster tests need redis-server: install it with `bash scripts/setup.sh`");
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let password = onpyrunner_supervisor::run::random_hex(12);
-        let dir = std::env::temp_dir().join(format!(
-            "onpyrunner-redis-{}",
-            onpyrunner_supervisor::run::random_hex(6)
-        ));
-        std::fs::create_dir_all(&dir).expect("a temporary directory");
-        let child = spawn(port, &password, &dir, durable);
-        let server = RedisServer {
-            child,
-            dir,
-            durable,
-            port,
-            password,
-        };
-        server.listening().await;
-        server
-    }
-
-    async fn listening(&self) {
-        let port = self.port;
-        tokio::time::timeout(TEST_TIMEOUT, async {
-            while tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_err()
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .expect("redis-server listens within the test timeout");
-    }
-
-    /// `kill -9` it (no chance to write anything more).
+    /// `kill -9` it.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.kill();
     }
 
-    /// Start it again, on the same port with the same files, and wait until it listens.
+    /// Start it again on the same port with the same files.
     pub async fn start_again(&mut self) {
-        self.child = spawn(self.port, &self.password, &self.dir, self.durable);
-        self.listening().await;
+        self.0.start_again().await.expect("redis-server restarts");
     }
 
     /// The URL with the password, as `--redis` takes it.
     pub fn url(&self) -> String {
-        format!("redis://:{}@127.0.0.1:{}/", self.password, self.port)
-    }
-}
-
-fn spawn(port: u16, password: &str, dir: &std::path::Path, durable: bool) -> std::process::Child {
-    let persistence: &[&str] = if durable {
-        &[
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-        ]
-    } else {
-        &["--save", "", "--appendonly", "no"]
-    };
-    std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--requirepass", password])
-        .args(persistence)
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts")
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.0.url()
     }
 }
 

@@ -3,11 +3,14 @@
 use onpyrunner_e2e::cluster::{worker_args, ApiProcess, RedisServer, WorkerProcess};
 use onpyrunner_e2e::{assert_instance_clean, hear_all, hear_until, spec, Heard, TEST_TIMEOUT};
 use onpyrunner_protocol::{Reason, RunState};
-use onpyrunner_supervisor::cluster::{ClusterConfig, RedisRunner, HEARTBEAT_TTL, LOST_BOUND};
+use onpyrunner_supervisor::cluster::{
+    Admission, ClusterConfig, RedisRunner, HEARTBEAT_TTL, LOST_BOUND,
+};
 use onpyrunner_supervisor::docker::Docker;
-use onpyrunner_supervisor::limits::Caps;
 use onpyrunner_supervisor::run::random_hex;
+use onpyrunner_supervisor::run::Client;
 use onpyrunner_supervisor::runner::{Runner, SubmitError};
+use onpyrunner_supervisor::session::Session;
 use std::time::{Duration, Instant};
 
 /// A test's cluster: its Redis, its key prefix, its worker instance name.
@@ -42,7 +45,7 @@ impl Cluster {
     async fn api(&self) -> RedisRunner {
         tokio::time::timeout(
             TEST_TIMEOUT,
-            RedisRunner::connect(&self.config(), Caps::default(), 64, None),
+            RedisRunner::connect(&self.config(), Admission::new(64, 64), None),
         )
         .await
         .expect("connects within the timeout")
@@ -419,16 +422,90 @@ async fn a_job_queued_while_no_worker_runs_completes_once_one_starts() {
     assert_instance_clean(&docker(), &cluster.instance).await;
 }
 
+/// A run of `client` (its own cap when `max` is given, else the API node's).
+fn of_client(code: &str, client: &str, max: Option<usize>) -> onpyrunner_supervisor::run::RunSpec {
+    let mut spec = spec("python", code);
+    spec.client = Some(Client {
+        name: client.into(),
+        max_in_flight: max,
+        max_running: None,
+    });
+    spec
+}
+
+fn refused_as_client_busy(submitted: Result<Session, SubmitError>) -> usize {
+    match submitted {
+        Err(SubmitError::ClientBusy { max }) => max,
+        Err(e) => panic!("refused otherwise: {e}"),
+        Ok(_) => panic!("accepted past the client's cap"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_cap_holds_across_api_nodes_and_frees_as_its_runs_end() {
+    let cluster = Cluster::new("cap").await;
+    let a = cluster.api().await;
+    let b = cluster.api().await;
+    // No worker yet: the runs stay queued, and count against their client wherever taken.
+    let mut first = a
+        .submit(of_client("print('one')", "10.1.2.3", Some(2)))
+        .expect("the first accepted on A");
+    let mut second = b
+        .submit(of_client("print('two')", "10.1.2.3", Some(2)))
+        .expect("the second accepted on B");
+    for node in [&a, &b] {
+        let max = refused_as_client_busy(node.submit(of_client("print(3)", "10.1.2.3", Some(2))));
+        assert_eq!(max, 2);
+    }
+    // Another client is not held back by this one; a node's own cap applies to a client with
+    // none of its own.
+    let mut other = b
+        .submit(of_client("print('other')", "10.9.9.9", None))
+        .expect("another client accepted");
+    let strict = tokio::time::timeout(
+        TEST_TIMEOUT,
+        RedisRunner::connect(&cluster.config(), Admission::new(64, 1), None),
+    )
+    .await
+    .expect("connects within the timeout")
+    .expect("a third node starts");
+    let max = refused_as_client_busy(strict.submit(of_client("print(4)", "10.9.9.9", None)));
+    assert_eq!(max, 1);
+
+    // Once its runs end, the client may submit again at once, on any node.
+    let worker = cluster.worker(&cluster.instance).await;
+    for (session, out) in [
+        (&mut first, "one\n"),
+        (&mut second, "two\n"),
+        (&mut other, "other\n"),
+    ] {
+        assert_eq!(hear_all(&mut session.events).await.stdout_text(), out);
+    }
+    let mut again = strict
+        .submit(of_client("print('again')", "10.1.2.3", Some(2)))
+        .expect("accepted once its runs ended");
+    let mut next = a
+        .submit(of_client("print('next')", "10.1.2.3", Some(2)))
+        .expect("and a second one");
+    assert_eq!(hear_all(&mut again.events).await.stdout_text(), "again\n");
+    assert_eq!(hear_all(&mut next.events).await.stdout_text(), "next\n");
+    worker.stop().await;
+    for node in [a, b, strict] {
+        node.shutdown().await;
+    }
+    assert_instance_clean(&docker(), &cluster.instance).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_redis_password_is_refused_at_start() {
     let cluster = Cluster::new("auth").await;
     let wrong = ClusterConfig::new(
-        format!("redis://:wrong@127.0.0.1:{}/", cluster.redis.port),
+        format!("redis://:wrong@127.0.0.1:{}/", cluster.redis.0.port),
         cluster.prefix.clone(),
     );
     let err = tokio::time::timeout(
         TEST_TIMEOUT,
-        RedisRunner::connect(&wrong, Caps::default(), 64, None),
+        RedisRunner::connect(&wrong, Admission::new(64, 64), None),
     )
     .await
     .expect("an answer within the timeout")

@@ -61,6 +61,13 @@ pub enum Command {
     /// `docker run`; runs per second at 1, 4 and 8 callers next to the daemon's raw lifecycle
     /// rate; the supervisor's memory with the pools full; and which targets are met.
     Bench(onpyrunner_bench::bench::BenchArgs),
+    /// Measure what a run pays for going through Redis (hello world p50/p99, local against
+    /// Redis, run by run) and the cluster's throughput with one and with two workers.
+    ///
+    /// Starts a redis-server of its own on loopback unless --redis is given; the workers run in
+    /// this process, the second on --second-docker-host when given. Prints Markdown (or writes
+    /// the `cluster` section of --write FILE). Exits 1 if a run failed.
+    ClusterBench(onpyrunner_bench::cluster::ClusterBenchArgs),
     /// Load-test the service over WebSockets on loopback: many clients running a hello world at
     /// once, then many idle connections held; latency and the server's memory, in Markdown.
     ///
@@ -632,13 +639,21 @@ pub async fn main(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Bench(args) => {
             let docker = connect(cli.docker_host.as_deref()).await?;
-            let command = std::iter::once("onpyrunner".to_string())
-                .chain(std::env::args().skip(1))
-                .collect::<Vec<_>>()
-                .join(" ");
-            onpyrunner_bench::bench::run(&docker, args, command).await
+            onpyrunner_bench::bench::run(&docker, args, typed_command()).await
+        }
+        Command::ClusterBench(args) => {
+            let docker = connect(cli.docker_host.as_deref()).await?;
+            onpyrunner_bench::cluster::run(&docker, args, typed_command()).await
         }
     }
+}
+
+/// This command line as typed, for a report to say what made it.
+fn typed_command() -> String {
+    std::iter::once("onpyrunner".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Resolves on the first SIGTERM or SIGINT; a second one exits at once (what is left is swept

@@ -11,7 +11,7 @@ use crate::state::AppState;
 use crate::tokens::Tokens;
 use crate::ws_config::WsConfig;
 use anyhow::Context;
-use onpyrunner_supervisor::cluster::{ClusterConfig, RedisRunner, Worker};
+use onpyrunner_supervisor::cluster::{Admission, ClusterConfig, RedisRunner, Worker};
 use onpyrunner_supervisor::docker::Docker;
 use onpyrunner_supervisor::engine::{Engine, EngineConfig};
 use onpyrunner_supervisor::runner::Runner;
@@ -79,14 +79,14 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> an
                     None
                 };
                 let engine = worker.as_ref().map(|w| w.engine().clone());
-                let runner = RedisRunner::connect(
-                    cluster,
-                    config.engine.caps.clone(),
-                    config.engine.max_queued,
-                    engine.clone(),
-                )
-                .await
-                .context("cannot start the API node")?;
+                let admission = Admission {
+                    caps: config.engine.caps.clone(),
+                    max_queued: config.engine.max_queued,
+                    max_per_client: config.engine.max_per_client,
+                };
+                let runner = RedisRunner::connect(cluster, admission, engine.clone())
+                    .await
+                    .context("cannot start the API node")?;
                 let finder = runner.clone();
                 elsewhere = Some(Arc::new(move |id: &str| finder.elsewhere(id)));
                 (Arc::new(runner), engine, worker)

@@ -1,4 +1,4 @@
-//! `onpyrunner bench` and `onpyrunner load` as a user runs them: real binary, real daemon, real
+//! `onpyrunner bench`, `cluster-bench`, `load` and `attack` as a user runs them: real binary, real daemon, real
 //! images. The measuring code is the `onpyrunner-bench` crate (its unit tests are beside it);
 //! these check the commands end to end.
 use std::process::Command;
@@ -230,6 +230,56 @@ fn attack_times_a_well_behaved_client_among_slow_connections_and_a_flood() {
         "the server complained: {stderr}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(150));
+}
+
+#[test]
+fn cluster_bench_times_the_redis_hop_and_one_worker_against_two() {
+    let started = std::time::Instant::now();
+    let out = onpyrunner()
+        .args([
+            "cluster-bench",
+            "--quick",
+            "--runs",
+            "3",
+            "--seconds",
+            "1",
+            "--callers",
+            "1,3",
+        ])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{report}");
+    // Three runs on each path, none failed, every figure a positive number of ms.
+    for path in ["| local |", "| through Redis |"] {
+        let cells = row_numbers(&report, path);
+        assert_eq!(cells[0], Some(3.0), "{path} {cells:?}");
+        assert!(
+            cells[1..].iter().all(|c| c.is_some_and(|ms| ms > 0.0)),
+            "{path} {cells:?}"
+        );
+    }
+    assert!(report.contains("The hop costs "), "{report}");
+    // Each setup at each level completed runs and failed none; a ratio to local.
+    for setup in [
+        "local engine, no Redis",
+        "Redis, 1 worker",
+        "Redis, 2 workers",
+    ] {
+        for callers in [1, 3] {
+            let cells = row_numbers(&report, &format!("| {setup} | {callers} |"));
+            assert!(cells[0].is_some_and(|n| n >= 1.0), "{setup} {cells:?}");
+            assert_eq!(cells[1], Some(0.0), "none failed: {setup} {cells:?}");
+            assert!(cells[2].is_some_and(|r| r > 0.0), "{setup} {cells:?}");
+        }
+    }
+    assert!(report.contains("same Docker daemon"), "{report}");
+    assert!(
+        stderr.contains("bench: shutting down the API node, the workers and the engines"),
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(120));
 }
 
 /// What the server under test logged, but for the warning that another live supervisor uses

@@ -29,17 +29,40 @@ pub const REDIS_LOST: Duration = Duration::from_secs(30);
 const MAX_CONTROL: usize = 10_000;
 
 /// Queue the job, the run's first event (entry `1-0`: the worker numbers the run's events
-/// after it, see [`wire`]) and its language at once, unless the cluster's queue
-/// is full. KEYS: jobs, events, language. ARGV: cap, job, the READY event's field and value,
-/// the language, the language key's lifetime until the run ends (when it gets the streams').
-/// Returns `{accepted (0/1), jobs queued or running before}`.
+/// after it, see [`wire`]) and its language at once, unless the cluster's queue is full or the
+/// client has as many runs queued or running in the whole cluster as it may. KEYS: jobs,
+/// events, language, the client's jobs. ARGV: cap, job, the READY event's field and value, the
+/// language, the language key's lifetime until the run ends (when it gets the streams'), the
+/// client's cap (0: no client).
+///
+/// The client's jobs are a set of its entries in the jobs stream; an entry is deleted when its
+/// run ends (by its worker or the sweep), so the entries still there are the runs that count,
+/// and the others are dropped here: nothing needs to remember to decrement a count.
+/// Returns `{0, jobs queued or running, ''}` (queue full), `{2, the client's, ''}` (client at
+/// its cap) or `{1, jobs queued or running before, the job's entry}`.
 const SUBMIT: &str = r"
 local queued = redis.call('XLEN', KEYS[1])
-if queued >= tonumber(ARGV[1]) then return {0, queued} end
+if queued >= tonumber(ARGV[1]) then return {0, queued, ''} end
+local cap = tonumber(ARGV[7])
+if cap > 0 then
+  local held = 0
+  for _, entry in ipairs(redis.call('SMEMBERS', KEYS[4])) do
+    if #redis.call('XRANGE', KEYS[1], entry, entry) > 0 then
+      held = held + 1
+    else
+      redis.call('SREM', KEYS[4], entry)
+    end
+  end
+  if held >= cap then return {2, held, ''} end
+end
 redis.call('XADD', KEYS[2], '1-0', ARGV[3], ARGV[4])
 redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
-redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
-return {1, queued}
+local entry = redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
+if cap > 0 then
+  redis.call('SADD', KEYS[4], entry)
+  redis.call('EXPIRE', KEYS[4], ARGV[6])
+end
+return {1, queued, entry}
 ";
 /// How long a run's language key lives before its run ends: a backstop, should nothing end it.
 const LANGUAGE_BACKSTOP: Duration = Duration::from_secs(24 * 3600);
@@ -53,11 +76,32 @@ pub struct RedisRunner {
 /// A run this node mirrors, and when it ended.
 type Mirrored = (Arc<RunShared>, Option<Instant>);
 
+/// What an API node admits.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The caps no run's limits may pass.
+    pub caps: Caps,
+    /// Jobs queued or running in the whole cluster beyond which submits are refused as busy.
+    pub max_queued: usize,
+    /// Runs one client may have queued or running in the whole cluster (a token's own quota,
+    /// `Client::max_in_flight`, overrides it), whichever API nodes took them.
+    pub max_per_client: usize,
+}
+
+impl Admission {
+    /// The default caps, `max_queued` and `max_per_client`.
+    pub fn new(max_queued: usize, max_per_client: usize) -> Self {
+        Admission {
+            caps: Caps::default(),
+            max_queued,
+            max_per_client,
+        }
+    }
+}
+
 struct Inner {
     redis: Redis,
-    caps: Caps,
-    /// Jobs queued or running in the whole cluster beyond which submits are refused as busy.
-    max_queued: usize,
+    admission: Admission,
     /// The consumer name this node claims lost workers' jobs under.
     name: String,
     /// Whether Redis answered the last health check.
@@ -81,8 +125,7 @@ impl RedisRunner {
     /// make the workers' group, and start the health checks and the sweep.
     pub async fn connect(
         config: &ClusterConfig,
-        caps: Caps,
-        max_queued: usize,
+        admission: Admission,
         local: Option<Engine>,
     ) -> Result<RedisRunner, ClusterError> {
         let redis = Redis::open(config)?;
@@ -90,8 +133,7 @@ impl RedisRunner {
         redis.ensure_group().await?;
         let inner = Arc::new(Inner {
             redis,
-            caps,
-            max_queued,
+            admission,
             name: format!("api-{}", run::random_hex(6)),
             up: AtomicBool::new(true),
             workers: Mutex::new((BTreeSet::new(), 0)),
@@ -172,13 +214,16 @@ impl Inner {
     }
 
     /// Start mirroring a run: its events from after stream entry `from` into its log, its
-    /// stdin, EOF, Stop and signals out to its control stream.
+    /// stdin, EOF, Stop and signals out to its control stream. `held`: the client's jobs key
+    /// and the run's entry in it, taken out before the run's end reaches the log, so that a
+    /// client that saw its run end may submit the next at once.
     fn mirror(
         self: &Arc<Self>,
         run: Arc<RunShared>,
         stdin: mpsc::Receiver<Bytes>,
         from: String,
         stop_when_abandoned: bool,
+        held: Option<(String, String)>,
     ) {
         self.runs
             .lock()
@@ -187,13 +232,14 @@ impl Inner {
         let inner = self.clone();
         self.tasks.spawn(async move {
             let last = Mutex::new(from);
-            let events = follow_events(&inner, &run, &last);
+            let held = Mutex::new(held);
+            let events = follow_events(&inner, &run, &last, &held);
             let control = forward_control(&inner, &run, stdin, stop_when_abandoned);
             tokio::select! {
                 () = events => {}
                 () = control => {
                     // The Stop is sent: its summary still comes through the events.
-                    follow_events(&inner, &run, &last).await;
+                    follow_events(&inner, &run, &last, &held).await;
                 }
             }
             run.ended();
@@ -205,8 +251,14 @@ impl Inner {
 }
 
 /// Push the run's events into its log until its summary. `last` is the last stream entry
-/// already in the log ("0": none), kept up to date.
-async fn follow_events(inner: &Inner, run: &RunShared, last: &Mutex<String>) {
+/// already in the log ("0": none), kept up to date. `held` is released (see
+/// [`Inner::mirror`]) before the first event of the run's end is pushed.
+async fn follow_events(
+    inner: &Inner,
+    run: &RunShared,
+    last: &Mutex<String>,
+    held: &Mutex<Option<(String, String)>>,
+) {
     let key = inner.redis.keys.events(&run.id);
     let mut conn = None;
     let mut failing_since: Option<Instant> = None;
@@ -230,6 +282,9 @@ async fn follow_events(inner: &Inner, run: &RunShared, last: &Mutex<String>) {
                     if let Some(event) =
                         entry_field(&entry).and_then(|(f, v)| wire::decode_event(f, &v))
                     {
+                        if ends_the_run(&event) {
+                            release(inner, held).await;
+                        }
                         let _ = run.log.push(event);
                     }
                     *last.lock().expect("mirror lock") = entry.id;
@@ -249,6 +304,29 @@ async fn follow_events(inner: &Inner, run: &RunShared, last: &Mutex<String>) {
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
+        }
+    }
+}
+
+fn ends_the_run(event: &Event) -> bool {
+    match event {
+        Event::State { state, .. } => state.is_final(),
+        Event::Summary(_) => true,
+        _ => false,
+    }
+}
+
+/// Take the run's entry out of its client's jobs (once). Should Redis not take it, the entry
+/// goes at the client's next submit after its worker deleted the job.
+async fn release(inner: &Inner, held: &Mutex<Option<(String, String)>>) {
+    let taken = held.lock().expect("mirror lock").take();
+    if let Some((key, entry)) = taken {
+        if let Err(e) = inner
+            .redis
+            .query::<()>(redis::cmd("SREM").arg(&key).arg(&entry))
+            .await
+        {
+            tracing::debug!(error = %e, "the client's count of runs is freed at its next run");
         }
     }
 }
@@ -352,37 +430,54 @@ impl Runner for RedisRunner {
         });
         let keys = &inner.redis.keys;
         let (jobs, events, language) = (keys.jobs(), keys.events(&id), keys.language(&id));
-        let (accepted, queued): (u8, usize) = inner
+        let client_cap = spec.client.as_ref().map_or(0, |c| {
+            c.max_in_flight
+                .unwrap_or(inner.admission.max_per_client)
+                .max(1)
+        });
+        let client_jobs = keys.client(spec.client.as_ref().map_or("", |c| c.name.as_str()));
+        let max_queued = inner.admission.max_queued;
+        let (accepted, queued, entry): (u8, usize, String) = inner
             .redis
             .blocking_call(|conn| {
                 redis::Script::new(SUBMIT)
                     .key(&jobs)
                     .key(&events)
                     .key(&language)
-                    .arg(inner.max_queued)
+                    .key(&client_jobs)
+                    .arg(max_queued)
                     .arg(&job)
                     .arg(ready.0)
                     .arg(ready.1.as_ref())
                     .arg(&spec.language.id)
                     .arg(LANGUAGE_BACKSTOP.as_secs())
+                    .arg(client_cap)
                     .invoke(conn)
             })
             .map_err(|e| {
                 inner.up.store(false, Ordering::Relaxed);
                 SubmitError::QueueDown(e.to_string())
             })?;
-        if accepted == 0 {
-            inner.refused_busy.fetch_add(1, Ordering::Relaxed);
-            return Err(SubmitError::Busy(Busy {
-                queued,
-                max_queued: inner.max_queued,
-                retry_after: Duration::from_secs(1),
-            }));
+        match accepted {
+            0 => {
+                inner.refused_busy.fetch_add(1, Ordering::Relaxed);
+                return Err(SubmitError::Busy(Busy {
+                    queued,
+                    max_queued,
+                    retry_after: Duration::from_secs(1),
+                }));
+            }
+            2 => {
+                inner.refused_busy.fetch_add(1, Ordering::Relaxed);
+                return Err(SubmitError::ClientBusy { max: client_cap });
+            }
+            _ => {}
         }
         inner.accepted.fetch_add(1, Ordering::Relaxed);
         let (writer, session) = session::open(id, detach);
         let RunWriter { run, stdin } = writer;
-        inner.mirror(run, stdin, "0".into(), true);
+        let held = (client_cap > 0).then_some((client_jobs, entry));
+        inner.mirror(run, stdin, "0".into(), true, held);
         Ok(session)
     }
 
@@ -422,12 +517,12 @@ impl Runner for RedisRunner {
             Session::attach(run.clone(), seq).ok_or(ResumeError::PastTheEnd { seq, end })?;
         drop(first);
         // Whether to kill it when nobody is attached is the rule of the node that took it.
-        inner.mirror(run, stdin, last, false);
+        inner.mirror(run, stdin, last, false, None);
         Ok(session)
     }
 
     fn caps(&self) -> &Caps {
-        &self.inner.caps
+        &self.inner.admission.caps
     }
 
     /// A language is available when a live worker has its image; with no live worker, every

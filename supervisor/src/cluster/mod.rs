@@ -26,7 +26,7 @@ mod sweep;
 pub mod wire;
 pub mod worker;
 
-pub use api::RedisRunner;
+pub use api::{Admission, RedisRunner};
 pub use worker::Worker;
 
 use redis::aio::MultiplexedConnection;

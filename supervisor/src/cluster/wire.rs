@@ -16,6 +16,9 @@
 //!   ([`Senders`]).
 //! - `<p>:run:<id>:language`: the run's language, for a node asked about a job another took.
 //! - `<p>:run:<id>:owner`: the worker that started the run.
+//! - `<p>:client:<name>`: the jobs entries of one client's runs (a set), for its cap across the
+//!   cluster; an entry no longer in the jobs stream is a run that ended, dropped at the next
+//!   submit.
 //! - `<p>:worker:<name>`: a worker's heartbeat, with a short TTL; its value the languages the
 //!   worker can run.
 use crate::judging::{JudgeSpec, TestCase};
@@ -114,6 +117,11 @@ impl Keys {
 
     pub fn owner(&self, run: &str) -> String {
         format!("{}:run:{run}:owner", self.prefix)
+    }
+
+    /// The jobs entries of one client's runs (its name as the identity layer gives it).
+    pub fn client(&self, name: &str) -> String {
+        format!("{}:client:{name}", self.prefix)
     }
 
     pub fn worker(&self, name: &str) -> String {
