@@ -26,11 +26,19 @@ pub const WARM_FILES: &[(&str, &str)] = &[
         "onpyrunner_fork.py",
         include_str!("../warm/onpyrunner_fork.py"),
     ),
+    (
+        "onpyrunner_judge.js",
+        include_str!("../warm/onpyrunner_judge.js"),
+    ),
 ];
 
 /// Where an image with a `judge_server` keeps its argv, one argument a line; the launcher
 /// starts it for a judged run when the file is there.
 pub const JUDGE_SERVER_ARGV_FILE: &str = "/usr/local/lib/onpyrunner/judge-server";
+
+/// Where an image with a `judge_process` keeps its argv, one argument a line; the launcher
+/// starts it for a judged run of more than one test when the file is there.
+pub const JUDGE_PROCESS_ARGV_FILE: &str = "/usr/local/lib/onpyrunner/judge-process";
 
 /// The content of an embedded warm file.
 pub fn warm_file(name: &str) -> Option<&'static str> {
@@ -86,7 +94,13 @@ pub struct Language {
     /// run fresh.
     #[serde(default)]
     pub judge_server: Vec<String>,
-    /// Names from `WARM_FILES` copied into `WARM_DIR` for the judge server.
+    /// argv of a process a judged run of more than one test starts once, after the compile,
+    /// that runs every test itself (the warm protocol's `test`, protocol/src/warm.rs; Node's
+    /// images/warm/onpyrunner_judge.js), for languages whose runtime cannot fork; empty for
+    /// none. It must begin like `run`, as `judge_server` does.
+    #[serde(default)]
+    pub judge_process: Vec<String>,
+    /// Names from `WARM_FILES` copied into `WARM_DIR` for the judge server or process.
     #[serde(default)]
     pub judge_files: Vec<String>,
 }
@@ -187,9 +201,18 @@ pub fn parse(text: &str) -> Result<Vec<Language>, String> {
                 lang.id
             ));
         }
-        if !lang.judge_files.is_empty() && lang.judge_server.is_empty() {
+        if !lang.judge_files.is_empty()
+            && lang.judge_server.is_empty()
+            && lang.judge_process.is_empty()
+        {
             return Err(format!(
-                "language {:?} has judge_files but no judge_server",
+                "language {:?} has judge_files but no judge_server or judge_process",
+                lang.id
+            ));
+        }
+        if !lang.judge_server.is_empty() && !lang.judge_process.is_empty() {
+            return Err(format!(
+                "language {:?} has both a judge_server and a judge_process",
                 lang.id
             ));
         }
@@ -321,13 +344,27 @@ mod tests {
             .map(|l| l.id.as_str())
             .collect();
         assert_eq!(ids, ["python", "pypy"]);
-        for lang in languages().iter().filter(|l| !l.judge_server.is_empty()) {
-            // The interpreter and its flags are the run's, so a fork has the run's buffering.
-            let (_server, interpreter) = lang.judge_server.split_last().unwrap();
+        let processes: Vec<_> = languages()
+            .iter()
+            .filter(|l| !l.judge_process.is_empty())
+            .map(|l| l.id.as_str())
+            .collect();
+        assert_eq!(processes, ["node"]);
+        for lang in languages() {
+            let (server, word) = if lang.judge_server.is_empty() {
+                (&lang.judge_process, "judge process")
+            } else {
+                (&lang.judge_server, "fork server")
+            };
+            let Some((_server, interpreter)) = server.split_last() else {
+                continue;
+            };
+            // The interpreter and its flags are the run's, so a test has the run's buffering
+            // (Python) or heap (Node).
             let (_script, run_prefix) = lang.run.split_last().unwrap();
             assert_eq!(interpreter, run_prefix, "{}", lang.id);
             for name in &lang.judge_files {
-                assert!(warm_file(name).unwrap().contains("fork"), "{name}");
+                assert!(warm_file(name).unwrap().contains(word), "{name}");
             }
         }
         let python = TABLE.split("\n[[language]]\n").nth(1).unwrap();

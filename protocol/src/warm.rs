@@ -36,6 +36,13 @@
 //!                                                  the launcher kills the process
 //! ```
 //!
+//! A judge process (the table's `judge_process`: Node's images/warm/onpyrunner_judge.js) speaks
+//! the same "ready", "test" and "tested" without ever compiling or running a "run": the launcher
+//! starts it after the compile stage of a judged run of more than one test, as
+//! `judge argv... -- run argv...`, with its stdin a memfd that the launcher refills with each
+//! test's input and rewinds before sending "test" (the input path is then `/dev/stdin`). It leads
+//! its own process group, which is killed with it.
+//!
 //! The launcher keeps the test's wall clock (at it, it kills the warm process: the rest of the
 //! tests run fresh), its CPU time (the process's, from /proc, before and after) and its memory
 //! (the process's peak resident set, reset before the test through /proc/PID/clear_refs). Only

@@ -85,8 +85,13 @@ pub fn recipe(lang: &Language) -> String {
         }
         recipe.push_str(&format!("warm_build={}\n", json(&lang.warm_build)));
     }
-    if !lang.judge_server.is_empty() {
-        recipe.push_str(&format!("judge_server={}\n", json(&lang.judge_server)));
+    if !lang.judge_process.is_empty() {
+        recipe.push_str(&format!("judge_process={}\n", json(&lang.judge_process)));
+    }
+    if !lang.judge_server.is_empty() || !lang.judge_process.is_empty() {
+        if !lang.judge_server.is_empty() {
+            recipe.push_str(&format!("judge_server={}\n", json(&lang.judge_server)));
+        }
         for name in &lang.judge_files {
             let text = onpyrunner_languages::warm_file(name).unwrap_or_default();
             recipe.push_str(&format!(
@@ -256,11 +261,8 @@ fn launcher_context(lang: &Language, launcher: &[u8], digest: &str) -> std::io::
         ));
         files.push((format!("warm/{name}"), text.as_bytes(), 0o644));
     }
-    let judge_argv: String = lang
-        .judge_server
-        .iter()
-        .map(|arg| format!("{arg}\n"))
-        .collect();
+    let lines = |argv: &[String]| -> String { argv.iter().map(|arg| format!("{arg}\n")).collect() };
+    let (judge_argv, process_argv) = (lines(&lang.judge_server), lines(&lang.judge_process));
     for name in &lang.judge_files {
         let text = onpyrunner_languages::warm_file(name).ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, format!("judge file {name}"))
@@ -277,6 +279,13 @@ fn launcher_context(lang: &Language, launcher: &[u8], digest: &str) -> std::io::
             onpyrunner_languages::JUDGE_SERVER_ARGV_FILE
         ));
         files.push(("judge-server".into(), judge_argv.as_bytes(), 0o644));
+    }
+    if !lang.judge_process.is_empty() {
+        warm_steps.push_str(&format!(
+            "COPY judge-process {}\n",
+            onpyrunner_languages::JUDGE_PROCESS_ARGV_FILE
+        ));
+        files.push(("judge-process".into(), process_argv.as_bytes(), 0o644));
     }
     for argv in &lang.warm_build {
         // Exec form: no shell between the table and the command.
@@ -525,8 +534,8 @@ mod tests {
 
     #[test]
     fn launcher_context_has_a_dockerfile_and_the_launcher() {
-        let node = onpyrunner_languages::find("node").unwrap();
-        let tar_bytes = launcher_context(node, b"\x7fELF", "abc").unwrap();
+        let go = onpyrunner_languages::find("go").unwrap();
+        let tar_bytes = launcher_context(go, b"\x7fELF", "abc").unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let names: Vec<String> = archive
             .entries()
@@ -570,13 +579,42 @@ mod tests {
     }
 
     #[test]
-    fn the_records_version_and_the_warm_fields_make_the_tag_over_the_same_base() {
+    fn a_judge_process_language_gets_its_script_and_its_argv_file() {
         let node = onpyrunner_languages::find("node").unwrap();
+        let tar_bytes = launcher_context(node, b"\x7fELF", "abc").unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut entries = std::collections::BTreeMap::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().display().to_string();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap_or_default();
+            entries.insert(name, text);
+        }
+        assert!(entries["warm/onpyrunner_judge.js"].contains("Module.runMain"));
         assert_eq!(
-            recipe(node),
+            entries["judge-process"],
+            "node\n--max-old-space-size-percentage=100\n--stack-size=65536\n/usr/local/lib/onpyrunner/onpyrunner_judge.js\n"
+        );
+        assert!(!entries.contains_key("judge-server"));
+        assert!(entries["Dockerfile"].contains(&format!(
+            "COPY judge-process {}\n",
+            onpyrunner_languages::JUDGE_PROCESS_ARGV_FILE
+        )));
+        let mut without = node.clone();
+        without.judge_process.clear();
+        without.judge_files.clear();
+        assert_ne!(recipe_hash(&without), recipe_hash(node));
+    }
+
+    #[test]
+    fn the_records_version_and_the_warm_fields_make_the_tag_over_the_same_base() {
+        let c = onpyrunner_languages::find("c").unwrap();
+        assert_eq!(
+            recipe(c),
             format!(
                 "{}records={}\n",
-                base_recipe(node),
+                base_recipe(c),
                 onpyrunner_protocol::status::RECORDS_VERSION
             )
         );

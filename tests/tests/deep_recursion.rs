@@ -151,3 +151,22 @@ func main() { fmt.Println(f(300000)) }
 ";
     reaches("go", code, "300000\n").await;
 }
+
+#[tokio::test]
+async fn node_dfs_of_100000_nodes() {
+    // V8's own stack bound is about 1 MiB (some 10^4 frames) unless --stack-size raises it.
+    let code = "\
+const n = 100000;
+const adj = Array.from({ length: n }, () => []);
+for (let i = 0; i + 1 < n; i++) { adj[i].push(i + 1); adj[i + 1].push(i); }
+const seen = new Uint8Array(n);
+function dfs(u, d) {
+  seen[u] = 1;
+  let best = d;
+  for (const v of adj[u]) if (!seen[v]) best = Math.max(best, dfs(v, d + 1));
+  return best;
+}
+console.log(dfs(0, 1));
+";
+    reaches("node", code, "100000\n").await;
+}

@@ -1,6 +1,7 @@
 //! Judged tests run by a process started once, against the real daemon and images: CPython and
 //! PyPy tests as forks of the image's fork server (images/warm/onpyrunner_fork.py), Java tests
-//! in the warm JVM that compiled them (images/warm/OnpyrunnerJudge.java). Every verdict is what
+//! in the warm JVM that compiled them (images/warm/OnpyrunnerJudge.java), Node tests in the judge
+//! process (images/warm/onpyrunner_judge.js). Every verdict is what
 //! a fresh process per test would get, and each test checks where it really ran.
 use onpyrunner_e2e::{judged, verdicts, Harness};
 use onpyrunner_protocol::judge::Verdict;
@@ -355,6 +356,129 @@ async fn a_java_memory_bomb_is_memory_limit_and_the_next_test_still_runs() {
         &[("bomb\n", None), ("sum 1 2\n", Some(next.as_str()))],
     );
     s.limits.memory_mib = 384;
+    let ran = h.run(&s, b"").await;
+    assert_eq!(
+        verdicts(&ran),
+        [Verdict::MemoryLimit, Verdict::Accepted],
+        "{ran:?}"
+    );
+}
+
+/// Says on stderr whether it runs in the judge process; on stdout what a fresh `node main.js`
+/// would show of itself and whether the last test's globals or files are seen; then does what
+/// its input's first word says.
+const NODE_PROGRAM: &str = r#"const fs = require('fs');
+const judge = fs.readFileSync('/proc/self/cmdline', 'utf8').includes('onpyrunner_judge.js');
+console.error(judge ? 'in the judge process' : 'fresh');
+runs = (typeof runs === 'undefined' ? 0 : runs) + 1;
+console.log(runs, fs.existsSync('made'), require.main === module, process.argv.length);
+fs.writeFileSync('made', '');
+const input = fs.readFileSync(0, 'utf8');
+const what = input.trim().split(/\s+/);
+switch (what[0]) {
+  case 'exit3':
+    console.log('bye');
+    setTimeout(() => console.log('after exit'), 10);
+    process.exit(3);
+  case 'raise':
+    throw new Error('boom');
+  case 'sleep':
+    setTimeout(() => {}, 60000);
+    break;
+  case 'later':
+    setTimeout(() => console.log('late'), 50);
+    break;
+  case 'bomb': {
+    const hog = [];
+    for (;;) hog.push(new Float64Array(1 << 20).fill(1));
+  }
+  default:
+    console.log(Number(what[1]) + Number(what[2]));
+}
+"#;
+
+const NODE_HEAD: &str = "1 false true 2\n";
+
+#[tokio::test]
+async fn node_tests_run_in_the_judge_process_with_every_verdict_as_fresh_processes_get() {
+    let h = Harness::new("judge-process-node").await;
+    let ok = |out: &str| format!("{NODE_HEAD}{out}\n");
+    let tests = [
+        ("sum 1 2\n", Some(ok("3"))),
+        ("exit3\n", Some(ok("bye"))),
+        ("sum 2 2\n", Some(ok("5"))),
+        ("later\n", Some(ok("late"))),
+        ("raise\n", Some(NODE_HEAD.to_string())),
+        ("sleep\n", Some(NODE_HEAD.to_string())),
+        // After the clock killed the judge process: a fresh node, with the same verdicts.
+        ("sum 40 2\n", Some(ok("42"))),
+        ("exit3\n", Some(ok("bye"))),
+    ];
+    let refs: Vec<(&str, Option<&str>)> = tests.iter().map(|(i, e)| (*i, e.as_deref())).collect();
+    let mut s = judged("node", NODE_PROGRAM, &refs);
+    s.limits.wall_ms = 2000;
+    let ran = h.run(&s, b"").await;
+    assert_eq!(
+        verdicts(&ran),
+        [
+            Verdict::Accepted,
+            Verdict::RuntimeError,
+            Verdict::WrongAnswer,
+            Verdict::Accepted,
+            Verdict::RuntimeError,
+            Verdict::TimeLimit,
+            Verdict::Accepted,
+            Verdict::RuntimeError,
+        ],
+        "{ran:?}"
+    );
+    let judged = ran.outcome.judge.as_ref().unwrap();
+    let codes: Vec<Option<i32>> = judged.tests.iter().map(|t| t.usage.exit_code).collect();
+    assert_eq!(
+        codes,
+        [
+            Some(0),
+            Some(3),
+            Some(0),
+            Some(0),
+            Some(1),
+            None,
+            Some(0),
+            Some(3)
+        ],
+        "process.exit(3), an uncaught exception"
+    );
+    let stdout = ran.stdout_text();
+    assert!(!stdout.contains("after exit"), "{stdout}");
+    let stderr = ran.stderr_text();
+    assert!(
+        stderr.contains("/work/main.js:15\n") && stderr.contains("Error: boom\n    at "),
+        "the program's own error: {stderr}"
+    );
+    assert!(
+        !stderr.contains("onpyrunner"),
+        "no frame of the judge process, no fallback before the clock: {stderr}"
+    );
+    assert_eq!(
+        (
+            stderr.matches("in the judge process").count(),
+            stderr.matches("fresh").count()
+        ),
+        (6, 2),
+        "the tests up to the clock in the judge process, the rest fresh: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_node_memory_bomb_is_memory_limit_and_the_next_test_still_runs() {
+    let h = Harness::new("judge-process-node-memory").await;
+    let next = format!("{NODE_HEAD}3\n");
+    let mut s = judged(
+        "node",
+        NODE_PROGRAM,
+        &[("bomb\n", None), ("sum 1 2\n", Some(next.as_str()))],
+    );
+    s.limits.memory_mib = 256;
     let ran = h.run(&s, b"").await;
     assert_eq!(
         verdicts(&ran),

@@ -13,6 +13,10 @@
 //! JVM is then the test's process: at the clock, or when a test leaves threads running, the JVM
 //! is killed and the rest of the tests run fresh.
 //!
+//! Node, which cannot fork, runs the tests of a run of more than one in a judge process started
+//! once after the compile (images/warm/onpyrunner_judge.js), as Java runs them in its warm JVM,
+//! with the test's input on its fd 0 (a memfd refilled and rewound per test).
+//!
 //! Tests of one submission are not isolated from each other beyond that: it is not a security
 //! boundary (the container is, around all of them).
 use std::collections::HashSet;
@@ -57,7 +61,17 @@ pub fn run_tests(nonce: &str, run: &[String], judge: Judge, warm: Option<WarmPro
     let mut server = match warm {
         Some(process) => Some(TestServer::Warm(process)),
         None => match ForkServer::start(run) {
-            Ok(server) => server.map(TestServer::Fork),
+            Ok(Some(server)) => Some(TestServer::Fork(server)),
+            // A judge process saves its start-up on every test but the first: with one test
+            // there is nothing to save.
+            Ok(None) if judge.inputs.len() > 1 => match WarmProcess::start_judge(run) {
+                Ok(process) => process.map(TestServer::Warm),
+                Err(e) => {
+                    report::complain(&format!("{e}; running each test fresh"));
+                    None
+                }
+            },
+            Ok(None) => None,
             Err(e) => {
                 report::complain(&format!("{e}; running each test fresh"));
                 None

@@ -1,10 +1,12 @@
 //! The warm process: started before the run arrives, it compiles and runs the program in-process
 //! (see `onpyrunner_protocol::warm` for the protocol and what is trusted when).
-use std::io;
+use std::fs::File;
+use std::io::{self, Seek};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use onpyrunner_protocol::warm::{
@@ -19,6 +21,13 @@ use crate::stage::{self, Finished};
 pub const CONTROL_FD: RawFd = 3;
 /// The warm process's end of the warm -> launcher pipe.
 pub const REPLY_FD: RawFd = 4;
+/// The judge process's argv in the image, one argument a line (onpyrunner_languages'
+/// `JUDGE_PROCESS_ARGV_FILE`, written by the image build); absent for other languages.
+const JUDGE_PROCESS_FILE: &str = "/usr/local/lib/onpyrunner/judge-process";
+/// Overrides `JUDGE_PROCESS_FILE`, for the launcher's tests on the host.
+const JUDGE_PROCESS_ENV: &str = "ONPYRUNNER_JUDGE_PROCESS";
+/// How long a judge process may take to say it is ready (node takes about 40 ms).
+const READY_WITHIN: Duration = Duration::from_secs(5);
 
 /// Why the warm process cannot be used; the launcher then runs the program the usual way.
 #[derive(Debug)]
@@ -54,6 +63,9 @@ pub struct WarmProcess {
     control: OwnedFd,
     /// Warm -> launcher (read end).
     replies: OwnedFd,
+    /// A judge process's stdin, which shares this file's offset: each test's input is written
+    /// here and rewound. `None`: the warm process opens each test's input by name.
+    input: Option<File>,
 }
 
 /// One judged test run in the warm process (after it compiled).
@@ -82,6 +94,43 @@ pub enum Compiled {
 impl WarmProcess {
     /// Spawn `argv` with the control pipes on fds 3 and 4; fds 0, 1 and 2 are the container's.
     pub fn start(argv: &[String]) -> Result<WarmProcess, WarmError> {
+        Self::spawn(argv, None)
+    }
+
+    /// Start the image's judge process for the run command `run` and wait until it is ready,
+    /// when the image has one: `Ok(None)` without. Its stdin is an empty memfd that each test
+    /// refills; it leads its own process group, which goes with it.
+    pub fn start_judge(run: &[String]) -> Result<Option<WarmProcess>, WarmError> {
+        let path = std::env::var_os(JUDGE_PROCESS_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(JUDGE_PROCESS_FILE));
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(WarmError::Spawn(e)),
+        };
+        let mut argv: Vec<String> = text.lines().map(str::to_string).collect();
+        // The same program as the run command (the process checks the flags).
+        if argv.is_empty() || run.first() != argv.first() {
+            return Ok(None);
+        }
+        argv.push("--".into());
+        argv.extend_from_slice(run);
+        let input = fdio::input_file(b"").map_err(WarmError::Spawn)?;
+        let mut process = Self::spawn(&argv, Some(input))?;
+        let deadline = Instant::now() + READY_WITHIN;
+        let ready = match fdio::wait_readable(process.replies.as_raw_fd(), deadline) {
+            Ok(true) => process.wait_ready(),
+            Ok(false) => Err(WarmError::Io(io::ErrorKind::TimedOut.into())),
+            Err(e) => Err(WarmError::Io(e)),
+        };
+        match ready {
+            Ok(()) => Ok(Some(process)),
+            Err(e) => Err(process.gone(e)),
+        }
+    }
+
+    fn spawn(argv: &[String], input: Option<File>) -> Result<WarmProcess, WarmError> {
         let (program, args) = argv.split_first().ok_or_else(|| {
             WarmError::Spawn(io::Error::new(io::ErrorKind::InvalidInput, "empty command"))
         })?;
@@ -90,6 +139,10 @@ impl WarmProcess {
         let (control_fd, reply_fd) = (control_read.as_raw_fd(), reply_write.as_raw_fd());
         let mut command = Command::new(program);
         command.args(args);
+        if let Some(input) = &input {
+            let stdin = input.try_clone().map_err(WarmError::Spawn)?;
+            command.stdin(Stdio::from(stdin)).process_group(0);
+        }
         // SAFETY: the closure only calls fcntl and dup2, which are async-signal-safe, on
         // descriptors that stay open in the parent until spawn returns.
         unsafe {
@@ -111,6 +164,7 @@ impl WarmProcess {
             pid,
             control,
             replies,
+            input,
         })
     }
 
@@ -184,8 +238,9 @@ impl WarmProcess {
             pid,
             control,
             replies,
+            input,
         } = self;
-        drop((control, replies));
+        drop((control, replies, input));
         if let Err(e) = sent {
             // The process died before the run started; nothing of the program ran.
             let _ = reap(pid);
@@ -204,11 +259,18 @@ impl WarmProcess {
     /// stdin, `argv` the table's run command, killed at `wall`. Its exit code is the process's
     /// word; wall and CPU time and the peak memory are measured here.
     pub fn test(&mut self, input: &[u8], argv: &[String], wall: Duration) -> Tested {
-        let path = match InputFile::write(input) {
+        let written = match &mut self.input {
+            Some(file) => refill(file, input).map(|()| None),
+            None => InputFile::write(input).map(Some),
+        };
+        let path = match written {
             Ok(path) => path,
             Err(e) => return Tested::NotStarted(self.gone(WarmError::Io(e))),
         };
-        let mut message = vec![VERB_TEST.to_string(), path.0.display().to_string()];
+        let name = path
+            .as_ref()
+            .map_or_else(|| "/dev/stdin".to_string(), |p| p.0.display().to_string());
+        let mut message = vec![VERB_TEST.to_string(), name];
         message.extend_from_slice(argv);
         let cpu_before = self.cpu_ms();
         // The peak of this test alone: clear_refs "5" sets VmHWM to the current resident set.
@@ -291,8 +353,7 @@ impl WarmProcess {
 
     /// SIGKILL and reap; the wait status and usage (a killed one when reaping failed).
     fn kill_reaped(&mut self) -> (libc::c_int, libc::rusage) {
-        // SAFETY: kill only sends a signal; `pid` is our unreaped child.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        self.signal_kill();
         stage::wait4(self.pid).unwrap_or_else(|_| {
             // SAFETY: all-zero bytes are a valid rusage.
             (libc::SIGKILL, unsafe { std::mem::zeroed() })
@@ -326,10 +387,18 @@ impl WarmProcess {
 
     /// SIGKILL and reap the process; its resource usage when that worked.
     pub fn kill(&mut self) -> Option<libc::rusage> {
+        self.signal_kill();
+        reap(self.pid).ok()
+    }
+
+    /// SIGKILL the process, and a judge process's group: what its tests started goes too.
+    fn signal_kill(&self) {
+        if self.input.is_some() {
+            stage::kill_group(self.pid);
+        }
         // SAFETY: kill only sends a signal; `pid` is our unreaped child, so it names no other
         // process.
         unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        reap(self.pid).ok()
     }
 
     fn send(&mut self, parts: &[String]) -> Result<(), WarmError> {
@@ -356,6 +425,14 @@ impl WarmProcess {
             .and_then(|status| status_peak_kib(&status))
             .unwrap_or(0)
     }
+}
+
+/// Make `file` hold exactly `input`, at offset 0 (the offset the judge process's stdin shares).
+fn refill(file: &mut File, input: &[u8]) -> io::Result<()> {
+    file.set_len(0)?;
+    file.write_all_at(input, 0)?;
+    file.rewind()?;
+    Ok(())
 }
 
 /// A judged test's input as a file the warm process opens by name (a JVM cannot take a
@@ -706,6 +783,7 @@ mod tests {
             pid,
             control,
             replies,
+            ..
         } = process;
         drop(control);
         let mut rest = [0u8; 8];

@@ -1042,3 +1042,191 @@ fn a_fork_server_with_other_flags_than_the_run_refuses_and_the_tests_run_fresh()
         out.stderr_text()
     );
 }
+
+/// The judge process as shipped in the Node.js image.
+const JUDGE_PROCESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../warm/onpyrunner_judge.js");
+
+/// Whether the host has node (the IDE's tests need it too); says so when not.
+fn host_node() -> bool {
+    let found = Command::new("node")
+        .arg("-e")
+        .arg("process.exit(typeof process.getActiveResourcesInfo === 'function' ? 0 : 1)")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("SKIPPED: no node >= 18 on PATH, which the judge process needs");
+    }
+    found
+}
+
+/// A judged run of `program` (main.js, run as `node --stack-size=900 main.js arg1`) on
+/// `inputs`, in the judge process or without it (each test a fresh node).
+fn judged_node(program: &[u8], inputs: &[&[u8]], wall_ms: u32, judge: bool) -> Outcome {
+    let dir = TempDir::new();
+    let work = dir.0.join("work");
+    fs::create_dir(&work).unwrap();
+    let argv_file = dir.0.join("judge-process");
+    fs::write(
+        &argv_file,
+        format!("node\n--stack-size=900\n{JUDGE_PROCESS}\n"),
+    )
+    .unwrap();
+    let mut req = request(
+        &[("main.js", program)],
+        &[],
+        &["node", "--stack-size=900", "main.js", "arg1"],
+    );
+    req.judge = Some(onpyrunner_protocol::launch::Judge {
+        wall_ms,
+        inputs: inputs.iter().map(|i| i.to_vec()).collect(),
+    });
+    let mut command = Command::new(LAUNCHER);
+    let process = if judge { argv_file } else { dir.0.join("none") };
+    command
+        .env("ONPYRUNNER_JUDGE_SERVER", dir.0.join("none"))
+        .env("ONPYRUNNER_JUDGE_PROCESS", process);
+    launch_in(&work, command, req.encode().unwrap())
+}
+
+const JUDGED_NODE: &[u8] = br#"const fs = require('fs');
+const input = fs.readFileSync(0, 'utf8');
+const what = input.split('\n')[0].trim();
+if (typeof seen !== 'undefined') console.log('a global of the last test:', seen);
+seen = what;
+console.log(process.argv.slice(2), require.main === module, fs.existsSync('left-by-test'), what);
+fs.writeFileSync('left-by-test', 'x');
+console.error('pid', process.pid);
+process.on('exit', (code) => console.log('exit', code));
+const sum = () => input.split(/\s+/).slice(1).filter(Boolean).map(Number).reduce((a, b) => a + b, 0);
+if (what === 'exit3') process.exit(3);
+if (what === 'code4') process.exitCode = 4;
+if (what === 'raise') null.x;
+if (what === 'later') {
+  setTimeout(() => { console.log('later'); process.exit(6); console.log('never'); }, 20);
+  setTimeout(() => console.log('cancelled by the exit'), 60);
+}
+if (what === 'stdin') {
+  const lines = [];
+  require('readline').createInterface({ input: process.stdin })
+    .on('line', (l) => lines.push(l))
+    .on('close', () => console.log('lines', lines.length, fs.readFileSync('/dev/stdin', 'utf8').length));
+}
+if (what === 'deep') {
+  const down = (n) => (n === 0 ? 0 : 1 + down(n - 1));
+  console.log(down(1e6));
+}
+if (what === 'spin') { let n = 0; while (n < 3e7) n++; }
+if (what === 'slow') setTimeout(() => {}, 30000);
+console.log(sum());
+"#;
+
+const JUDGED_NODE_INPUTS: &[&[u8]] = &[
+    b"plain\n1 2 3\n",
+    b"exit3\n",
+    b"code4\n",
+    b"raise\n",
+    b"later\n4\n",
+    b"stdin\na\nb\nc\n",
+    b"deep\n",
+    b"spin\n4 5\n",
+    b"plain\n7\n",
+    b"slow\n",
+    b"plain\n8\n",
+];
+
+#[test]
+fn node_tests_in_the_judge_process_look_like_fresh_ones_to_the_program_and_the_judge() {
+    if !host_node() {
+        return;
+    }
+    let fresh = judged_node(JUDGED_NODE, JUDGED_NODE_INPUTS, 1500, false);
+    let judged = judged_node(JUDGED_NODE, JUDGED_NODE_INPUTS, 1500, true);
+    let expected = vec![
+        (0, Some(0), None, false),
+        (1, Some(3), None, false),
+        (2, Some(4), None, false),
+        (3, Some(1), None, false),
+        (4, Some(6), None, false),
+        (5, Some(0), None, false),
+        (6, Some(1), None, false),
+        (7, Some(0), None, false),
+        (8, Some(0), None, false),
+        (9, None, Some(libc::SIGKILL), true),
+        (10, Some(0), None, false),
+    ];
+    assert_eq!(test_results(&fresh), expected, "{}", fresh.stderr_text());
+    assert_eq!(test_results(&judged), expected, "{}", judged.stderr_text());
+    let output = |out: &Outcome| -> Vec<String> {
+        pieces(&out.stdout)
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|p| String::from_utf8_lossy(&p).into_owned())
+            .collect()
+    };
+    // The same bytes on stdout test by test: no global, file or listener of one test is seen
+    // by the next, and nothing scheduled before an exit runs after it.
+    assert_eq!(output(&judged).concat(), output(&fresh).concat());
+    assert!(
+        output(&judged)[0].starts_with("[ 'arg1' ] true false plain\n6\nexit 0\n"),
+        "{:?}",
+        output(&judged)
+    );
+    let stderr = judged.stderr_text();
+    assert!(
+        stderr.contains("TypeError: Cannot read properties of null")
+            && stderr.contains("RangeError: Maximum call stack size exceeded")
+            && !stderr.contains("onpyrunner_judge"),
+        "{stderr}"
+    );
+    // The tests before the one killed at its clock ran in one process; fresh, each in its own.
+    let pids = |out: &Outcome| -> Vec<String> {
+        out.stderr_text()
+            .lines()
+            .filter(|l| l.starts_with("pid "))
+            .map(str::to_string)
+            .collect()
+    };
+    let (judged_pids, fresh_pids) = (pids(&judged), pids(&fresh));
+    assert_eq!(judged_pids.len(), 11, "{stderr}");
+    assert!(
+        judged_pids[..10].iter().all(|p| *p == judged_pids[0]),
+        "{judged_pids:?}"
+    );
+    assert_ne!(judged_pids[10], judged_pids[0]);
+    let distinct: std::collections::HashSet<_> = fresh_pids.iter().collect();
+    assert_eq!(distinct.len(), 11, "{fresh_pids:?}");
+    for out in [&fresh, &judged] {
+        let spin = pieces(&out.stdout)
+            .into_iter()
+            .find_map(|p| match p {
+                Err(Record::Test(t)) if t.index == 7 => Some(t.usage),
+                _ => None,
+            })
+            .unwrap();
+        assert!(spin.cpu_ms >= 10, "{spin:?}");
+        assert!(spin.memory_kib > 1000, "{spin:?}");
+    }
+}
+
+#[test]
+fn a_node_es_module_runs_once_in_the_judge_process_and_then_fresh() {
+    if !host_node() {
+        return;
+    }
+    let program = b"import { readFileSync } from 'fs';\nconsole.log('esm', readFileSync(0, 'utf8').trim(), process.pid);\n";
+    let out = judged_node(program, &[b"1\n", b"2\n", b"3\n"], 5000, true);
+    let text = String::from_utf8_lossy(&out.user_stdout()).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}{}", out.stderr_text());
+    for (line, n) in lines.iter().zip(1..) {
+        assert!(line.starts_with(&format!("esm {n} ")), "{text}");
+    }
+    assert_eq!(
+        test_results(&out),
+        vec![
+            (0, Some(0), None, false),
+            (1, Some(0), None, false),
+            (2, Some(0), None, false)
+        ]
+    );
+}
