@@ -104,7 +104,7 @@ async fn make(
     paused: bool,
 ) -> anyhow::Result<Sandbox> {
     let docker = &maker.docker;
-    let mut sandbox = Sandbox::create(maker, spec.language, &spec.limits, placement).await?;
+    let mut sandbox = Sandbox::create(maker, spec.language, &spec.limits, placement, false).await?;
     let made = async {
         sandbox.start(docker).await?;
         // A warm language is paused only once its warm process is ready, as in the pool.

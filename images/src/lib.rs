@@ -30,6 +30,10 @@ pub const WARM_FILES: &[(&str, &str)] = &[
         "onpyrunner_judge.js",
         include_str!("../warm/onpyrunner_judge.js"),
     ),
+    (
+        "onpyrunner_judge_warmup.js",
+        include_str!("../warm/onpyrunner_judge_warmup.js"),
+    ),
 ];
 
 /// Where an image with a `judge_server` keeps its argv, one argument a line; the launcher

@@ -1,8 +1,10 @@
 // onpyrunner's judge process for Node.js (images/languages.toml `judge_process`).
 //
-// The launcher starts it once per judged run, after the compile stage, as `node FLAGS...
-// onpyrunner_judge.js -- RUN_ARGV...`; RUN_ARGV must start with the same program and flags
-// (so that the heap limit is the run command's). fd 0 is a memfd the launcher fills with the
+// The launcher starts it at container start in a pooled container (`node FLAGS...
+// onpyrunner_judge.js`: it then runs onpyrunner_judge_warmup.js once as a test, so that the
+// first real test finds node's module loader warm), or else once per judged run after the
+// compile stage (`node FLAGS... onpyrunner_judge.js -- RUN_ARGV...`). Each test's argv must start
+// with the same program and flags (so that the heap limit and stack are the run command's). fd 0 is a memfd the launcher fills with the
 // test's input and rewinds before each test, so fs.readFileSync(0), /dev/stdin and
 // process.stdin read the test's input as they would in a fresh `node main.js`. fd 3 brings the
 // launcher's messages, fd 4 takes the replies (protocol/src/warm.rs): this process says
@@ -74,8 +76,7 @@ function send(parts) {
   for (let done = 0; done < out.length; ) done += fs.writeSync(REPLY_FD, out, done);
 }
 
-// This process's own argv must be RUN_ARGV's program and flags; the test's argv is checked
-// against the same prefix.
+// RUN_ARGV, when given, and each test's argv must start with this process's program and flags.
 const dashes = process.argv.indexOf('--', 2);
 const flags = process.execArgv;
 function entryOf(argv) {
@@ -84,7 +85,8 @@ function entryOf(argv) {
   const entry = argv[flags.length + 1];
   return entry.startsWith('-') ? null : flags.length + 1;
 }
-if (dashes !== 2 || entryOf(process.argv.slice(3)) === null) process.exit(3);
+const early = process.argv.length === 2;
+if (!early && (dashes !== 2 || entryOf(process.argv.slice(3)) === null)) process.exit(3);
 
 // The timers a test made, so that an exit can cancel them.
 let made = new Set();
@@ -117,17 +119,20 @@ for (const [name, clear] of [
 }
 
 // What a test may change and is put back after it.
-const globalsBefore = new Map(
-  Reflect.ownKeys(globalThis).map((k) => [k, Object.getOwnPropertyDescriptor(globalThis, k)]),
-);
+// Only the names: reading the descriptors of node's lazy globals would make them all, which
+// takes about 100 ms. So a global the program adds goes after its test, while a change to one of
+// node's own (console.log replaced, a prototype extended) stays, as the JDK's state stays in
+// the warm JVM.
+const globalsBefore = new Set(Reflect.ownKeys(globalThis));
 const cacheBefore = new Set(Object.keys(require.cache));
 const listenersBefore = new Map();
 const argvBefore = process.argv.slice(0, 1);
 const stdinBefore = Object.getOwnPropertyDescriptor(process, 'stdin');
 const exitBefore = process.exit;
-const writes = [process.stdout, process.stderr].map((s) => [s, s.write]);
 
 let test = null; // { exited, code, stdin, leftOver }
+// The streams whose output an exit dropped (an own `write` over the prototype's).
+let gated = [];
 
 function freshStdin() {
   let stream = null;
@@ -166,11 +171,15 @@ function exited(code) {
   for (const [t, clear] of made) clear(t);
   made = new Set();
   if (test.stdin) test.stdin.destroy();
-  for (const [s] of writes) s.write = (_chunk, encoding, cb) => {
-    const done = typeof encoding === 'function' ? encoding : cb;
-    if (typeof done === 'function') process.nextTick(done);
-    return true;
-  };
+  // process.stdout and stderr are made when first used (making them costs node ~10 ms).
+  gated = [process.stdout, process.stderr];
+  for (const s of gated) {
+    s.write = (_chunk, encoding, cb) => {
+      const done = typeof encoding === 'function' ? encoding : cb;
+      if (typeof done === 'function') process.nextTick(done);
+      return true;
+    };
+  }
   test.leftOver = real.setTimeout(() => finish(true), LEFT_OVER_MS);
   test.leftOver.unref();
 }
@@ -204,7 +213,7 @@ function uncaught(err) {
   } catch {
     text = `Uncaught exception\n`;
   }
-  writes[1][1].call(process.stderr, text);
+  process.stderr.write(text);
   process.exitCode = 1;
   if (!test.exiting) {
     test.exiting = true;
@@ -284,6 +293,14 @@ function finish(leftOver) {
     restored = false;
   }
   // What could not be put back would be seen by the next test: a fresh process takes it.
+  if (ended.warmUp) {
+    // The warm-up said nothing of the program: the first test looks at its own file.
+    commonJs = null;
+    if (leftOver || !restored) exitBefore.call(process, 3);
+    send(['ready']);
+    next();
+    return;
+  }
   const last = leftOver || !commonJs || !restored;
   send(last ? ['tested', ended.code, 'last'] : ['tested', ended.code]);
   if (!last) next();
@@ -296,14 +313,6 @@ function restore() {
       delete globalThis[k];
     }
   }
-  for (const [k, d] of globalsBefore) {
-    const now = Object.getOwnPropertyDescriptor(globalThis, k);
-    if (!now || now.value !== d.value || now.get !== d.get || now.set !== d.set) {
-      try {
-        Object.defineProperty(globalThis, k, d);
-      } catch {}
-    }
-  }
   for (const k of Object.keys(require.cache)) {
     if (!cacheBefore.has(k)) delete require.cache[k];
   }
@@ -313,11 +322,12 @@ function restore() {
       if (!keep.includes(l)) process.removeListener(event, l);
     }
   }
-  for (const [s, write] of writes) s.write = write;
+  for (const s of gated) delete s.write;
+  gated = [];
   made = new Set();
   process.exitCode = undefined;
   process.exit = exit;
-  if (collect !== null) collect();
+  collect();
 }
 const exit = process.exit;
 
@@ -344,10 +354,11 @@ function isCommonJs(main) {
   }
 }
 
-function start(argv, at) {
+function start(argv, at, warmUp = false) {
   const main = path.resolve(argv[at]);
   if (commonJs === null) commonJs = isCommonJs(main);
   test = {
+    warmUp,
     exited: false,
     exiting: false,
     code: 0,
@@ -366,13 +377,27 @@ function start(argv, at) {
   }
 }
 
-// A full collection between tests gives back the last test's heap, so that it does not count
-// in the next one's memory.
-let collect = null;
-try {
-  require('v8').setFlagsFromString('--expose-gc');
-  collect = require('vm').runInNewContext('gc');
-} catch {}
+// A full collection after a test that left a large heap gives it back, so that it does not count
+// in the next test's memory (a small one is not worth the few ms).
+const LARGE_HEAP = 32 * 1024 * 1024;
+let gc = null;
+function collect() {
+  const v8 = require('v8');
+  if (v8.getHeapStatistics().used_heap_size < LARGE_HEAP) return;
+  try {
+    if (gc === null) {
+      v8.setFlagsFromString('--expose-gc');
+      gc = require('vm').runInNewContext('gc');
+    }
+    gc();
+  } catch {}
+}
 
-send(['ready']);
-next();
+if (early) {
+  // Said ready once the warm-up ran as a test (the launcher is not listening before).
+  const warmUp = path.join(__dirname, 'onpyrunner_judge_warmup.js');
+  real.setImmediate(() => start([process.argv[0], ...flags, warmUp], flags.length + 1, true));
+} else {
+  send(['ready']);
+  next();
+}

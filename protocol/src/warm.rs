@@ -37,11 +37,14 @@
 //! ```
 //!
 //! A judge process (the table's `judge_process`: Node's images/warm/onpyrunner_judge.js) speaks
-//! the same "ready", "test" and "tested" without ever compiling or running a "run": the launcher
+//! the same "ready", "test" and "tested" without ever compiling or running a "run", with its
+//! stdin a memfd that the launcher refills with each test's input and rewinds before sending
+//! "test" (the input path is then `/dev/stdin`). It leads its own process group, which is
+//! killed with it. In a pooled container the launcher (`JUDGE_EARLY_FLAG`) starts it at
+//! container start, and the process warms up before it says "ready"; otherwise the launcher
 //! starts it after the compile stage of a judged run of more than one test, as
-//! `judge argv... -- run argv...`, with its stdin a memfd that the launcher refills with each
-//! test's input and rewinds before sending "test" (the input path is then `/dev/stdin`). It leads
-//! its own process group, which is killed with it.
+//! `judge argv... -- run argv...`. Either way it is used only for a run command that begins with
+//! its program and flags.
 //!
 //! The launcher keeps the test's wall clock (at it, it kills the warm process: the rest of the
 //! tests run fresh), its CPU time (the process's, from /proc, before and after) and its memory
@@ -58,6 +61,12 @@
 
 /// The launcher's argv[1] when a warm process is wanted; the warm argv follows it.
 pub const WARM_FLAG: &str = "--warm";
+
+/// The launcher's only argument when the image's judge process is to be started at container
+/// start, before the run arrives (a pooled container of a language with a `judge_process`): the
+/// launcher says ready once it is, as for a warm process, and a judged run's tests then run in
+/// it; any other run kills it first.
+pub const JUDGE_EARLY_FLAG: &str = "--judge-early";
 
 /// Written by the launcher on stdout once the warm process is ready. Starts with NUL like the
 /// status trailer so it cannot be mistaken for text; nothing is written before it.

@@ -70,6 +70,24 @@ pub fn host_pids_limit(pids: i64, runtime: Option<&str>) -> i64 {
     }
 }
 
+/// What the launcher starts at container start, as its arguments (`onpyrunner_protocol::warm`):
+/// a warm language's warm command (`--warm ARGV...`); in a pooled container of a language with a
+/// judge process, that process (`--judge-early`: a judged run taken from the pool finds it
+/// warm, any other run kills it first); otherwise nothing. With any of them the launcher says
+/// when it is ready, and the container is paused (or the run sent) only then.
+pub fn launcher_args(language: &onpyrunner_languages::Language, pooled: bool) -> Vec<String> {
+    use onpyrunner_protocol::warm::{JUDGE_EARLY_FLAG, WARM_FLAG};
+    if language.is_warm() {
+        let mut args = vec![WARM_FLAG.to_string()];
+        args.extend_from_slice(&language.warm);
+        args
+    } else if pooled && !language.judge_process.is_empty() {
+        vec![JUDGE_EARLY_FLAG.to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The only environment a program sees: these, then the language's own (`env` in the table).
 pub fn environment(language_env: &[String]) -> Vec<String> {
     let mut env: Vec<String> = [
@@ -119,10 +137,9 @@ impl Labels {
 /// own, so that no per-user kernel counter is shared with another run (`uids`). `runtime` is
 /// the OCI runtime (`runsc` for gVisor); `None` is the daemon's default.
 ///
-/// `warm` is the language's warm command (empty for none): the launcher gets it as
-/// `--warm ARGV...` and starts it at container start (`onpyrunner_protocol::warm`). `env` is
-/// the language's own environment (`env` in the table). Both come from the table only; the
-/// source still travels on stdin.
+/// `launcher_args` are the launcher's arguments ([`launcher_args`]). `env` is the language's own
+/// environment (`env` in the table). Both come from the table only; the source still travels
+/// on stdin.
 ///
 /// The stack (RLIMIT_STACK) is as large as the memory limit, as judges give it: a recursive
 /// DFS of 10^5 nodes works in C, C++ and Rust, in PyPy and CPython with a raised recursion
@@ -132,16 +149,13 @@ pub fn container_config(
     image: &str,
     limits: &Limits,
     labels: &Labels,
-    warm: &[String],
+    launcher_args: &[String],
     env: &[String],
     uid: u32,
     runtime: Option<&str>,
 ) -> ContainerConfig {
     let mut cmd = vec![LAUNCHER_PATH.to_string()];
-    if !warm.is_empty() {
-        cmd.push(onpyrunner_protocol::warm::WARM_FLAG.to_string());
-        cmd.extend_from_slice(warm);
-    }
+    cmd.extend_from_slice(launcher_args);
     let memory = limits.memory_mib as i64 * MIB;
     let file_size = limits.file_size_mib as i64 * MIB;
     let tmpfs_work = format!(
@@ -233,7 +247,8 @@ mod tests {
         let lang = onpyrunner_languages::find("python").unwrap();
         let limits = Limits::defaults(lang, &Caps::default());
         let labels = labels("python");
-        let c = container_config("img", &limits, &labels, &lang.warm, &[], 20_123, None);
+        let args = launcher_args(lang, true);
+        let c = container_config("img", &limits, &labels, &args, &[], 20_123, None);
         assert_eq!(c.cmd, [LAUNCHER_PATH]);
         let h = &c.host_config;
         assert_eq!(h.network_mode, "none");
@@ -276,9 +291,23 @@ mod tests {
         let java = onpyrunner_languages::find("java").unwrap();
         let limits = Limits::defaults(java, &Caps::default());
         let labels = labels("java");
-        let c = container_config("img", &limits, &labels, &java.warm, &[], 20_000, None);
+        let args = launcher_args(java, false);
+        let c = container_config("img", &limits, &labels, &args, &[], 20_000, None);
         assert_eq!(c.cmd[..2], [LAUNCHER_PATH, "--warm"]);
         assert_eq!(c.cmd[2..], java.warm[..]);
+        assert_eq!(launcher_args(java, true), args);
+    }
+
+    #[test]
+    fn a_pooled_node_container_starts_its_judge_process_early_and_a_fresh_one_does_not() {
+        let node = onpyrunner_languages::find("node").unwrap();
+        assert_eq!(launcher_args(node, true), ["--judge-early"]);
+        assert!(launcher_args(node, false).is_empty());
+        let python = onpyrunner_languages::find("python").unwrap();
+        assert!(
+            launcher_args(python, true).is_empty(),
+            "a fork server starts per run"
+        );
     }
 
     #[test]

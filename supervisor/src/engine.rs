@@ -1093,7 +1093,7 @@ async fn make_sandbox(
             }
         }
     }
-    Sandbox::create(&inner.maker, spec.language, &spec.limits, &placement).await
+    Sandbox::create(&inner.maker, spec.language, &spec.limits, &placement, false).await
 }
 
 /// Resolves when the run must end early, and says why: a Stop, the server's shutdown, or

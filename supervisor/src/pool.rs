@@ -579,6 +579,7 @@ async fn make_one(inner: &Inner, hot: bool) -> Result<Warm, RunError> {
         inner.language,
         &inner.limits,
         &inner.placement,
+        true,
     )
     .await?;
     let state = state

@@ -230,7 +230,7 @@ pub async fn run_fresh(
 ) -> Result<Summary, RunError> {
     validate(spec)?;
     let docker = &maker.docker;
-    let sandbox = Sandbox::create(maker, spec.language, &spec.limits, placement).await?;
+    let sandbox = Sandbox::create(maker, spec.language, &spec.limits, placement, false).await?;
     let controls = Controls {
         stdin,
         output,

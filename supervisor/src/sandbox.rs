@@ -131,12 +131,14 @@ pub(crate) struct Resume {
 
 impl Sandbox {
     /// Create and attach a container for `language` with `limits`, as a uid of its own; not
-    /// started yet. No free uid is an error ([`RunError::NoUid`]).
+    /// started yet. No free uid is an error ([`RunError::NoUid`]). `pooled`: for the pool,
+    /// which decides what the launcher starts early ([`container::launcher_args`]).
     pub async fn create(
         maker: &Maker,
         language: &Language,
         limits: &Limits,
         placement: &Placement,
+        pooled: bool,
     ) -> Result<Sandbox, RunError> {
         let uid = maker.uids.take()?;
         let docker = &maker.docker;
@@ -147,11 +149,12 @@ impl Sandbox {
             run: run_id.clone(),
             created_unix: unix_now(),
         };
+        let launcher_args = container::launcher_args(language, pooled);
         let config = container::container_config(
             &placement.image,
             limits,
             &labels,
-            &language.warm,
+            &launcher_args,
             &language.env,
             uid.uid(),
             placement.runtime.as_deref(),
@@ -181,7 +184,7 @@ impl Sandbox {
             id,
             io,
             started: false,
-            awaiting_ready: language.is_warm(),
+            awaiting_ready: !launcher_args.is_empty(),
             resume: Resume {
                 decoder: AttachDecoder::new(AttachMode::Multiplexed),
                 read_buf: BytesMut::new(),

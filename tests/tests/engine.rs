@@ -436,6 +436,7 @@ async fn the_start_up_sweep_removes_what_an_earlier_run_of_the_instance_left() {
         lang,
         &Limits::defaults(lang, &Caps::default()),
         &onpyrunner_e2e::placement(lang),
+        false,
     )
     .await
     .unwrap();

@@ -195,6 +195,7 @@ async fn eof_ends_a_program_that_reads_to_the_end() {
         s.language,
         &s.limits,
         &onpyrunner_e2e::placement(s.language),
+        false,
     )
     .await
     .unwrap();
@@ -401,5 +402,56 @@ async fn an_idle_pool_shrinks_to_its_floor_and_leaves_no_extra_containers() {
     // It stays at its floor.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!((pool.target(), pool.size()), (1, 1));
+    finish(engine).await;
+}
+
+/// A pooled Node container holds a judge process started and warmed up with it: a judged run
+/// from the pool runs every test in it, the first too, and a plain run from the pool is the
+/// usual node (the judge process killed first).
+#[tokio::test]
+async fn a_pooled_node_container_runs_a_judged_runs_tests_in_its_early_judge_process() {
+    let mut config = engine_config("node-early-judge", &[("node", 1)]);
+    config.max_running = 2;
+    let docker = Docker::from_host(None).expect("DOCKER_HOST is a unix socket");
+    let engine = tokio::time::timeout(TEST_TIMEOUT, Engine::start(docker, config))
+        .await
+        .expect("engine started within the timeout")
+        .expect("engine starts");
+    let pool = engine.pools()["node"].clone();
+    let program = "const fs = require('fs');\n\
+        const judge = fs.readFileSync('/proc/self/cmdline', 'utf8').includes('onpyrunner_judge.js');\n\
+        console.log(judge ? 'judge' : 'fresh', fs.readFileSync(0, 'utf8').trim());\n";
+    for (tests, expected) in [
+        (&["1\n", "2\n", "3\n"][..], "judge 1\njudge 2\njudge 3\n"),
+        (&["4\n"][..], "judge 4\n"),
+    ] {
+        until("the pool to fill", || pool.ready() == 1).await;
+        let hits = pool.stats().hits.load(Ordering::Relaxed);
+        let cases: Vec<(&str, Option<&str>)> = tests.iter().map(|t| (*t, None)).collect();
+        let mut session = engine
+            .submit(onpyrunner_e2e::judged("node", program, &cases))
+            .expect("accepted");
+        session.close_stdin();
+        let heard = hear_all(&mut session.events).await;
+        assert_eq!(heard.stdout_text(), expected, "{heard:?}");
+        assert_eq!(heard.stderr_text(), "", "{heard:?}");
+        assert_eq!(
+            pool.stats().hits.load(Ordering::Relaxed),
+            hits + 1,
+            "from the pool"
+        );
+    }
+    until("the pool to fill", || pool.ready() == 1).await;
+    let mut session = engine.submit(spec("node", program)).expect("accepted");
+    let stdin = session.stdin().expect("the run takes stdin");
+    stdin
+        .send(Bytes::from_static(b"plain\n"))
+        .await
+        .expect("sent");
+    drop(stdin);
+    session.close_stdin();
+    let heard = hear_all(&mut session.events).await;
+    assert_eq!(heard.stdout_text(), "fresh plain\n", "{heard:?}");
+    assert_eq!(heard.summary().usage.exit_code, Some(0), "{heard:?}");
     finish(engine).await;
 }

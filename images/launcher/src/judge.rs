@@ -64,7 +64,7 @@ pub fn run_tests(nonce: &str, run: &[String], judge: Judge, warm: Option<WarmPro
             Ok(Some(server)) => Some(TestServer::Fork(server)),
             // A judge process saves its start-up on every test but the first: with one test
             // there is nothing to save.
-            Ok(None) if judge.inputs.len() > 1 => match WarmProcess::start_judge(run) {
+            Ok(None) if judge.inputs.len() > 1 => match WarmProcess::start_judge(Some(run)) {
                 Ok(process) => process.map(TestServer::Warm),
                 Err(e) => {
                     report::complain(&format!("{e}; running each test fresh"));

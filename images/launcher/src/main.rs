@@ -19,6 +19,11 @@
 //! in-process; the launcher still measures them and writes the trailer. When the warm process
 //! cannot be used (it failed to start, or died before the program started) the run goes the
 //! usual way, with the table's commands.
+//!
+//! Early judge mode (`onpyrunner-launcher --judge-early`, a pooled container of a language with
+//! a judge process, Node's): before reading the frame it starts the image's judge process and
+//! writes the readiness marker once that is ready. A judged run's tests then run in it; any
+//! other run kills it before anything else.
 mod error;
 mod fdio;
 mod fork_server;
@@ -31,7 +36,7 @@ mod workdir;
 
 use std::path::Path;
 
-use onpyrunner_protocol::warm::{READY_MARKER, WARM_FLAG};
+use onpyrunner_protocol::warm::{JUDGE_EARLY_FLAG, READY_MARKER, WARM_FLAG};
 use onpyrunner_protocol::{RunRequest, Stage};
 
 use crate::error::{LaunchError, EXIT_LAUNCHER_FAILED};
@@ -47,23 +52,37 @@ fn main() {
         report::complain(&message);
         std::process::exit(EXIT_LAUNCHER_FAILED);
     }
-    let warm_argv = match warm_argv(std::env::args().skip(1).collect()) {
-        Ok(argv) => argv,
+    let early = match early_mode(std::env::args().skip(1).collect()) {
+        Ok(early) => early,
         Err(message) => {
             report::complain(&message);
             std::process::exit(EXIT_LAUNCHER_FAILED);
         }
     };
-    std::process::exit(launch(warm_argv));
+    std::process::exit(launch(early));
 }
 
-/// The warm process's argv from the launcher's arguments: none, or `--warm ARGV...`.
-fn warm_argv(args: Vec<String>) -> Result<Option<Vec<String>>, String> {
+/// What the launcher starts before the run arrives.
+#[derive(Debug, PartialEq, Eq)]
+enum Early {
+    Nothing,
+    /// `--warm ARGV...`: the warm process.
+    Warm(Vec<String>),
+    /// `--judge-early`: the image's judge process.
+    Judge,
+}
+
+/// What to start early, from the launcher's arguments: none, `--warm ARGV...` or
+/// `--judge-early`.
+fn early_mode(args: Vec<String>) -> Result<Early, String> {
     match args.split_first() {
-        None => Ok(None),
-        Some((flag, argv)) if flag == WARM_FLAG && !argv.is_empty() => Ok(Some(argv.to_vec())),
+        None => Ok(Early::Nothing),
+        Some((flag, argv)) if flag == WARM_FLAG && !argv.is_empty() => {
+            Ok(Early::Warm(argv.to_vec()))
+        }
+        Some((flag, [])) if flag == JUDGE_EARLY_FLAG => Ok(Early::Judge),
         _ => Err(format!(
-            "usage: onpyrunner-launcher [{WARM_FLAG} COMMAND ARG...]"
+            "usage: onpyrunner-launcher [{WARM_FLAG} COMMAND ARG... | {JUDGE_EARLY_FLAG}]"
         )),
     }
 }
@@ -97,16 +116,19 @@ fn harden() -> Result<(), String> {
 }
 
 /// Do the whole run; returns the launcher's exit code.
-fn launch(warm_argv: Option<Vec<String>>) -> i32 {
-    let warm = warm_argv.map(|argv| start_warm(&argv));
-    if warm.is_some() {
+fn launch(early: Early) -> i32 {
+    let (warm, mut early_judge) = match &early {
+        Early::Nothing => (None, None),
+        Early::Warm(argv) => (start_warm(argv), None),
+        Early::Judge => (None, start_judge_early()),
+    };
+    if early != Early::Nothing {
         // Said even when the warm process failed: the run then goes the cold way, and the
         // supervisor must not wait for a marker that never comes.
         if let Err(e) = fdio::write_all(libc::STDOUT_FILENO, READY_MARKER) {
             report::complain(&format!("cannot write the readiness marker: {e}"));
         }
     }
-    let warm = warm.flatten();
     let request = match frame::read_request(libc::STDIN_FILENO) {
         Ok(request) => request,
         // Without a frame there is no nonce, so no trailer: only stderr and the exit code.
@@ -128,8 +150,15 @@ fn launch(warm_argv: Option<Vec<String>>) -> i32 {
     if let Err(e) = workdir::write_files(Path::new("."), files) {
         return fail(Some((&nonce, first_stage)), &e);
     }
+    // The judge process serves only a judged run whose command begins like its own.
+    if let Some(process) = early_judge.as_mut() {
+        if judge.is_none() || !process.judges(&run) {
+            process.kill();
+            early_judge = None;
+        }
+    }
     if let Some(judge) = judge {
-        return judged(warm, &nonce, &compile, &run, judge);
+        return judged(warm.or(early_judge), &nonce, &compile, &run, judge);
     }
     if let Some(process) = warm {
         match run_warm(process, &nonce, &compile, &run) {
@@ -163,23 +192,28 @@ fn judged(
 ) -> i32 {
     let mut compiled = false;
     let mut tester = None;
-    if let Some(mut process) = warm {
-        if !compile.is_empty() {
-            match process.compile(compile) {
-                Ok(Compiled::Ok(usage)) => {
-                    report::write_compiled(nonce, usage);
-                    compiled = true;
-                    tester = Some(process);
+    match warm {
+        // An early judge process compiles nothing: it only runs the tests.
+        Some(process) if process.is_judge() => tester = Some(process),
+        Some(mut process) => {
+            if !compile.is_empty() {
+                match process.compile(compile) {
+                    Ok(Compiled::Ok(usage)) => {
+                        report::write_compiled(nonce, usage);
+                        compiled = true;
+                        tester = Some(process);
+                    }
+                    Ok(Compiled::Failed(status)) => return finish(nonce, status),
+                    Err(e) => {
+                        process.kill();
+                        report::complain(&format!("{e}; compiling without it"));
+                    }
                 }
-                Ok(Compiled::Failed(status)) => return finish(nonce, status),
-                Err(e) => {
-                    process.kill();
-                    report::complain(&format!("{e}; compiling without it"));
-                }
+            } else {
+                process.kill();
             }
-        } else {
-            process.kill();
         }
+        None => {}
     }
     if !compiled && !compile.is_empty() {
         match stage::run(compile, Stage::Compile) {
@@ -191,6 +225,18 @@ fn judged(
         }
     }
     judge::run_tests(nonce, run, judge, tester)
+}
+
+/// Start the image's judge process and wait until it is ready; `None` without one, or (said on
+/// stderr) when it cannot be.
+fn start_judge_early() -> Option<WarmProcess> {
+    match WarmProcess::start_judge(None) {
+        Ok(process) => process,
+        Err(e) => {
+            report::complain(&format!("{e}; the tests will run fresh"));
+            None
+        }
+    }
 }
 
 /// Start the warm process and wait until it is ready; `None` (said on stderr) when it cannot be.
@@ -264,21 +310,27 @@ mod tests {
 
     #[test]
     fn no_arguments_is_the_usual_launcher() {
-        assert_eq!(warm_argv(vec![]), Ok(None));
+        assert_eq!(early_mode(vec![]), Ok(Early::Nothing));
     }
 
     #[test]
     fn warm_flag_takes_the_rest_as_the_warm_command() {
         assert_eq!(
-            warm_argv(args(&["--warm", "java", "-cp", "x", "Warm"])),
-            Ok(Some(args(&["java", "-cp", "x", "Warm"])))
+            early_mode(args(&["--warm", "java", "-cp", "x", "Warm"])),
+            Ok(Early::Warm(args(&["java", "-cp", "x", "Warm"])))
         );
     }
 
     #[test]
+    fn judge_early_takes_nothing_more() {
+        assert_eq!(early_mode(args(&["--judge-early"])), Ok(Early::Judge));
+        assert!(early_mode(args(&["--judge-early", "node"])).is_err());
+    }
+
+    #[test]
     fn anything_else_is_a_usage_error() {
-        assert!(warm_argv(args(&["--warm"])).is_err());
-        assert!(warm_argv(args(&["java"])).is_err());
-        assert!(warm_argv(args(&["--cold", "java"])).is_err());
+        assert!(early_mode(args(&["--warm"])).is_err());
+        assert!(early_mode(args(&["java"])).is_err());
+        assert!(early_mode(args(&["--cold", "java"])).is_err());
     }
 }

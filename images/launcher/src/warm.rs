@@ -63,9 +63,10 @@ pub struct WarmProcess {
     control: OwnedFd,
     /// Warm -> launcher (read end).
     replies: OwnedFd,
-    /// A judge process's stdin, which shares this file's offset: each test's input is written
-    /// here and rewound. `None`: the warm process opens each test's input by name.
-    input: Option<File>,
+    /// A judge process's stdin, which shares this file's offset (each test's input is written
+    /// here and rewound), and its program and flags. `None`: a warm process, which opens each
+    /// test's input by name.
+    judge: Option<(File, Vec<String>)>,
 }
 
 /// One judged test run in the warm process (after it compiled).
@@ -97,10 +98,12 @@ impl WarmProcess {
         Self::spawn(argv, None)
     }
 
-    /// Start the image's judge process for the run command `run` and wait until it is ready,
-    /// when the image has one: `Ok(None)` without. Its stdin is an empty memfd that each test
-    /// refills; it leads its own process group, which goes with it.
-    pub fn start_judge(run: &[String]) -> Result<Option<WarmProcess>, WarmError> {
+    /// Start the image's judge process and wait until it is ready, when the image has one:
+    /// `Ok(None)` without. `run`: the run command it is for (it checks its flags against it);
+    /// `None` at container start, before the run is known (it then warms up before it is ready,
+    /// and `judges` says later whether it fits the run). Its stdin is an empty memfd that each
+    /// test refills; it leads its own process group, which goes with it.
+    pub fn start_judge(run: Option<&[String]>) -> Result<Option<WarmProcess>, WarmError> {
         let path = std::env::var_os(JUDGE_PROCESS_ENV)
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(JUDGE_PROCESS_FILE));
@@ -110,14 +113,20 @@ impl WarmProcess {
             Err(e) => return Err(WarmError::Spawn(e)),
         };
         let mut argv: Vec<String> = text.lines().map(str::to_string).collect();
-        // The same program as the run command (the process checks the flags).
-        if argv.is_empty() || run.first() != argv.first() {
+        let Some((_script, prefix)) = argv.split_last() else {
             return Ok(None);
+        };
+        let prefix = prefix.to_vec();
+        if let Some(run) = run {
+            // The same program and flags as the run command (the process checks them too).
+            if !(run.len() > prefix.len() && run.starts_with(&prefix)) {
+                return Ok(None);
+            }
+            argv.push("--".into());
+            argv.extend_from_slice(run);
         }
-        argv.push("--".into());
-        argv.extend_from_slice(run);
         let input = fdio::input_file(b"").map_err(WarmError::Spawn)?;
-        let mut process = Self::spawn(&argv, Some(input))?;
+        let mut process = Self::spawn(&argv, Some((input, prefix)))?;
         let deadline = Instant::now() + READY_WITHIN;
         let ready = match fdio::wait_readable(process.replies.as_raw_fd(), deadline) {
             Ok(true) => process.wait_ready(),
@@ -130,7 +139,23 @@ impl WarmProcess {
         }
     }
 
-    fn spawn(argv: &[String], input: Option<File>) -> Result<WarmProcess, WarmError> {
+    /// Whether this is a judge process (see `start_judge`).
+    pub fn is_judge(&self) -> bool {
+        self.judge.is_some()
+    }
+
+    /// Whether this judge process can run the tests of the run command `run`: it begins with
+    /// the judge's program and flags, then names the program's file.
+    pub fn judges(&self, run: &[String]) -> bool {
+        self.judge
+            .as_ref()
+            .is_some_and(|(_, prefix)| run.len() > prefix.len() && run.starts_with(prefix))
+    }
+
+    fn spawn(
+        argv: &[String],
+        judge: Option<(File, Vec<String>)>,
+    ) -> Result<WarmProcess, WarmError> {
         let (program, args) = argv.split_first().ok_or_else(|| {
             WarmError::Spawn(io::Error::new(io::ErrorKind::InvalidInput, "empty command"))
         })?;
@@ -139,7 +164,7 @@ impl WarmProcess {
         let (control_fd, reply_fd) = (control_read.as_raw_fd(), reply_write.as_raw_fd());
         let mut command = Command::new(program);
         command.args(args);
-        if let Some(input) = &input {
+        if let Some((input, _)) = &judge {
             let stdin = input.try_clone().map_err(WarmError::Spawn)?;
             command.stdin(Stdio::from(stdin)).process_group(0);
         }
@@ -164,7 +189,7 @@ impl WarmProcess {
             pid,
             control,
             replies,
-            input,
+            judge,
         })
     }
 
@@ -238,9 +263,9 @@ impl WarmProcess {
             pid,
             control,
             replies,
-            input,
+            judge,
         } = self;
-        drop((control, replies, input));
+        drop((control, replies, judge));
         if let Err(e) = sent {
             // The process died before the run started; nothing of the program ran.
             let _ = reap(pid);
@@ -259,8 +284,8 @@ impl WarmProcess {
     /// stdin, `argv` the table's run command, killed at `wall`. Its exit code is the process's
     /// word; wall and CPU time and the peak memory are measured here.
     pub fn test(&mut self, input: &[u8], argv: &[String], wall: Duration) -> Tested {
-        let written = match &mut self.input {
-            Some(file) => refill(file, input).map(|()| None),
+        let written = match &mut self.judge {
+            Some((file, _)) => refill(file, input).map(|()| None),
             None => InputFile::write(input).map(Some),
         };
         let path = match written {
@@ -393,7 +418,7 @@ impl WarmProcess {
 
     /// SIGKILL the process, and a judge process's group: what its tests started goes too.
     fn signal_kill(&self) {
-        if self.input.is_some() {
+        if self.judge.is_some() {
             stage::kill_group(self.pid);
         }
         // SAFETY: kill only sends a signal; `pid` is our unreaped child, so it names no other

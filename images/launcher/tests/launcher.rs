@@ -1230,3 +1230,73 @@ fn a_node_es_module_runs_once_in_the_judge_process_and_then_fresh() {
         ]
     );
 }
+
+/// A run of `program` (main.js, `node --stack-size=900 main.js`, or `run` when given) by a
+/// launcher started as in a pooled container (`--judge-early`), judged on `inputs` when given;
+/// the readiness marker, which must come first, taken off stdout.
+fn node_early(program: &[u8], inputs: Option<&[&[u8]]>, run: Option<&[&str]>) -> Outcome {
+    let dir = TempDir::new();
+    let work = dir.0.join("work");
+    fs::create_dir(&work).unwrap();
+    let argv_file = dir.0.join("judge-process");
+    fs::write(
+        &argv_file,
+        format!("node\n--stack-size=900\n{JUDGE_PROCESS}\n"),
+    )
+    .unwrap();
+    let run = run.unwrap_or(&["node", "--stack-size=900", "main.js"]);
+    let mut req = request(&[("main.js", program)], &[], run);
+    req.judge = inputs.map(|inputs| onpyrunner_protocol::launch::Judge {
+        wall_ms: 5000,
+        inputs: inputs.iter().map(|i| i.to_vec()).collect(),
+    });
+    let mut command = Command::new(LAUNCHER);
+    command
+        .arg(onpyrunner_protocol::warm::JUDGE_EARLY_FLAG)
+        .env("ONPYRUNNER_JUDGE_SERVER", dir.0.join("none"))
+        .env("ONPYRUNNER_JUDGE_PROCESS", argv_file);
+    let mut out = launch_in(&work, command, req.encode().unwrap());
+    let marker = onpyrunner_protocol::warm::READY_MARKER;
+    assert!(
+        out.stdout.starts_with(marker),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out.stdout.drain(..marker.len());
+    out
+}
+
+#[test]
+fn an_early_judge_process_runs_every_test_and_any_other_run_kills_it_first() {
+    if !host_node() {
+        return;
+    }
+    let program = b"console.log(process.pid, require('fs').readFileSync(0, 'utf8').trim());\n";
+    let lines = |out: &Outcome| -> Vec<(String, String)> {
+        String::from_utf8_lossy(&out.user_stdout())
+            .lines()
+            .map(|l| {
+                let (pid, rest) = l.split_once(' ').unwrap_or((l, ""));
+                (pid.to_string(), rest.to_string())
+            })
+            .collect()
+    };
+    // Judged: every test, the first too, in the one process started before the frame came.
+    let judged = node_early(program, Some(&[b"1\n", b"2\n", b"3\n"]), None);
+    let got = lines(&judged);
+    assert_eq!(got.len(), 3, "{got:?} {}", judged.stderr_text());
+    assert!(got.iter().all(|(pid, _)| *pid == got[0].0), "{got:?}");
+    let inputs: Vec<&str> = got.iter().map(|(_, i)| i.as_str()).collect();
+    assert_eq!(inputs, ["1", "2", "3"]);
+    assert_eq!(judged.stderr_text(), "");
+    // Not judged: the program runs as usual, with the run's stdin; the judge process is gone
+    // (were it left, it would hold stdout open and the launcher's output would not end).
+    let plain = node_early(program, None, None);
+    assert_eq!(plain.code, 0, "{}", plain.stderr_text());
+    assert_eq!(lines(&plain).len(), 1, "{:?}", lines(&plain));
+    // Judged with other flags than the judge process's: each test fresh.
+    let other = node_early(program, Some(&[b"1\n", b"2\n"]), Some(&["node", "main.js"]));
+    let got = lines(&other);
+    assert_eq!(got.len(), 2, "{got:?} {}", other.stderr_text());
+    assert_ne!(got[0].0, got[1].0, "{got:?}");
+}
