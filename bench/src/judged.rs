@@ -1,7 +1,7 @@
 //! Judged runs: an A+B solution judged on ten tests against the same run on one test, through
-//! the pool, run by run, so that each figure is a ratio measured in the same minutes. Each test
-//! is a fresh process in the run's container (the launcher's `judge.rs`); what ten tests cost
-//! over one is ten process starts, not ten containers.
+//! the pool, run by run, so that each figure is a ratio measured in the same minutes. All the
+//! tests run in the run's container (the launcher's `judge.rs`): each a fresh process, a fork of
+//! the fork server (CPython, PyPy), or in the warm JVM (Java) or the judge process (Node).
 use crate::engines::wait_full;
 use crate::plan::{progress, Plan, RUN_TIMEOUT};
 use crate::stats::Quantiles;
@@ -166,9 +166,11 @@ pub fn render(rows: &[JudgedRow]) -> String {
     let _ = writeln!(
         o,
         "An A+B solution judged on one test and on {MANY} tests (each compared with its \
-         expected output), through the pool, run by run; from submit to the summary. Each test \
-         is a fresh process in the run's own container, in the work directory as the compile \
-         left it. Target: {MANY} tests take at most {TARGET_RATIO}x one test (p50).\n"
+         expected output), through the pool, run by run; from submit to the summary. Every \
+         test runs in the run's own container, in the work directory as the compile left it: \
+         a fresh process each for the compiled languages, a fork of the fork server for \
+         CPython and PyPy, in the warm JVM for Java and in the judge process for Node. \
+         Target: {MANY} tests take at most {TARGET_RATIO}x one test (p50).\n"
     );
     let _ = writeln!(
         o,

@@ -230,8 +230,9 @@ pub fn render(rows: &[OutputRow]) -> String {
          **test** is the test's wall time as the launcher measured it (spawn to exit), \
          **completion** the whole run from submit to the summary (the compile included). \
          CPython's and PyPy's tests are forks of an interpreter the launcher started once \
-         (their judge fork server), so their test time has no interpreter start-up in it, \
-         which the outside run has. **Outside**: the same program run by the table's run \
+         (their judge fork server), Java's run in the warm JVM and Node's in the judge process \
+         started with the pooled container, so their test time has no interpreter start-up in \
+         it, which the outside run has. **Outside**: the same program run by the table's run \
          command on the image's root filesystem with `chroot` (exported through the Engine \
          API, compiled there with the table's compile command; no container, no limits, \
          `/proc` mounted, the container's environment; the program sees the host's CPUs and \

@@ -14,7 +14,8 @@
 // the tests fresh). The launcher keeps the clock, the CPU time and the memory.
 //
 // A test runs in this process, as node would run main.js: process.argv, require.main, a fresh
-// module cache for the program's own files, the program's globals removed afterwards. It ends
+// module cache for the program's own files; afterwards the program's globals, listeners,
+// environment and working directory are put back. It ends
 // as node ends: when the event loop has nothing left to do ('beforeExit', then the program's
 // 'exit' listeners), at process.exit(), or at an uncaught exception (printed, code 1). After
 // an exit, what the program left scheduled does not run and what it prints is dropped.
@@ -127,6 +128,8 @@ const globalsBefore = new Set(Reflect.ownKeys(globalThis));
 const cacheBefore = new Set(Object.keys(require.cache));
 const listenersBefore = new Map();
 const argvBefore = process.argv.slice(0, 1);
+const cwdBefore = process.cwd();
+const envBefore = { ...process.env };
 const stdinBefore = Object.getOwnPropertyDescriptor(process, 'stdin');
 const exitBefore = process.exit;
 
@@ -322,6 +325,9 @@ function restore() {
       if (!keep.includes(l)) process.removeListener(event, l);
     }
   }
+  if (process.cwd() !== cwdBefore) process.chdir(cwdBefore);
+  for (const k of Object.keys(process.env)) if (!(k in envBefore)) delete process.env[k];
+  for (const [k, v] of Object.entries(envBefore)) if (process.env[k] !== v) process.env[k] = v;
   for (const s of gated) delete s.write;
   gated = [];
   made = new Set();

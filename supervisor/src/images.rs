@@ -545,10 +545,9 @@ mod tests {
         assert_eq!(names, ["Dockerfile", "onpyrunner-launcher"]);
     }
 
-    #[test]
-    fn a_judge_server_language_gets_its_server_and_its_argv_file() {
-        let python = onpyrunner_languages::find("python").unwrap();
-        let tar_bytes = launcher_context(python, b"\x7fELF", "abc").unwrap();
+    /// The files of a language's launcher build context, by name, as text.
+    fn context_files(lang: &Language) -> std::collections::BTreeMap<String, String> {
+        let tar_bytes = launcher_context(lang, b"\x7fELF", "abc").unwrap();
         let mut archive = tar::Archive::new(&tar_bytes[..]);
         let mut entries = std::collections::BTreeMap::new();
         for entry in archive.entries().unwrap() {
@@ -558,6 +557,13 @@ mod tests {
             std::io::Read::read_to_string(&mut entry, &mut text).unwrap_or_default();
             entries.insert(name, text);
         }
+        entries
+    }
+
+    #[test]
+    fn a_judge_server_language_gets_its_server_and_its_argv_file() {
+        let python = onpyrunner_languages::find("python").unwrap();
+        let entries = context_files(python);
         assert!(entries["warm/onpyrunner_fork.py"].contains("os.fork()"));
         assert_eq!(
             entries["judge-server"],
@@ -581,16 +587,7 @@ mod tests {
     #[test]
     fn a_judge_process_language_gets_its_script_and_its_argv_file() {
         let node = onpyrunner_languages::find("node").unwrap();
-        let tar_bytes = launcher_context(node, b"\x7fELF", "abc").unwrap();
-        let mut archive = tar::Archive::new(&tar_bytes[..]);
-        let mut entries = std::collections::BTreeMap::new();
-        for entry in archive.entries().unwrap() {
-            let mut entry = entry.unwrap();
-            let name = entry.path().unwrap().display().to_string();
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut entry, &mut text).unwrap_or_default();
-            entries.insert(name, text);
-        }
+        let entries = context_files(node);
         assert!(entries["warm/onpyrunner_judge.js"].contains("Module.runMain"));
         assert_eq!(
             entries["judge-process"],

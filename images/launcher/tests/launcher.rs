@@ -792,23 +792,40 @@ fn host_python() -> bool {
 /// A judged run of `program` (main.py, run as `python3 -u main.py arg1`) on `inputs`, with the
 /// fork server or without it (each test a fresh process).
 fn judged_python(program: &[u8], inputs: &[&[u8]], wall_ms: u32, fork: bool) -> Outcome {
+    let server = (
+        "ONPYRUNNER_JUDGE_SERVER",
+        format!("python3\n-u\n{FORK_SERVER}\n"),
+    );
+    let run = ["python3", "-u", "main.py", "arg1"];
+    judged_by(server, fork, ("main.py", program), &run, inputs, wall_ms)
+}
+
+/// A judged run of `file` as `run` on `inputs`; with `on`, the judge server or process named by
+/// `server` (its argv file's variable and content) runs the tests; without, each is fresh.
+fn judged_by(
+    server: (&str, String),
+    on: bool,
+    file: (&str, &[u8]),
+    run: &[&str],
+    inputs: &[&[u8]],
+    wall_ms: u32,
+) -> Outcome {
     let dir = TempDir::new();
     let work = dir.0.join("work");
     fs::create_dir(&work).unwrap();
-    let argv_file = dir.0.join("judge-server");
-    fs::write(&argv_file, format!("python3\n-u\n{FORK_SERVER}\n")).unwrap();
-    let mut req = request(
-        &[("main.py", program)],
-        &[],
-        &["python3", "-u", "main.py", "arg1"],
-    );
+    let argv_file = dir.0.join("judge-argv");
+    fs::write(&argv_file, server.1).unwrap();
+    let mut req = request(&[file], &[], run);
     req.judge = Some(onpyrunner_protocol::launch::Judge {
         wall_ms,
         inputs: inputs.iter().map(|i| i.to_vec()).collect(),
     });
     let mut command = Command::new(LAUNCHER);
-    let server = if fork { argv_file } else { dir.0.join("none") };
-    command.env("ONPYRUNNER_JUDGE_SERVER", server);
+    let none = dir.0.join("none");
+    command
+        .env("ONPYRUNNER_JUDGE_SERVER", &none)
+        .env("ONPYRUNNER_JUDGE_PROCESS", &none)
+        .env(server.0, if on { argv_file } else { none });
     launch_in(&work, command, req.encode().unwrap())
 }
 
@@ -1062,30 +1079,12 @@ fn host_node() -> bool {
 /// A judged run of `program` (main.js, run as `node --stack-size=900 main.js arg1`) on
 /// `inputs`, in the judge process or without it (each test a fresh node).
 fn judged_node(program: &[u8], inputs: &[&[u8]], wall_ms: u32, judge: bool) -> Outcome {
-    let dir = TempDir::new();
-    let work = dir.0.join("work");
-    fs::create_dir(&work).unwrap();
-    let argv_file = dir.0.join("judge-process");
-    fs::write(
-        &argv_file,
+    let process = (
+        "ONPYRUNNER_JUDGE_PROCESS",
         format!("node\n--stack-size=900\n{JUDGE_PROCESS}\n"),
-    )
-    .unwrap();
-    let mut req = request(
-        &[("main.js", program)],
-        &[],
-        &["node", "--stack-size=900", "main.js", "arg1"],
     );
-    req.judge = Some(onpyrunner_protocol::launch::Judge {
-        wall_ms,
-        inputs: inputs.iter().map(|i| i.to_vec()).collect(),
-    });
-    let mut command = Command::new(LAUNCHER);
-    let process = if judge { argv_file } else { dir.0.join("none") };
-    command
-        .env("ONPYRUNNER_JUDGE_SERVER", dir.0.join("none"))
-        .env("ONPYRUNNER_JUDGE_PROCESS", process);
-    launch_in(&work, command, req.encode().unwrap())
+    let run = ["node", "--stack-size=900", "main.js", "arg1"];
+    judged_by(process, judge, ("main.js", program), &run, inputs, wall_ms)
 }
 
 const JUDGED_NODE: &[u8] = br#"const fs = require('fs');
@@ -1094,7 +1093,10 @@ const what = input.split('\n')[0].trim();
 if (typeof seen !== 'undefined') console.log('a global of the last test:', seen);
 seen = what;
 console.log(process.argv.slice(2), require.main === module, fs.existsSync('left-by-test'), what);
+console.log(process.env.LEFT_BY_TEST, require('path').basename(process.cwd()));
 fs.writeFileSync('left-by-test', 'x');
+process.env.LEFT_BY_TEST = 'yes';
+process.chdir('/');
 console.error('pid', process.pid);
 process.on('exit', (code) => console.log('exit', code));
 const sum = () => input.split(/\s+/).slice(1).filter(Boolean).map(Number).reduce((a, b) => a + b, 0);
@@ -1167,7 +1169,7 @@ fn node_tests_in_the_judge_process_look_like_fresh_ones_to_the_program_and_the_j
     // by the next, and nothing scheduled before an exit runs after it.
     assert_eq!(output(&judged).concat(), output(&fresh).concat());
     assert!(
-        output(&judged)[0].starts_with("[ 'arg1' ] true false plain\n6\nexit 0\n"),
+        output(&judged)[0].starts_with("[ 'arg1' ] true false plain\nundefined work\n6\nexit 0\n"),
         "{:?}",
         output(&judged)
     );
