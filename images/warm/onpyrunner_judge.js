@@ -3,10 +3,11 @@
 // The launcher starts it at container start in a pooled container (`node FLAGS...
 // onpyrunner_judge.js`: it then runs onpyrunner_judge_warmup.js once as a test, so that the
 // first real test finds node's module loader warm), or else once per judged run after the
-// compile stage (`node FLAGS... onpyrunner_judge.js -- RUN_ARGV...`). Each test's argv must start
-// with the same program and flags (so that the heap limit and stack are the run command's). fd 0 is a memfd the launcher fills with the
-// test's input and rewinds before each test, so fs.readFileSync(0), /dev/stdin and
-// process.stdin read the test's input as they would in a fresh `node main.js`. fd 3 brings the
+// compile stage (`node FLAGS... onpyrunner_judge.js -- RUN_ARGV...`). Each test's argv must
+// start with the same program and flags (so that the heap limit and stack are the run
+// command's). fd 0 is a memfd the launcher fills with the test's input and rewinds before each
+// test, so fs.readFileSync(0), /dev/stdin and process.stdin read the test's input as they
+// would in a fresh `node main.js`. fd 3 brings the
 // launcher's messages, fd 4 takes the replies (protocol/src/warm.rs): this process says
 // ["ready"], then per test it gets ["test", input path, run argv...] and answers
 // ["tested", code] once the test is over, or ["tested", code, "last"] when the test left work
@@ -15,10 +16,10 @@
 //
 // A test runs in this process, as node would run main.js: process.argv, require.main, a fresh
 // module cache for the program's own files; afterwards the program's globals, listeners,
-// environment and working directory are put back. It ends
-// as node ends: when the event loop has nothing left to do ('beforeExit', then the program's
-// 'exit' listeners), at process.exit(), or at an uncaught exception (printed, code 1). After
-// an exit, what the program left scheduled does not run and what it prints is dropped.
+// environment and working directory are put back. It ends as node ends: when the event loop has
+// nothing left to do ('beforeExit', then the program's 'exit' listeners), at process.exit(), or at
+// an uncaught exception (printed, code 1). After an exit, what the program left scheduled does not
+// run and what it prints is dropped.
 'use strict';
 
 const fs = require('fs');
@@ -103,7 +104,6 @@ function tracked(make, clear) {
 }
 const real = {
   setTimeout: timers.setTimeout,
-  setInterval: timers.setInterval,
   setImmediate: timers.setImmediate,
   clearTimeout: timers.clearTimeout,
 };
@@ -187,19 +187,25 @@ function exited(code) {
   test.leftOver.unref();
 }
 
+// Run the program's 'exit' listeners, once a test, as node does; an exit in one of them sets
+// the code. Returns what else one of them threw, if anything.
+function emitExit(code) {
+  if (test.exiting) return null;
+  test.exiting = true;
+  try {
+    process.emit('exit', code);
+  } catch (err) {
+    if (!(err instanceof Exit)) return err;
+  }
+  return null;
+}
+
 process.exit = function exit(code) {
   if (test === null) return exitBefore.call(process, code);
   if (!test.exited) {
     if (code !== undefined && code !== null) process.exitCode = code;
-    if (!test.exiting) {
-      // The program's 'exit' listeners run once, as in node; an exit in one of them sets the code.
-      test.exiting = true;
-      try {
-        process.emit('exit', exitCode());
-      } catch (err) {
-        if (!(err instanceof Exit)) throw err;
-      }
-    }
+    const thrown = emitExit(exitCode());
+    if (thrown !== null) throw thrown;
     exited(exitCode());
   }
   throw new Exit(test.code);
@@ -218,12 +224,7 @@ function uncaught(err) {
   }
   process.stderr.write(text);
   process.exitCode = 1;
-  if (!test.exiting) {
-    test.exiting = true;
-    try {
-      process.emit('exit', 1);
-    } catch {}
-  }
+  emitExit(1);
   exited(1);
 }
 
@@ -276,12 +277,8 @@ function finish(leftOver) {
   const ended = test;
   if (!ended.exited) {
     // The event loop is empty: node's own ending.
-    ended.exiting = true;
-    try {
-      process.emit('exit', exitCode());
-    } catch (err) {
-      if (!(err instanceof Exit)) uncaught(err);
-    }
+    const thrown = emitExit(exitCode());
+    if (thrown !== null) uncaught(thrown);
     if (!ended.exited) {
       ended.exited = true;
       ended.code = exitCode();

@@ -1,4 +1,4 @@
-//! Raw reads and writes on file descriptors.
+//! Raw reads and writes on file descriptors, and the image's argv files.
 //!
 //! The launch frame must be read without std's `Stdin`: it reads ahead into an 8 KiB buffer and
 //! would swallow the first bytes of the program's stdin. Every read here asks for at most the
@@ -47,6 +47,22 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The argv in an image's argv file, one argument a line: the file named by the environment
+/// variable `env` (the launcher's tests on the host), else `default`. `Ok(None)` when the file
+/// is not there or is empty.
+pub fn argv_file(env: &str, default: &str) -> io::Result<Option<Vec<String>>> {
+    let path = std::env::var_os(env)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(default));
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let argv: Vec<String> = text.lines().map(str::to_string).collect();
+    Ok((!argv.is_empty()).then_some(argv))
 }
 
 /// The test's input as an anonymous file at offset 0.

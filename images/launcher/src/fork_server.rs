@@ -12,7 +12,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -71,20 +70,16 @@ pub struct ForkServer {
 impl ForkServer {
     /// Start the image's fork server for `run`, when the image has one: `Ok(None)` without.
     pub fn start(run: &[String]) -> Result<Option<Self>, ServerError> {
-        let path = std::env::var_os(ARGV_FILE_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(ARGV_FILE));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(ServerError::Start(e)),
-        };
-        let argv: Vec<&str> = text.lines().collect();
-        let Some((program, args)) = argv.split_first() else {
+        let Some(argv) =
+            crate::fdio::argv_file(ARGV_FILE_ENV, ARGV_FILE).map_err(ServerError::Start)?
+        else {
             return Ok(None);
         };
+        let (program, args) = argv
+            .split_first()
+            .expect("argv_file gives a non-empty argv");
         // The same interpreter as the run command (the server checks the flags).
-        if run.first().map(String::as_str) != Some(*program) {
+        if run.first() != Some(program) {
             return Ok(None);
         }
         let (ours, theirs) = socket_pair().map_err(ServerError::Start)?;

@@ -104,22 +104,16 @@ impl WarmProcess {
     /// and `judges` says later whether it fits the run). Its stdin is an empty memfd that each
     /// test refills; it leads its own process group, which goes with it.
     pub fn start_judge(run: Option<&[String]>) -> Result<Option<WarmProcess>, WarmError> {
-        let path = std::env::var_os(JUDGE_PROCESS_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(JUDGE_PROCESS_FILE));
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(WarmError::Spawn(e)),
-        };
-        let mut argv: Vec<String> = text.lines().map(str::to_string).collect();
-        let Some((_script, prefix)) = argv.split_last() else {
+        let Some(mut argv) =
+            fdio::argv_file(JUDGE_PROCESS_ENV, JUDGE_PROCESS_FILE).map_err(WarmError::Spawn)?
+        else {
             return Ok(None);
         };
-        let prefix = prefix.to_vec();
+        // The program and flags: all but the script.
+        let prefix = argv[..argv.len() - 1].to_vec();
         if let Some(run) = run {
             // The same program and flags as the run command (the process checks them too).
-            if !(run.len() > prefix.len() && run.starts_with(&prefix)) {
+            if !begins_with_flags(run, &prefix) {
                 return Ok(None);
             }
             argv.push("--".into());
@@ -149,7 +143,7 @@ impl WarmProcess {
     pub fn judges(&self, run: &[String]) -> bool {
         self.judge
             .as_ref()
-            .is_some_and(|(_, prefix)| run.len() > prefix.len() && run.starts_with(prefix))
+            .is_some_and(|(_, prefix)| begins_with_flags(run, prefix))
     }
 
     fn spawn(
@@ -450,6 +444,12 @@ impl WarmProcess {
             .and_then(|status| status_peak_kib(&status))
             .unwrap_or(0)
     }
+}
+
+/// Whether the run command `run` is `prefix` (a program and its flags) and then more: the
+/// program's file and its arguments.
+fn begins_with_flags(run: &[String], prefix: &[String]) -> bool {
+    run.len() > prefix.len() && run.starts_with(prefix)
 }
 
 /// Make `file` hold exactly `input`, at offset 0 (the offset the judge process's stdin shares).

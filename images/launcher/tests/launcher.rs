@@ -1032,24 +1032,14 @@ fn a_fork_server_with_other_flags_than_the_run_refuses_and_the_tests_run_fresh()
     if !host_python() {
         return;
     }
-    let dir = TempDir::new();
-    let work = dir.0.join("work");
-    fs::create_dir(&work).unwrap();
-    let argv_file = dir.0.join("judge-server");
     // -O instead of the run's -u: a fork would not buffer (or assert) as the run command does.
-    fs::write(&argv_file, format!("python3\n-O\n{FORK_SERVER}\n")).unwrap();
-    let mut req = request(
-        &[("main.py", b"import os\nprint(os.getppid())\n")],
-        &[],
-        &["python3", "-u", "main.py"],
+    let server = (
+        "ONPYRUNNER_JUDGE_SERVER",
+        format!("python3\n-O\n{FORK_SERVER}\n"),
     );
-    req.judge = Some(onpyrunner_protocol::launch::Judge {
-        wall_ms: 5000,
-        inputs: vec![b"".to_vec()],
-    });
-    let mut command = Command::new(LAUNCHER);
-    command.env("ONPYRUNNER_JUDGE_SERVER", &argv_file);
-    let out = launch_in(&work, command, req.encode().unwrap());
+    let program: &[u8] = b"import os\nprint(os.getppid())\n";
+    let run = ["python3", "-u", "main.py"];
+    let out = judged_by(server, true, ("main.py", program), &run, &[b""], 5000);
     assert_eq!(test_results(&out), vec![(0, Some(0), None, false)]);
     assert_eq!(out.user_stdout(), format!("{}\n", out.pid).into_bytes());
     assert!(
